@@ -1,0 +1,132 @@
+"""The one place that reads the environment.
+
+Every setting has an embedded default so ``make demo`` works on a laptop with no
+configuration at all; production overrides them with ``ORDERPROC_*`` variables.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+KAFKA_VERSION = "4.1.1"
+"""The one Kafka version used by the local devstack and by docker-compose."""
+
+
+class RetryMode(str, Enum):
+    """How a failing order is retried."""
+
+    BLOCKING = "blocking"
+    NON_BLOCKING = "non-blocking"
+
+
+class Settings(BaseSettings):
+    """orderproc settings; environment variables are ``ORDERPROC_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERPROC_", frozen=True, extra="ignore")
+
+    # Kafka connection
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+
+    # Topics and groups (the original system's names)
+    orders_topic: str = "orders"
+    dlq_topic: str = "orders_dlq"
+    retry_topic_prefix: str = "orders.retry"
+    consumer_group: str = "order-group"
+    dlq_group: str = "dlq-group"
+    topic_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Storage: PostgreSQL in production, SQLite under the devstack folder by default
+    database_url: str | None = None
+
+    # Processing rule and retry policy
+    price_threshold: float = 100.0
+    retry_mode: RetryMode = RetryMode.NON_BLOCKING
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_initial_s: float = Field(default=1.0, ge=0)
+    backoff_multiplier: float = Field(default=2.0, ge=1)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    backoff_jitter: float = Field(default=0.1, ge=0, le=1)
+
+    # Flood breaker: pause when the DLQ share of the last `flood_window` messages exceeds this
+    flood_window: int = Field(default=200, ge=10)
+    flood_ratio: float = Field(default=0.8, gt=0, le=1)
+    flood_cooldown_s: float = Field(default=300.0, ge=0)
+    delivery_timeout_ms: int = Field(default=30000, ge=1000)
+
+    # Service
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    log_json: bool = False
+    batch_size: int = Field(default=500, ge=1)
+    poll_timeout_s: float = Field(default=0.5, gt=0)
+
+    # Local devstack
+    devstack_dir: Path = PROJECT_ROOT / ".devstack"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("bootstrap_servers must not be empty")
+        return value
+
+    def retry_topic(self, attempt: int) -> str:
+        """The retry topic that holds records waiting for attempt ``attempt + 1``."""
+        return f"{self.retry_topic_prefix}.{attempt}"
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return [self.retry_topic(i) for i in range(1, self.max_attempts)]
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.devstack_dir / 'orderproc.db'}"
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for these settings, plus ``overrides``."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": (
+                self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            ),
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(overrides)
+        return conf
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()
