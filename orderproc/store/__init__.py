@@ -1,0 +1,1 @@
+"""Persistence: processed orders, dead-lettered orders and their audit trail."""
