@@ -1,3 +1,3 @@
-"""orderproc: order processing on Apache Kafka with retry, a dead-letter queue and Airflow-driven replay."""
+"""orderproc: order processing on Kafka with retry, a dead-letter queue and Airflow replay."""
 
 __version__ = "0.1.0"

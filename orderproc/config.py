@@ -6,7 +6,7 @@ configuration at all; production overrides them with ``ORDERPROC_*`` variables.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ KAFKA_VERSION = "4.1.1"
 """The one Kafka version used by the local devstack and by docker-compose."""
 
 
-class RetryMode(str, Enum):
+class RetryMode(StrEnum):
     """How a failing order is retried."""
 
     BLOCKING = "blocking"

@@ -8,10 +8,10 @@ message that the CLI prints instead of a traceback.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCategory(str, Enum):
+class ErrorCategory(StrEnum):
     """Why a record failed; a DLQ envelope field and a metrics label."""
 
     DESERIALIZATION = "deserialization"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def schema_path(name: str) -> Path:
     raise FileNotFoundError(f"schema {name} not found in {_REPO_SCHEMAS} or {_PACKAGE_SCHEMAS}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str = "order.avsc") -> Any:
     """Parse an Avro schema once per process."""
     return fastavro.parse_schema(json.loads(schema_path(name).read_text()))
@@ -61,14 +61,18 @@ class OrderSerde:
             raise DeserializationError("empty value", raw)
         buf = io.BytesIO(raw)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(buf, self.schema, None)
+            record = fastavro.schemaless_reader(buf, self.schema, None)
         except (EOFError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:
             detail = str(exc).split(" from <")[0] or "input ended early"
-            raise DeserializationError(f"undecodable Avro ({type(exc).__name__}: {detail})", raw) from exc
+            raise DeserializationError(
+                f"undecodable Avro ({type(exc).__name__}: {detail})", raw
+            ) from exc
         if buf.tell() != len(raw):
             raise DeserializationError(
                 f"{len(raw) - buf.tell()} trailing bytes after the Avro record", raw
             )
+        if not isinstance(record, dict):
+            raise DeserializationError("Avro value is not a record", raw)
         return record
 
     def decode(self, raw: bytes | None) -> Order:

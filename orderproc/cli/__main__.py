@@ -1,0 +1,3 @@
+from orderproc.cli import main
+
+main()

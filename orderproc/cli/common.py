@@ -1,0 +1,61 @@
+"""What the CLI commands share: settings with overrides, signals, logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from orderproc.config import Settings, get_settings
+from orderproc.errors import ConfigError
+from orderproc.logs import configure_logging
+
+log = logging.getLogger("orderproc.cli")
+
+
+def settings_with(**overrides: Any) -> Settings:
+    """Environment settings, with the command's non-None options on top."""
+    base = get_settings()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not changes:
+        return base
+    try:
+        return Settings.model_validate({**base.model_dump(), **changes})
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+def setup_logging(settings: Settings, json_logs: bool | None, level: str) -> None:
+    configure_logging(
+        json_output=settings.log_json if json_logs is None else json_logs, level=level
+    )
+
+
+def install_stop_handlers(stop: Callable[[], None]) -> None:
+    """First SIGINT/SIGTERM: graceful stop. Second: exit at once."""
+    calls = {"n": 0}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            print("\ninterrupted again: exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        log.warning(
+            "%s received: finishing in-flight work (again to force exit)",
+            signal.Signals(signum).name,
+        )
+        stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def echo(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,129 @@
+"""``orderproc produce`` and ``orderproc consume``: the long-running workers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from orderproc.cli.common import echo, install_stop_handlers, settings_with, setup_logging
+from orderproc.config import RetryMode
+
+app = typer.Typer()
+
+JsonLogs = Annotated[
+    bool | None,
+    typer.Option("--json-logs/--text-logs", help="Log format (default: ORDERPROC_LOG_JSON)."),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ...")]
+
+
+@app.command()
+def produce(
+    rate: Annotated[
+        float, typer.Option(min=0, help="Orders per second; 0 = as fast as possible.")
+    ] = 1.0,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many orders.")] = None,
+    fail_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=1, help="Share of prices above the threshold (default: uniform 10-150)."
+        ),
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Target topic (default: ORDERPROC_ORDERS_TOPIC).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-order lines.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for reproducible runs.")] = None,
+    json_logs: JsonLogs = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Produce random orders, like the original producer (one per second by default)."""
+    import random
+
+    from orderproc.producer import OrderGenerator, OrderProducer
+
+    settings = settings_with(orders_topic=topic)
+    setup_logging(settings, json_logs, log_level)
+    producer = OrderProducer(settings, echo=None if quiet else echo)
+    install_stop_handlers(producer.stop)
+    generator = OrderGenerator(settings.price_threshold, fail_share, random.Random(seed))
+    if count and quiet and sys.stderr.isatty():
+        with typer.progressbar(length=count, label="producing", file=sys.stderr) as bar:
+            stats = producer.run(generator, count=count, rate=rate, on_progress=bar.update)
+    else:
+        stats = producer.run(generator, count=count, rate=rate)
+    print(
+        f"produced={stats.produced} delivered={stats.delivered} failed={stats.failed}",
+        file=sys.stderr,
+    )
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def consume(
+    mode: Annotated[
+        RetryMode | None, typer.Option(help="Retry mode (default: non-blocking).")
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
+    threshold: Annotated[float | None, typer.Option(help="Orders priced above this fail.")] = None,
+    handler: Annotated[
+        str | None, typer.Option(help="Custom handler as 'package.module:attribute'.")
+    ] = None,
+    max_messages: Annotated[
+        int | None, typer.Option(min=1, help="Exit after this many records.")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(min=0, help="Exit after this many idle seconds (none pending).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve /metrics and /healthz.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-order lines.")] = False,
+    json_logs: JsonLogs = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Consume orders: process, retry with backoff, dead-letter, record in the store."""
+    from orderproc.consumer import OrderConsumer
+    from orderproc.handler import load_handler
+    from orderproc.metrics import MetricsServer
+    from orderproc.store.engine import make_engine
+    from orderproc.store.migrate import upgrade
+    from orderproc.store.repository import OrderRepository
+
+    settings = settings_with(
+        retry_mode=mode,
+        max_attempts=max_attempts,
+        price_threshold=threshold,
+        metrics_port=metrics_port,
+    )
+    setup_logging(settings, json_logs, log_level)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    consumer = OrderConsumer(
+        settings,
+        OrderRepository(engine),
+        handler=load_handler(handler) if handler else None,
+        echo=None if quiet else echo,
+    )
+    install_stop_handlers(consumer.stop)
+    server = None
+    if settings.metrics_port:
+        server = MetricsServer(
+            consumer.metrics.registry, consumer.health, settings.metrics_host, settings.metrics_port
+        ).start()
+    try:
+        stats = consumer.run(max_messages=max_messages, idle_exit_s=idle_exit)
+    finally:
+        if server:
+            server.stop()
+        engine.dispose()
+    cats = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_lettered_by_category.items())) or "-"
+    print(
+        f"consumed={stats.consumed} processed={stats.processed} retried={stats.retried} "
+        f"dead_lettered={stats.dead_lettered} ({cats}) duplicates={stats.duplicates} "
+        f"avg={stats.average_price:.2f}",
+        file=sys.stderr,
+    )

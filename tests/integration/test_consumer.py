@@ -1,0 +1,324 @@
+"""The live consumer against the real broker and database."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from orderproc.config import RetryMode, Settings
+from orderproc.consumer import OrderConsumer
+from orderproc.errors import DeliveryError
+from orderproc.models import Order
+from orderproc.serde import OrderSerde
+from orderproc.store.engine import make_engine
+from orderproc.store.migrate import upgrade
+from orderproc.store.repository import OrderRepository
+
+from conftest import drain_topic
+
+pytestmark = pytest.mark.integration
+
+SERDE = OrderSerde()
+
+
+def produce(
+    producer: Producer, topic: str, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, headers=[("trace-id", b"abc")])
+    assert producer.flush(30) == 0
+
+
+def orders(*prices: float, prefix: str = "o") -> list[Order]:
+    return [Order(f"{prefix}-{i}", f"item{i % 5 + 1}", p) for i, p in enumerate(prices)]
+
+
+def encoded(items: list[Order]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(o.order_id.encode(), SERDE.encode(o)) for o in items]
+
+
+def make_order_consumer(
+    settings: Settings, lines: list[str] | None = None, **kw: Any
+) -> OrderConsumer:
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    return OrderConsumer(
+        settings, OrderRepository(engine), echo=(lines.append if lines is not None else None), **kw
+    )
+
+
+def dlq_events(make_consumer: Callable[..., Consumer], settings: Settings, n: int) -> list[Any]:
+    return drain_topic(make_consumer(), settings.dlq_topic, n)
+
+
+def committed(settings: Settings, topic: str, partitions: int = 1) -> list[int]:
+    probe = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.consumer_group}
+    )
+    try:
+        tps = probe.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        probe.close()
+
+
+def test_orders_at_or_below_threshold_are_processed_and_recorded_once(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+) -> None:
+    settings = make_settings()
+    items = orders(10.0, 99.99, 100.0, 45.67)
+    produce(
+        make_producer(), settings.orders_topic, encoded(items) + encoded(items[:2])
+    )  # 2 redelivered
+    lines: list[str] = []
+
+    stats = make_order_consumer(settings, lines).run(idle_exit_s=3)
+
+    repo = OrderRepository(make_engine(settings.effective_database_url))
+    assert repo.processed_ids() == {o.order_id for o in items}
+    assert repo.count() == 4
+    assert (stats.processed, stats.duplicates, stats.dead_lettered) == (4, 2, 0)
+    assert stats.average_price == pytest.approx((10.0 + 99.99 + 100.0 + 45.67) / 4)
+    assert "Processed o-3 | price=45.67 | avg=63.92" in lines
+    assert committed(settings, settings.orders_topic) == [6]
+
+
+@pytest.mark.parametrize("mode", [RetryMode.NON_BLOCKING, RetryMode.BLOCKING])
+def test_expensive_orders_are_retried_then_dead_lettered_with_full_envelope(
+    mode: RetryMode,
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = make_settings(retry_mode=mode, max_attempts=3, backoff_initial_s=0.3)
+    [order] = orders(120.5, prefix=f"exp-{mode.value}")
+    produce(make_producer(), settings.orders_topic, encoded([order]))
+    lines: list[str] = []
+
+    stats = make_order_consumer(settings, lines).run(idle_exit_s=3)
+
+    assert stats.dead_lettered == 1 and stats.processed == 0
+    assert stats.retried == 2
+    assert [line for line in lines if line.startswith("Attempt")] == [
+        "Attempt 1/3 failed: Simulated error: high price",
+        "Attempt 2/3 failed: Simulated error: high price",
+    ]
+    assert f"DLQ: {order.order_id} -> Simulated error: high price" in lines
+    [msg] = dlq_events(make_consumer, settings, 1)
+    envelope = json.loads(msg.value())
+    assert envelope["failed_order"] == {
+        "orderId": order.order_id,
+        "product": order.product,
+        "price": 120.5,
+    }
+    assert envelope["reason"] == "Simulated error: high price"
+    assert envelope["error"] == {
+        "class": "BusinessRuleError",
+        "message": "Simulated error: high price",
+        "category": "business_rule",
+        "retryable": True,
+    }
+    assert envelope["attempts"] == 3
+    assert envelope["source"]["topic"] == settings.orders_topic
+    assert envelope["source"]["offset"] == 0
+    assert envelope["consumer_group"] == settings.consumer_group
+    assert envelope["raw_value_b64"] is None
+    assert envelope["first_failure_at"] < envelope["last_failure_at"]
+    assert msg.key() == order.order_id.encode()
+    headers = dict(msg.headers())
+    assert headers["trace-id"] == b"abc"  # the original headers travel along
+    assert headers["orderproc.attempts"] == b"3"
+    assert headers["orderproc.error.category"] == b"business_rule"
+    assert headers["orderproc.source.topic"] == settings.orders_topic.encode()
+    names = [k for k, _ in msg.headers()]
+    assert len(names) == len(set(names)), (
+        "provenance headers are replaced across hops, not appended"
+    )
+    # Backoff is exponential: the time between first and last failure covers 0.3 s + 0.6 s.
+    from datetime import datetime
+
+    first = datetime.fromisoformat(envelope["first_failure_at"])
+    last = datetime.fromisoformat(envelope["last_failure_at"])
+    assert (last - first).total_seconds() >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [
+        ("garbage", b"\xff\xfe not avro at all \x00\x01"),
+        ("truncated", SERDE.encode(Order("t-1", "item1", 5.0))[:-2]),
+        ("empty", b""),
+        ("null", None),
+        ("trailing", SERDE.encode(Order("t-2", "item1", 5.0)) + b"\x00"),
+    ],
+)
+def test_undecodable_values_go_to_dlq_with_raw_bytes(
+    label: str,
+    value: bytes | None,
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = make_settings()
+    good = orders(20.0, prefix=label)
+    produce(make_producer(), settings.orders_topic, [(b"bad", value), *encoded(good)])
+
+    stats = make_order_consumer(settings).run(idle_exit_s=2)
+
+    assert stats.dead_lettered_by_category == {"deserialization": 1}
+    assert stats.processed == 1 and stats.retried == 0  # permanent: no retry, consumer kept going
+    [msg] = dlq_events(make_consumer, settings, 1)
+    envelope = json.loads(msg.value())
+    assert envelope["failed_order"] is None
+    assert envelope["error"]["retryable"] is False
+    assert envelope["attempts"] == 1
+    if value is None:  # a tombstone has no bytes to keep
+        assert envelope["raw_value_b64"] is None and msg.value() is not None
+    else:
+        assert base64.b64decode(envelope["raw_value_b64"]) == value
+    assert msg.key() == b"bad"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason_part"),
+    [
+        ({"orderId": "", "product": "item1", "price": 5.0}, "orderId is empty"),
+        ({"orderId": "n-1", "product": "item1", "price": float("nan")}, "not finite"),
+        ({"orderId": "n-2", "product": "item1", "price": float("inf")}, "not finite"),
+        ({"orderId": "n-3", "product": "item1", "price": -1.0}, "negative"),
+        ({"orderId": "n-4", "product": "", "price": 1.0}, "product is empty"),
+    ],
+)
+def test_invalid_orders_are_dead_lettered_at_once(
+    record: dict[str, Any],
+    reason_part: str,
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = make_settings()
+    raw = SERDE.encode_record(record)
+    produce(make_producer(), settings.orders_topic, [(b"k", raw)])
+
+    stats = make_order_consumer(settings).run(idle_exit_s=2)
+
+    assert stats.dead_lettered_by_category == {"validation": 1}
+    [msg] = dlq_events(make_consumer, settings, 1)
+    envelope = json.loads(msg.value())
+    assert reason_part in envelope["reason"]
+    assert envelope["error"]["category"] == "validation"
+    assert base64.b64decode(envelope["raw_value_b64"]) == raw
+
+
+def test_non_blocking_retry_does_not_delay_orders_behind_a_failure(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+) -> None:
+    # A long backoff: in blocking mode the cheap orders would wait 30 s behind the first one.
+    settings = make_settings(max_attempts=2, backoff_initial_s=30, backoff_max_s=30)
+    items = orders(140.0, 11.0, 12.0, 13.0, prefix="nb")
+    produce(make_producer(), settings.orders_topic, encoded(items))
+    lines: list[str] = []
+    consumer = make_order_consumer(settings, lines)
+
+    # Four records: the expensive one is moved to the retry topic, the rest are processed.
+    stats = consumer.run(max_messages=4)
+
+    assert stats.processed == 3 and stats.retried == 1 and stats.dead_lettered == 0
+    assert [line.split(" |")[0] for line in lines if line.startswith("Processed")] == [
+        "Processed nb-1",
+        "Processed nb-2",
+        "Processed nb-3",
+    ]
+    assert committed(settings, settings.orders_topic) == [4]  # the main topic moved past it
+
+
+def test_retry_partition_is_paused_until_due(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+) -> None:
+    settings = make_settings(max_attempts=2, backoff_initial_s=1.0)
+    produce(make_producer(), settings.orders_topic, encoded(orders(150.0, 5.0, prefix="due")))
+    consumer = make_order_consumer(settings)
+
+    stats = consumer.run(idle_exit_s=1)
+
+    # idle-exit waits while a retry is pending, so the due record was read again and dead-lettered.
+    assert stats.retried == 1 and stats.dead_lettered == 1 and stats.processed == 1
+
+
+def test_dlq_that_cannot_be_written_stops_consumer_with_nothing_committed(
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    topic_factory: Callable[..., str],
+) -> None:
+    settings = make_settings(max_attempts=1, create=True)
+    # A DLQ topic that refuses every record: its size limit is below any envelope.
+    tiny_dlq = topic_factory("tinydlq", config={"max.message.bytes": "64"})
+    settings = settings.model_copy(update={"dlq_topic": tiny_dlq})
+    produce(make_producer(), settings.orders_topic, [(b"x", b"\x00garbage")])
+    consumer = make_order_consumer(settings)
+
+    with pytest.raises(DeliveryError, match="deliveries failed"):
+        consumer.run(idle_exit_s=5)
+
+    assert committed(settings, settings.orders_topic) == [
+        -1001
+    ]  # OFFSET_INVALID: nothing committed
+    assert not consumer.health.status()[0]
+
+
+def test_flood_breaker_trips_and_pauses_instead_of_dead_lettering_everything(
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    settings = make_settings(flood_window=10, flood_ratio=0.5, flood_cooldown_s=3600)
+    produce(make_producer(), settings.orders_topic, [(b"g", b"\xffbroken") for _ in range(30)])
+    consumer = make_order_consumer(settings)
+
+    stats = consumer.run(idle_exit_s=2)
+
+    assert stats.flood_breaker_trips == 1
+    assert stats.dead_lettered == 10  # the window that tripped it, and no more
+    assert consumer.metrics.flood_open._value.get() == 1
+    assert committed(settings, settings.orders_topic) == [10]
+    assert len(drain_topic(make_consumer(), settings.dlq_topic, 11, timeout_s=5)) == 10
+
+
+def test_flood_breaker_does_not_trip_on_the_original_workload(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+) -> None:
+    import random
+
+    from orderproc.producer import OrderGenerator
+
+    settings = make_settings(max_attempts=1)  # no retries: each failure is a dead letter at once
+    gen = iter(OrderGenerator(rng=random.Random(7)))
+    items = [next(gen) for _ in range(600)]
+    produce(make_producer(), settings.orders_topic, encoded(items))
+
+    stats = make_order_consumer(settings).run(idle_exit_s=2)
+
+    expected_failures = sum(1 for o in items if o.price > 100)
+    assert stats.flood_breaker_trips == 0
+    assert stats.dead_lettered == expected_failures > 150
+    assert stats.processed == 600 - expected_failures
+
+
+def test_persists_to_postgresql(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer], pg_url: str
+) -> None:
+    settings = make_settings(database_url=pg_url, partitions=3)
+    items = orders(*[float(i) for i in range(1, 101)], prefix="pg")
+    produce(make_producer(), settings.orders_topic, encoded(items))
+
+    stats = make_order_consumer(settings).run(idle_exit_s=3)
+
+    assert stats.processed == 100
+    repo = OrderRepository(make_engine(pg_url))
+    assert repo.processed_ids() == {o.order_id for o in items}
+    assert sum(committed(settings, settings.orders_topic, 3)) == 100
