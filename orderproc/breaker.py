@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 
 class FloodBreaker:
-    """Trips when more than ``ratio`` of the last ``window`` final outcomes were dead letters.
+    """Trips when more than ``ratio`` of the last ``window`` outcomes were failures.
 
     A bad deploy or a broken schema makes every record fail; dead-lettering them
     all would bury the DLQ and hide the cause. Once tripped, the consumer pauses
@@ -42,7 +42,7 @@ class FloodBreaker:
         return self._dead / len(self._outcomes) if self._outcomes else 0.0
 
     def record(self, dead_lettered: bool) -> bool:
-        """Record one final outcome; return True when this outcome trips the breaker."""
+        """Record one outcome (True = failed); return True when it trips the breaker."""
         if len(self._outcomes) == self.window and self._outcomes[0]:
             self._dead -= 1
         self._outcomes.append(dead_lettered)

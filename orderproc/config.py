@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, ge=0)
     backoff_jitter: float = Field(default=0.1, ge=0, le=1)
 
-    # Flood breaker: pause when the DLQ share of the last `flood_window` messages exceeds this
+    # Flood breaker: pause when more than this share of the last `flood_window` orders failed
     flood_window: int = Field(default=200, ge=10)
     flood_ratio: float = Field(default=0.8, gt=0, le=1)
     flood_cooldown_s: float = Field(default=300.0, ge=0)
@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     log_json: bool = False
     batch_size: int = Field(default=500, ge=1)
+    session_timeout_ms: int = Field(default=45000, ge=1000)
     poll_timeout_s: float = Field(default=0.5, gt=0)
 
     # Local devstack

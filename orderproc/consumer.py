@@ -146,10 +146,10 @@ class OrderConsumer:
         self.average = RunningAverage(repository.price_totals())
         self._echo = echo
         self._stop = threading.Event()
+        self._assigned = False
+        self._last_message = time.monotonic()
         self._held: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
-        self._retry_topics = {
-            settings.retry_topic(i): i for i in range(1, settings.max_attempts)
-        }
+        self._retry_topics = {settings.retry_topic(i): i for i in range(1, settings.max_attempts)}
         conf = settings.kafka_config(
             **{
                 "group.id": settings.consumer_group,
@@ -157,6 +157,7 @@ class OrderConsumer:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
+                "session.timeout.ms": settings.session_timeout_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "statistics.interval.ms": 10000,
                 "stats_cb": self.metrics.update_lag_from_stats,
@@ -175,7 +176,9 @@ class OrderConsumer:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, *, max_messages: int | None = None, idle_exit_s: float | None = None) -> ConsumerStats:
+    def run(
+        self, *, max_messages: int | None = None, idle_exit_s: float | None = None
+    ) -> ConsumerStats:
         """Consume until stopped, after ``max_messages`` records, or when idle ``idle_exit_s``.
 
         Raises:
@@ -187,10 +190,12 @@ class OrderConsumer:
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
             "consuming %s group=%s mode=%s max_attempts=%d",
-            ",".join(topics), self.settings.consumer_group, self.mode.value,
+            ",".join(topics),
+            self.settings.consumer_group,
+            self.mode.value,
             self.policy.max_attempts,
         )
-        last_message = time.monotonic()
+        self._last_message = time.monotonic()
         try:
             while not self.stopping:
                 self.health.beat()
@@ -203,14 +208,16 @@ class OrderConsumer:
                 messages = self.consumer.consume(want, timeout=self._poll_timeout())
                 self.router.poll()
                 if not messages:
-                    idle = time.monotonic() - last_message
+                    idle = time.monotonic() - self._last_message
                     # Pending retries keep a bounded run alive; a tripped breaker does not.
                     pending = bool(self._held) and not self.breaker.is_open
+                    # Idle counts only once we own partitions: a join can wait out a dead member.
+                    idle = idle if self._assigned else 0.0
                     if idle_exit_s is not None and idle >= idle_exit_s and not pending:
                         log.info("idle for %.1fs, exiting", idle)
                         break
                     continue
-                last_message = time.monotonic()
+                self._last_message = time.monotonic()
                 self._commit_batch(self._handle_batch(messages))
         except OrderProcError as exc:
             self.health.fail(str(exc))
@@ -228,6 +235,9 @@ class OrderConsumer:
             log.warning("consumer close: %s", exc)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions and not self._assigned:
+            self._assigned = True
+            self._last_message = time.monotonic()
         log.info("assigned %s", _fmt(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -298,13 +308,13 @@ class OrderConsumer:
                         self._backoff_in_place(attempts)
                         continue
                     self._schedule_retry(msg, failure)
+                    self._record_outcome(msg, ok=False)
                     return
         except ProcessingError as error:
             attempts = max(attempts, 1)
-            failure = self._failure(
-                msg, error, attempts, first_failure or now_ms(), source, order
-            )
+            failure = self._failure(msg, error, attempts, first_failure or now_ms(), source, order)
             self._dead_letter(msg, failure)
+            self._record_outcome(msg, ok=False)
             return
         batch.rows.append(
             ProcessedRow(
@@ -319,7 +329,7 @@ class OrderConsumer:
                 replay_id=_replay_id(msg.headers),
             )
         )
-        self.breaker.record(False)
+        self._record_outcome(msg, ok=True)
 
     def _failure(
         self,
@@ -366,14 +376,26 @@ class OrderConsumer:
         self.metrics.dead_lettered.labels(category).inc()
         key = failure.order.order_id if failure.order else f"{msg.topic}@{msg.offset}"
         self._say(f"DLQ: {key} -> {failure.reason}")
-        if self.breaker.record(True):
+
+    def _record_outcome(self, rec: Record, ok: bool) -> None:
+        """Feed the flood breaker with records of the main topic only.
+
+        A record counts as failed when it did not succeed on its first read
+        (dead-lettered, or sent to a retry topic). Retry-topic records are left
+        out: after a restart their backlog fails in a burst by design.
+        """
+        if rec.topic != self.settings.orders_topic:
+            return
+        if self.breaker.record(not ok):
             self.stats.flood_breaker_trips += 1
             self.metrics.flood_trips.inc()
             self.metrics.flood_open.set(1)
             log.critical(
-                "flood breaker tripped: %.0f%% of the last %d records were dead-lettered; "
+                "flood breaker tripped: %.0f%% of the last %d orders failed; "
                 "pausing consumption for %.0fs",
-                self.breaker.dead_share * 100, self.breaker.window, self.breaker.cooldown_s,
+                self.breaker.dead_share * 100,
+                self.breaker.window,
+                self.breaker.cooldown_s,
             )
 
     # -- making a batch durable: the one place offsets move ------------------------
@@ -391,7 +413,9 @@ class OrderConsumer:
             self.average.add(row.product, row.price)
             self.stats.processed += 1
             self.metrics.processed.inc()
-            self._say(f"Processed {row.order_id} | price={row.price:.2f} | avg={self.average.overall:.2f}")
+            self._say(
+                f"Processed {row.order_id} | price={row.price:.2f} | avg={self.average.overall:.2f}"
+            )
         self.metrics.running_average.set(self.average.overall)
 
     def _persist(self, rows: list[ProcessedRow]) -> set[str]:

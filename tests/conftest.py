@@ -141,6 +141,41 @@ def drain_topic(
     return out
 
 
+def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end (high watermarks), in partition order."""
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-all-{_uid()}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in partitions
+        }
+        todo = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=1.0):
+                if msg.error() is None:
+                    out.append(msg)
+                    if msg.offset() + 1 >= ends[msg.partition()][1]:
+                        todo.discard(msg.partition())
+        assert not todo, f"could not read {topic} to its end"
+        return out
+    finally:
+        consumer.close()
+
+
 # -- Databases -----------------------------------------------------------------------
 
 
