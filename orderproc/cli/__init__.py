@@ -22,6 +22,7 @@ def _register() -> None:
     from orderproc.cli import admin, dev, dlq, workers
 
     app.registered_commands.extend(workers.app.registered_commands)
+    app.command()(admin.demo)
     app.add_typer(dlq.app, name="dlq", help="Watch, review and replay the dead-letter queue.")
     app.add_typer(admin.topics_app, name="topics", help="Kafka topics.")
     app.add_typer(admin.db_app, name="db", help="Database schema (Alembic).")

@@ -33,3 +33,39 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     print(
         f"database at revision {current(engine)}: {engine.url.render_as_string(hide_password=True)}"
     )
+
+
+def demo(
+    orders: int = typer.Option(40, min=1, help="Orders to produce."),
+    rate: float = typer.Option(20.0, min=0, help="Orders per second."),
+    keep_running: bool = typer.Option(False, help="Leave the local broker running afterwards."),
+) -> None:
+    """Run the main job end to end on the local broker and the embedded SQLite store."""
+    from orderproc.demo import run_live_stream
+    from orderproc.devstack.kafka import KafkaBroker
+    from orderproc.store.engine import make_engine
+    from orderproc.store.migrate import upgrade
+    from orderproc.topics import ensure_topics
+
+    settings = settings_with()
+    broker = KafkaBroker(settings)
+    started = broker.up().started
+    try:
+        print(f"== broker: {broker.status().describe()}")
+        ensure_topics(settings)
+        upgrade(make_engine(settings.effective_database_url))
+        print(f"== store: {settings.effective_database_url}")
+        print(
+            f"== live stream: {orders} orders at {rate}/s; price > {settings.price_threshold:g} fails"
+        )
+        summary = run_live_stream(settings, orders=orders, rate=rate, echo=print)
+        print(
+            "== summary: "
+            f"processed={summary.get('processed', '?')} retried={summary.get('retried', '?')} "
+            f"dead-lettered={summary.get('dead_lettered', '?')} "
+            f"running average={summary.get('avg', '?')}"
+        )
+    finally:
+        if started and not keep_running:
+            broker.down()
+            print("== broker stopped (use --keep-running to leave it up)")

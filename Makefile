@@ -1,0 +1,46 @@
+# The project's vocabulary. Everything installs what it needs on first use.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+ORDERPROC := $(BIN)/orderproc
+
+.PHONY: install demo test lint format bench airflow up down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock scripts/bootstrap.sh
+	@scripts/bootstrap.sh
+	@touch $@
+
+demo: install  ## the main job end to end on the local broker and embedded SQLite
+	@$(ORDERPROC) demo
+
+test: install  ## lint, types and the whole suite against a real Kafka broker and PostgreSQL
+	@scripts/test.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install  ## throughput ratios against raw confluent-kafka + fastavro baselines
+	@$(ORDERPROC) dev up
+	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
+	$(BIN)/python -m bench.run
+
+airflow: install  ## airflow standalone on 127.0.0.1 with the project's DAGs, plugins and connections
+	@scripts/airflow-local.sh
+
+up: install
+	@$(ORDERPROC) dev up
+
+down: install
+	@$(ORDERPROC) dev down
+
+clean:
+	@if [ -x $(ORDERPROC) ]; then $(ORDERPROC) dev down; fi
+	rm -rf .devstack reports bench/results

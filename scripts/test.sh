@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: lint and types, then the suite against a real Kafka 4 broker and PostgreSQL.
+# Starts what is missing and stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+for tool in java mvn; do
+    command -v "$tool" >/dev/null || { echo "test: error: $tool is not installed (needed for the local Kafka broker)" >&2; exit 1; }
+done
+
+echo "== lint" >&2
+$BIN/ruff check .
+$BIN/ruff format --check .
+$BIN/mypy
+
+started_kafka=0
+cleanup() {
+    if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
+}
+trap cleanup EXIT
+
+if [ -z "${ORDERPROC_TEST_BOOTSTRAP:-}" ]; then
+    if ! $BIN/orderproc dev status | grep -q running; then started_kafka=1; fi
+    $BIN/orderproc dev up
+    export ORDERPROC_TEST_BOOTSTRAP=127.0.0.1:${ORDERPROC_KAFKA_PORT:-9092}
+fi
+if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
+    ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m orderproc.devstack.postgres up)"
+    export ORDERPROC_TEST_DATABASE_URL
+fi
+
+echo "== tests (broker $ORDERPROC_TEST_BOOTSTRAP)" >&2
+$BIN/pytest "$@"
