@@ -60,13 +60,13 @@ class Settings(BaseSettings):
     retry_mode: RetryMode = RetryMode.NON_BLOCKING
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=1.0, ge=0)
-    backoff_multiplier: float = Field(default=2.0, ge=1)
+    backoff_multiplier: float = Field(default=2.0, ge=1, le=100)
     backoff_max_s: float = Field(default=30.0, ge=0)
     backoff_jitter: float = Field(default=0.1, ge=0, le=1)
 
     # Flood breaker: pause when more than this share of the last `flood_window` orders failed
     flood_window: int = Field(default=200, ge=10)
-    flood_ratio: float = Field(default=0.8, gt=0, le=1)
+    flood_ratio: float = Field(default=0.8, gt=0, lt=1)
     flood_cooldown_s: float = Field(default=300.0, ge=0)
     delivery_timeout_ms: int = Field(default=30000, ge=1000)
 
@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     batch_size: int = Field(default=500, ge=1)
     session_timeout_ms: int = Field(default=45000, ge=1000)
+    admin_timeout_s: float = Field(default=15.0, gt=0)
     poll_timeout_s: float = Field(default=0.5, gt=0)
 
     # Local devstack

@@ -44,10 +44,10 @@ def load_handler(spec: str) -> OrderHandler:
         raise ConfigError(f"handler must look like 'package.module:attribute', got {spec!r}")
     try:
         target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load handler {spec!r}: {exc}") from exc
-    if isinstance(target, type):
-        target = target()
+        if isinstance(target, type):
+            target = target()
+    except Exception as exc:  # user code: import, syntax and constructor errors
+        raise ConfigError(f"cannot load handler {spec!r}: {type(exc).__name__}: {exc}") from exc
     if not callable(target):
         raise ConfigError(f"handler {spec!r} is not callable")
     return target  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -47,8 +48,12 @@ class RetryPolicy:
         """The delay after attempt ``failed_attempt`` (1-based) before jitter."""
         if failed_attempt < 1:
             raise ValueError("attempts are counted from 1")
-        exponent = min(failed_attempt - 1, 64)  # no float overflow on absurd counts
-        return float(min(self.max_s, self.initial_s * self.multiplier**exponent))
+        exponent = min(failed_attempt - 1, 64)
+        try:
+            grown = self.initial_s * self.multiplier**exponent
+        except OverflowError:  # a huge multiplier: far past any cap
+            grown = math.inf if self.initial_s else 0.0
+        return float(min(self.max_s, grown))
 
     def delay(self, failed_attempt: int) -> float:
         base = self.base_delay(failed_attempt)

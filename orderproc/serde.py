@@ -48,6 +48,12 @@ class OrderSerde:
 
     def encode_record(self, record: dict[str, Any]) -> bytes:
         """Encode a dict with Avro field names; a wrong shape is a ``ValidationError``."""
+        price = record.get("price") if isinstance(record, dict) else None
+        # fastavro writes a float with float(): "12.5" or True would be encoded silently.
+        if isinstance(price, bool) or not isinstance(price, int | float | None):
+            raise ValidationError(
+                f"not a valid Order record: price must be a number, got {price!r}"
+            )
         buf = io.BytesIO()
         try:
             fastavro.schemaless_writer(buf, self.schema, record, strict=True)

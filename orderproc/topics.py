@@ -31,18 +31,19 @@ def ensure_topics(
     topics: dict[str, dict[str, str]] | Iterable[str] | None = None,
     *,
     partitions: int | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float | None = None,
 ) -> list[str]:
     """Create missing topics; return the names that were created."""
     wanted = required_topics(settings) if topics is None else topics
     if not isinstance(wanted, dict):
         wanted = {name: {} for name in wanted}
+    timeout_s = timeout_s or settings.admin_timeout_s
     admin = AdminClient(settings.kafka_config())
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise OrderProcError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0]}"
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}"
         ) from exc
     new = [
         NewTopic(

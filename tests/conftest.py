@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -174,6 +175,16 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = value.value if isinstance(value, Enum) else str(value)
+        env[f"ORDERPROC_{name.upper()}"] = text
+    return env
 
 
 # -- Databases -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError as PydanticValidationError
 
 from orderproc.errors import OrderProcError
 
@@ -39,3 +40,11 @@ def main() -> None:
     except OrderProcError as exc:
         print(f"orderproc: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        print(
+            f"orderproc: error: invalid setting ORDERPROC_{field.upper()}: {first['msg']}",
+            file=sys.stderr,
+        )
+        sys.exit(2)

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
-from conftest import read_all
+from conftest import read_all, settings_env
 from orderproc.config import Settings
 from orderproc.producer import OrderGenerator
 from orderproc.serde import OrderSerde
@@ -27,16 +26,6 @@ from orderproc.store.repository import OrderRepository
 pytestmark = pytest.mark.integration
 
 SCALE = int(os.environ.get("ORDERPROC_TEST_SCALE", "1"))
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        text = value.value if isinstance(value, Enum) else str(value)
-        env[f"ORDERPROC_{name.upper()}"] = text
-    return env
 
 
 def start_consumer(settings: Settings, *args: str) -> subprocess.Popen[str]:

@@ -1,0 +1,190 @@
+"""Settings: the original system's defaults, ORDERPROC_* overrides, and the librdkafka dict."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydantic
+import pytest
+from pydantic import SecretStr
+
+from orderproc.config import PROJECT_ROOT, RetryMode, Settings
+
+pytestmark = pytest.mark.unit
+
+PASSWORD = "s3cr3t-Pa55"
+
+
+@pytest.fixture(autouse=True)
+def _no_orderproc_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees only the ORDERPROC_* variables it sets itself."""
+    for name in list(os.environ):
+        if name.startswith("ORDERPROC_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_match_the_original_system() -> None:
+    s = Settings()
+
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert (s.orders_topic, s.dlq_topic) == ("orders", "orders_dlq")
+    assert (s.consumer_group, s.dlq_group) == ("order-group", "dlq-group")
+    assert s.price_threshold == 100.0
+    assert s.max_attempts == 3
+    assert s.retry_mode is RetryMode.NON_BLOCKING
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        Settings().max_attempts = 9  # type: ignore[misc]
+
+
+def test_environment_overrides_use_the_orderproc_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERPROC_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("ORDERPROC_ORDERS_TOPIC", "orders-eu")
+    monkeypatch.setenv("ORDERPROC_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("ORDERPROC_PRICE_THRESHOLD", "250.5")
+    monkeypatch.setenv("ORDERPROC_RETRY_MODE", "blocking")
+    monkeypatch.setenv("ORDERPROC_LOG_JSON", "true")
+    monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", "/var/lib/orderproc")
+
+    s = Settings()
+
+    assert s.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert s.orders_topic == "orders-eu"
+    assert s.max_attempts == 5
+    assert s.price_threshold == 250.5
+    assert s.retry_mode is RetryMode.BLOCKING
+    assert s.log_json is True
+    assert s.devstack_dir == Path("/var/lib/orderproc")
+
+
+def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_ATTEMPTS", "9")
+    monkeypatch.setenv("ORDERS_TOPIC", "wrong")
+
+    s = Settings()
+
+    assert (s.max_attempts, s.orders_topic) == (3, "orders")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORDERPROC_MAX_ATTEMPTS", "0"),
+        ("ORDERPROC_MAX_ATTEMPTS", "three"),
+        ("ORDERPROC_RETRY_MODE", "sometimes"),
+        ("ORDERPROC_BACKOFF_JITTER", "1.5"),
+        ("ORDERPROC_FLOOD_RATIO", "0"),
+        ("ORDERPROC_BOOTSTRAP_SERVERS", "  "),
+    ],
+)
+def test_invalid_environment_value_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(pydantic.ValidationError):
+        Settings()
+
+
+def test_secret_from_the_environment_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERPROC_SASL_PASSWORD", PASSWORD)
+
+    s = Settings()
+
+    assert isinstance(s.sasl_password, SecretStr)
+    assert s.sasl_password.get_secret_value() == PASSWORD
+
+
+# -- kafka_config ----------------------------------------------------------------------
+
+
+def test_plaintext_kafka_config_has_no_sasl_or_ssl_keys() -> None:
+    conf = Settings().kafka_config()
+
+    assert conf == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_kafka_config_carries_every_set_option_as_plain_text() -> None:
+    s = Settings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="orders-app",
+        sasl_password=SecretStr(PASSWORD),
+        ssl_ca_location="/etc/ssl/ca.pem",
+        ssl_certificate_location="/etc/ssl/client.pem",
+        ssl_key_location="/etc/ssl/client.key",
+        ssl_key_password=SecretStr("key-pass"),
+    )
+
+    conf = s.kafka_config()
+
+    assert conf == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "orders-app",
+        "sasl.password": PASSWORD,
+        "ssl.ca.location": "/etc/ssl/ca.pem",
+        "ssl.certificate.location": "/etc/ssl/client.pem",
+        "ssl.key.location": "/etc/ssl/client.key",
+        "ssl.key.password": "key-pass",
+    }
+
+
+def test_only_the_ssl_options_that_are_set_are_passed() -> None:
+    conf = Settings(security_protocol="SSL", ssl_ca_location="/etc/ssl/ca.pem").kafka_config()
+
+    assert conf == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SSL",
+        "ssl.ca.location": "/etc/ssl/ca.pem",
+    }
+
+
+def test_kafka_config_overrides_win() -> None:
+    conf = Settings().kafka_config(**{"group.id": "g", "security.protocol": "SSL"})
+
+    assert conf["group.id"] == "g"
+    assert conf["security.protocol"] == "SSL"
+
+
+def test_passwords_never_appear_in_repr_str_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERPROC_SASL_PASSWORD", PASSWORD)
+    monkeypatch.setenv("ORDERPROC_SSL_KEY_PASSWORD", "key-pass")
+
+    s = Settings()
+
+    for text in (repr(s), str(s), s.model_dump_json()):
+        assert PASSWORD not in text
+        assert "key-pass" not in text
+
+
+# -- derived values --------------------------------------------------------------------
+
+
+def test_retry_topics_cover_every_attempt_but_the_last() -> None:
+    assert Settings().retry_topics == ["orders.retry.1", "orders.retry.2"]
+    assert Settings(max_attempts=1).retry_topics == []
+    assert Settings(retry_topic_prefix="o.r", max_attempts=4).retry_topics == [
+        "o.r.1",
+        "o.r.2",
+        "o.r.3",
+    ]
+
+
+def test_default_database_is_sqlite_under_the_devstack_dir() -> None:
+    assert Settings().effective_database_url == (
+        f"sqlite:///{PROJECT_ROOT / '.devstack' / 'orderproc.db'}"
+    )
+    custom = Settings(devstack_dir=Path("/srv/orderproc/dev"))
+    assert custom.effective_database_url == "sqlite:////srv/orderproc/dev/orderproc.db"
+
+
+def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql+psycopg://orderproc@db:5432/orderproc"
+    monkeypatch.setenv("ORDERPROC_DATABASE_URL", url)
+
+    assert Settings().effective_database_url == url
