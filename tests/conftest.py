@@ -13,8 +13,8 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pytest

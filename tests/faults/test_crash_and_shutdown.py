@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from conftest import read_all, settings_env
 from orderproc.config import Settings
 from orderproc.producer import OrderGenerator
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.repository import OrderRepository
+
+from conftest import read_all, settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from conftest import read_all, settings_env
 from orderproc.config import Settings
 from orderproc.consumer import OrderConsumer
 from orderproc.metrics import MetricsServer
@@ -22,6 +21,8 @@ from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.repository import OrderRepository
+
+from conftest import read_all, settings_env
 
 pytestmark = pytest.mark.integration
 
