@@ -120,10 +120,8 @@ def make_consumer(kafka_bootstrap: str) -> Iterator[Callable[..., Consumer]]:
 
     yield make
     for consumer in consumers:
-        try:
+        with contextlib.suppress(RuntimeError):  # already closed by the test
             consumer.close()
-        except RuntimeError:
-            pass  # already closed by the test
 
 
 def drain_topic(
