@@ -173,6 +173,11 @@ class OrderConsumer:
         self._stop.set()
 
     @property
+    def has_partitions(self) -> bool:
+        """True once the group has given this instance partitions."""
+        return self._assigned
+
+    @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 

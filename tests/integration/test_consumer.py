@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -322,3 +323,38 @@ def test_persists_to_postgresql(
     repo = OrderRepository(make_engine(pg_url))
     assert repo.processed_ids() == {o.order_id for o in items}
     assert sum(committed(settings, settings.orders_topic, 3)) == 100
+
+
+def test_two_instances_share_the_partitions_and_lose_nothing(
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+) -> None:
+    import random
+    import threading
+
+    from orderproc.producer import OrderGenerator
+
+    settings = make_settings(partitions=4, max_attempts=1, batch_size=50, session_timeout_ms=6000)
+    gen = iter(OrderGenerator(fail_share=0.1, rng=random.Random(5)))
+    items = [next(gen) for _ in range(2000)]
+    first, second = make_order_consumer(settings), make_order_consumer(settings)
+    results: dict[str, Any] = {}
+
+    def run(name: str, consumer: OrderConsumer) -> None:
+        results[name] = consumer.run(idle_exit_s=6)
+
+    threads = [threading.Thread(target=run, args=(n, c)) for n, c in (("a", first), ("b", second))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while not (first.has_partitions and second.has_partitions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    produce(make_producer(), settings.orders_topic, encoded(items))
+    for thread in threads:
+        thread.join(180)
+
+    cheap = {o.order_id for o in items if o.price <= settings.price_threshold}
+    repo = OrderRepository(make_engine(settings.effective_database_url))
+    assert repo.processed_ids() == cheap
+    assert results["a"].processed + results["b"].processed == len(cheap)
+    assert results["a"].consumed > 0 and results["b"].consumed > 0  # both got partitions
+    assert sum(committed(settings, settings.orders_topic, 4)) == 2000
