@@ -55,9 +55,8 @@ def demo(
         ensure_topics(settings)
         upgrade(make_engine(settings.effective_database_url))
         print(f"== store: {settings.effective_database_url}")
-        print(
-            f"== live stream: {orders} orders at {rate}/s; price > {settings.price_threshold:g} fails"
-        )
+        threshold = settings.price_threshold
+        print(f"== live stream: {orders} orders at {rate}/s; price > {threshold:g} fails")
         summary = run_live_stream(settings, orders=orders, rate=rate, echo=print)
         print(
             "== summary: "
