@@ -1,0 +1,126 @@
+"""
+### Replay reviewed DLQ records to `orders`
+
+Triggered by hand from the trigger form. Selects rows of the DLQ store (status
+`approved` by default; optionally by order id, reason, category and the time
+they were dead-lettered), claims them atomically (two runs never publish the same
+row), and publishes each order (the corrected payload if the reviewer edited it)
+to `ORDERPROC_ORDERS_TOPIC` through the Kafka connection **`kafka_default`**.
+
+* Every record carries lineage headers: `replay.id` (this run), `replay.count`,
+  `replay.dlq.topic`, `replay.dlq.partition`, `replay.dlq.offset`.
+* The task waits for every delivery report: acknowledged rows become `replayed`
+  with their new partition/offset; any failed delivery **fails** the task and its
+  rows stay replayable.
+* Rows already replayed `max_replays` times are `parked`; rows whose order does not
+  encode with the Avro schema are `rejected`. Every change writes an audit row.
+* `dry_run` lists exactly what would happen and changes nothing.
+* `rate_per_sec` throttles publishing (0 = as fast as possible).
+
+The `summarise` task logs the run as a table.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from orderproc.errors import ErrorCategory
+from orderproc.handler import HIGH_PRICE_REASON
+from orderproc.replay import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES
+
+
+@dag(
+    dag_id="orders_dlq_replay",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["orderproc", "dlq", "replay"],
+    default_args={"owner": "orderproc", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    params={
+        "status": Param(
+            "approved",
+            type="string",
+            enum=list(REPLAYABLE_STATUSES),
+            title="Status",
+            description="Replay rows in this review state.",
+        ),
+        "order_ids": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Order ids",
+            description="Only these orders (one per line; empty: any).",
+        ),
+        "reasons": Param(
+            [],
+            type="array",
+            examples=[HIGH_PRICE_REASON, "orderId is empty", "product is empty"],
+            title="Reasons",
+            description="Only rows dead-lettered for these reasons (empty: any).",
+        ),
+        "categories": Param(
+            [],
+            type="array",
+            examples=[c.value for c in ErrorCategory],
+            title="Error categories",
+            description="Only rows of these error categories (empty: any).",
+        ),
+        "since": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Dead-lettered since",
+        ),
+        "until": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Dead-lettered before",
+        ),
+        "max_messages": Param(100, type="integer", minimum=1, title="Max messages"),
+        "rate_per_sec": Param(
+            0,
+            type="number",
+            minimum=0,
+            title="Rate (records/s)",
+            description="0 = unthrottled.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Only show what would be replayed.",
+        ),
+        "max_replays": Param(
+            DEFAULT_MAX_REPLAYS,
+            type="integer",
+            minimum=1,
+            title="Replay cap",
+            description="Rows of orders replayed this often already are parked instead.",
+        ),
+    },
+)
+def orders_dlq_replay() -> None:
+    @task
+    def replay(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+        """Claim, publish and mark the selected rows; returns what happened to each."""
+        from orderproc.airflow_support import replay_dlq
+
+        return replay_dlq(params or {}, run_id=run_id)
+
+    @task
+    def summarise(result: dict[str, Any]) -> str:
+        """Log the run as a Markdown table."""
+        from orderproc.airflow_support import log_replay_summary
+
+        return log_replay_summary(result)
+
+    summarise(replay())
+
+
+orders_dlq_replay()

@@ -1,0 +1,435 @@
+"""Replay reviewed DLQ events back to ``orders``, with lineage headers.
+
+One run: claim the selected rows atomically (two runs never publish the same
+row), park rows that reached the replay cap, reject rows whose order no longer
+encodes with the Avro schema, publish the rest (rate limited), wait for every
+delivery report, then mark the acknowledged rows ``replayed``.
+
+Delivery semantics (at-least-once): a row is marked ``replayed`` only after the
+broker acknowledged its copy. A failed or unconfirmed delivery releases the row's
+claim and fails the run, so the row can be replayed again. If the process dies
+after a delivery but before the database update, the claim expires
+(``claim_ttl_s``) and the row is replayed twice; the consumer is idempotent on
+``orderId``, so that costs a duplicate record, not a duplicate order.
+
+Lineage headers are not prefixed ``orderproc.``: the consumer keeps them across
+later retry and DLQ hops, so a record that fails again still carries them, and
+the drain takes its ``replay_count`` from ``replay.count``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from orderproc.config import Settings
+from orderproc.consumer import REPLAY_ID_HEADER
+from orderproc.dlq import Header
+from orderproc.drain import REPLAY_COUNT_HEADER
+from orderproc.errors import ConfigError, DeliveryError, OrderProcError
+from orderproc.routing import reliable_producer_config
+from orderproc.serde import OrderSerde
+from orderproc.store.engine import make_engine
+from orderproc.store.review import (
+    Delivered,
+    DlqStore,
+    EventFilter,
+    ReviewError,
+    payload_of,
+    utcnow,
+    validated_order,
+)
+from orderproc.store.tables import DlqEvent, DlqStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REPLAYS = 3
+"""A row whose order was already replayed this many times is parked instead."""
+
+REPLAYABLE_STATUSES = (DlqStatus.APPROVED.value, DlqStatus.NEW.value)
+
+DLQ_TOPIC_HEADER = "replay.dlq.topic"
+DLQ_PARTITION_HEADER = "replay.dlq.partition"
+DLQ_OFFSET_HEADER = "replay.dlq.offset"
+
+PUBLISH, PARK, REJECT = "publish", "park", "reject"
+
+
+class ReplayError(OrderProcError):
+    """A replay request is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """What to replay and how fast; built from the DAG's params."""
+
+    selection: EventFilter = field(default_factory=lambda: EventFilter(status="approved"))
+    max_messages: int = 100
+    rate_per_sec: float = 0.0
+    dry_run: bool = False
+    max_replays: int = DEFAULT_MAX_REPLAYS
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ReplayRequest:
+        """Validate trigger-form params (the keys of ``orders_dlq_replay``)."""
+        status = str(params.get("status") or DlqStatus.APPROVED.value)
+        if status not in REPLAYABLE_STATUSES:
+            raise ConfigError(f"status must be one of {', '.join(REPLAYABLE_STATUSES)}")
+        selection = EventFilter(
+            status=status,
+            order_ids=_strings(params.get("order_ids")),
+            reasons=_strings(params.get("reasons")),
+            categories=_strings(params.get("categories")),
+            since=_datetime(params.get("since"), "since"),
+            until=_datetime(params.get("until"), "until"),
+        )
+        request = cls(
+            selection=selection,
+            max_messages=int(params.get("max_messages", 100)),
+            rate_per_sec=float(params.get("rate_per_sec") or 0.0),
+            dry_run=bool(params.get("dry_run", False)),
+            max_replays=int(params.get("max_replays", DEFAULT_MAX_REPLAYS)),
+        )
+        if request.max_messages < 1 or request.max_replays < 1 or request.rate_per_sec < 0:
+            raise ConfigError("max_messages and max_replays must be >= 1, rate_per_sec >= 0")
+        return request
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRow:
+    """What a run does (or a dry run would do) with one DLQ event."""
+
+    event_id: int
+    order_id: str | None
+    action: str
+    replay_count: int
+    payload: dict[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass
+class ReplayResult:
+    """Outcome of one run; ``to_dict()`` is what the DAG task returns."""
+
+    replay_id: str
+    topic: str
+    dry_run: bool
+    planned: list[PlannedRow] = field(default_factory=list)
+    delivered: list[Delivered] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def ids(self, action: str) -> list[int]:
+        return [p.event_id for p in self.planned if p.action == action]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "replay_id": self.replay_id,
+            "topic": self.topic,
+            "dry_run": self.dry_run,
+            "planned": [asdict(p) for p in self.planned],
+            "published": [asdict(d) for d in self.delivered],
+            "parked": self.ids(PARK),
+            "rejected": self.ids(REJECT),
+            "failed": {str(k): v for k, v in sorted(self.failed.items())},
+        }
+
+
+# -- pure steps ------------------------------------------------------------------------
+
+
+def plan_rows(events: Sequence[DlqEvent], *, max_replays: int) -> list[PlannedRow]:
+    """Decide per event: park (cap reached), reject (not a valid order) or publish."""
+    return [_plan_one(e, max_replays) for e in events]
+
+
+def _plan_one(event: DlqEvent, max_replays: int) -> PlannedRow:
+    def planned(action: str, **extra: Any) -> PlannedRow:
+        return PlannedRow(event.id, event.order_id, action, event.replay_count, **extra)
+
+    if event.replay_count >= max_replays:
+        return planned(PARK, note=f"replay cap reached ({event.replay_count} of {max_replays})")
+    try:
+        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}")
+    except ReviewError as exc:
+        return planned(REJECT, note=f"not replayable: {exc}")
+    return planned(PUBLISH, payload=payload)
+
+
+def lineage_headers(event: DlqEvent, replay_id: str) -> list[Header]:
+    """Headers that tie the replayed copy to its DLQ record and count the replays."""
+    pairs = {
+        REPLAY_ID_HEADER: replay_id,
+        REPLAY_COUNT_HEADER: str(event.replay_count + 1),
+        DLQ_TOPIC_HEADER: event.dlq_topic,
+        DLQ_PARTITION_HEADER: str(event.dlq_partition),
+        DLQ_OFFSET_HEADER: str(event.dlq_offset),
+    }
+    return [(k, v.encode()) for k, v in pairs.items()]
+
+
+def replay_id_for(run_id: str | None) -> str:
+    """A replay id that fits the 64-character columns: the run id when it does."""
+    if not run_id:
+        return f"replay-{uuid.uuid4().hex}"
+    if len(run_id) <= 64:
+        return run_id
+    return f"replay-{hashlib.sha256(run_id.encode()).hexdigest()[:40]}"
+
+
+class RateLimiter:
+    """Spaces calls ``1 / rate`` seconds apart (no burst after a stall); 0 = unthrottled.
+
+    ``clock`` and ``sleep`` are injectable so tests check the schedule, not wall time.
+    """
+
+    def __init__(
+        self,
+        rate_per_sec: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rate_per_sec if rate_per_sec > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        """Return when the next call may go (sleeping, possibly in several steps)."""
+        if not self.interval:
+            return
+        now = self._clock()
+        due = now if self._next is None else self._next
+        while now < due:
+            self._sleep(due - now)  # a poll-based sleep may return early: check again
+            now = self._clock()
+        self._next = max(due, now) + self.interval
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+def run_replay(
+    store: DlqStore,
+    request: ReplayRequest,
+    *,
+    topic: str,
+    producer: Callable[[], Producer],
+    replay_id: str | None = None,
+    actor: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Any] | None = None,
+    flush_timeout_s: float = 60.0,
+    claim_ttl_s: float = 3600.0,
+) -> ReplayResult:
+    """Replay the selected DLQ events to ``topic``; see the module docstring.
+
+    ``producer`` is called only when something is to be published (never in a dry
+    run). ``sleep`` defaults to polling the producer, so delivery reports are
+    served while the rate limiter waits.
+
+    Raises:
+        DeliveryError: some records were not acknowledged (their rows stay
+            replayable; the acknowledged ones are marked ``replayed``).
+    """
+    replay_id = replay_id or replay_id_for(None)
+    actor = actor or f"replay:{replay_id}"
+    result = ReplayResult(replay_id=replay_id, topic=topic, dry_run=request.dry_run)
+    if request.dry_run:
+        events = store.select_for_replay(request.selection, limit=request.max_messages)
+        result.planned = plan_rows(events, max_replays=request.max_replays)
+        log.info("replay dry run: %s", _counts(result))
+        return result
+    stale_before = utcnow() - timedelta(seconds=claim_ttl_s)
+    claimed = store.claim(
+        request.selection, claimer=replay_id, limit=request.max_messages, stale_before=stale_before
+    )
+    try:
+        result.planned = plan_rows(claimed, max_replays=request.max_replays)
+        _settle(store, result, actor)
+        _publish_planned(store, result, claimed, producer, request, clock, sleep, flush_timeout_s)
+        store.mark_replayed(result.delivered, claimer=replay_id, replay_id=replay_id, actor=actor)
+    finally:
+        # Whatever was not delivered (or raised) goes back to the pool for a later run.
+        store.release(claimer=replay_id)
+    log.info("replay %s: %s", replay_id, _counts(result))
+    if result.failed:
+        first = next(iter(result.failed.items()))
+        raise DeliveryError(
+            f"{len(result.failed)} of {len(result.ids(PUBLISH))} replayed records were not "
+            f"acknowledged (event {first[0]}: {first[1]}); they stay replayable"
+        )
+    return result
+
+
+def _settle(store: DlqStore, result: ReplayResult, actor: str) -> None:
+    for row in result.planned:
+        if row.action == PARK:
+            store.park([row.event_id], claimer=result.replay_id, actor=actor, note=row.note or "")
+        elif row.action == REJECT:
+            store.reject_claimed(
+                row.event_id, claimer=result.replay_id, actor=actor, note=row.note or ""
+            )
+
+
+def _publish_planned(
+    store: DlqStore,
+    result: ReplayResult,
+    events: Sequence[DlqEvent],
+    make_producer: Callable[[], Producer],
+    request: ReplayRequest,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Any] | None,
+    flush_timeout_s: float,
+) -> None:
+    rows = [p for p in result.planned if p.action == PUBLISH]
+    if not rows:
+        return
+    producer = make_producer()
+    limiter = RateLimiter(request.rate_per_sec, clock=clock, sleep=sleep or producer.poll)
+    by_id = {e.id: e for e in events}
+    serde = OrderSerde()
+    for row in rows:
+        limiter.wait()
+        event = by_id[row.event_id]
+        key = (event.message_key or row.order_id or "").encode() or None
+        value = serde.encode_record(row.payload or {})
+        on_delivery = _reporter(result, row.event_id)
+        try:
+            _produce(producer, result.topic, key, value, lineage_headers(event, result.replay_id),
+                     on_delivery)  # fmt: skip
+        except KafkaException as exc:
+            result.failed[row.event_id] = str(exc.args[0])
+    remaining = producer.flush(flush_timeout_s)
+    delivered = {d.event_id for d in result.delivered}
+    for row in rows:
+        if row.event_id not in delivered and row.event_id not in result.failed:
+            result.failed[row.event_id] = (
+                f"no delivery report within {flush_timeout_s:.0f}s ({remaining} pending)"
+            )
+
+
+def _reporter(result: ReplayResult, event_id: int) -> Callable[[KafkaError | None, Message], None]:
+    # Delivery callbacks run inside poll()/flush() on this thread: no lock needed.
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            result.failed[event_id] = err.str()
+            return
+        result.delivered.append(
+            Delivered(event_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        )
+
+    return on_delivery
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: Sequence[Header],
+    on_delivery: Callable[[KafkaError | None, Message], None],
+) -> None:
+    wire: list[tuple[str, str | bytes | None]] = list(headers)
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=wire, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.1)  # local queue full: serve delivery reports to make room
+
+
+def _counts(result: ReplayResult) -> str:
+    return (
+        f"selected={len(result.planned)} publish={len(result.ids(PUBLISH))} "
+        f"delivered={len(result.delivered)} failed={len(result.failed)} "
+        f"parked={len(result.ids(PARK))} rejected={len(result.ids(REJECT))}"
+    )
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    """A Markdown table of a run (``ReplayResult.to_dict()``), for the task log."""
+    delivered = {int(d["event_id"]): d for d in result.get("published", [])}
+    failed = {int(k): v for k, v in result.get("failed", {}).items()}
+    mode = "dry run" if result.get("dry_run") else "replay"
+    lines = [
+        f"{mode} {result.get('replay_id')} -> {result.get('topic')}",
+        "",
+        "| event | order | action | replays | price | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result.get("planned", []):
+        eid = int(row["event_id"])
+        price = (row.get("payload") or {}).get("price")
+        outcome = _outcome(row, delivered.get(eid), failed.get(eid), bool(result.get("dry_run")))
+        lines.append(
+            f"| {eid} | {row.get('order_id') or '-'} | {row['action']} | {row['replay_count']} "
+            f"| {'-' if price is None else f'{price:.2f}'} | {outcome} |"
+        )
+    if not result.get("planned"):
+        lines.append("| - | - | nothing selected | - | - | - |")
+    return "\n".join(lines)
+
+
+def _outcome(
+    row: Mapping[str, Any], delivered: Mapping[str, Any] | None, failed: str | None, dry: bool
+) -> str:
+    if row["action"] != PUBLISH:
+        return str(row.get("note") or "")
+    if dry:
+        return "would publish"
+    if delivered is not None:
+        return f"partition {delivered['partition']} offset {delivered['offset']}"
+    return f"FAILED: {failed}" if failed else "not published"
+
+
+def replay_with_settings(
+    settings: Settings,
+    request: ReplayRequest,
+    *,
+    database_url: str | None = None,
+    replay_id: str | None = None,
+    actor: str | None = None,
+    producer: Callable[[], Producer] | None = None,
+) -> ReplayResult:
+    """Replay to ``settings.orders_topic``; the producer defaults to one from the settings."""
+    engine = make_engine(database_url or settings.effective_database_url)
+    try:
+        return run_replay(
+            DlqStore(engine),
+            request,
+            topic=settings.orders_topic,
+            producer=producer or (lambda: Producer(reliable_producer_config(settings))),
+            replay_id=replay_id,
+            actor=actor,
+        )
+    finally:
+        engine.dispose()
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(s for s in (str(i).strip() for i in items) if s)
+
+
+def _datetime(value: Any, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ReplayError(f"{name} is not an ISO-8601 date-time: {value!r}") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed

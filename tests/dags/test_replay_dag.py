@@ -1,0 +1,159 @@
+"""``orders_dlq_replay`` run with ``dag.test()`` against the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from sqlalchemy import Engine
+
+import orderproc.replay
+from orderproc.config import Settings
+from orderproc.models import Order
+from orderproc.serde import OrderSerde
+from orderproc.store.review import DlqStore
+from tests.conftest import drain_topic
+from tests.integration.test_drain import orders
+from tests.integration.test_replay import by_id, end_offset, headers_of, seed
+
+pytestmark = pytest.mark.integration
+
+DAG_ID = "orders_dlq_replay"
+
+
+@pytest.fixture
+def store(pg_engine: Engine) -> DlqStore:
+    return DlqStore(pg_engine)
+
+
+def test_the_trigger_form_has_the_selection_and_throttle_params(
+    load_dag: Callable[[str], Any],
+) -> None:
+    dag = load_dag(DAG_ID)
+    params = dag.params.dump()
+    schema = {k: dag.params.get_param(k).schema for k in params}
+
+    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual only
+    assert params["status"] == "approved" and schema["status"]["enum"] == ["approved", "new"]
+    assert schema["reasons"]["type"] == "array" and schema["reasons"]["examples"]
+    assert (
+        schema["categories"]["type"] == "array"
+        and "business_rule" in (schema["categories"]["examples"])
+    )
+    assert schema["since"]["type"] == ["null", "string"]
+    assert schema["since"]["format"] == "date-time"
+    assert (params["max_messages"], params["rate_per_sec"], params["dry_run"]) == (100, 0, False)
+    assert params["max_replays"] == 3
+    assert list(dag.task_dict) == ["replay", "summarise"]
+
+
+def test_replays_the_approved_rows_and_parks_the_tired_ones(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    store: DlqStore,
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    approved = seed(store, orders(2))
+    untouched = seed(store, [Order("not-reviewed", "Laptop", 150.0)], first_offset=10)
+    tired = seed(store, [Order("tired", "Laptop", 150.0)], first_offset=20,
+                 headers=[("replay.count", b"3")])  # fmt: skip
+    store.approve(approved + tired, actor="alice")
+    store.edit(approved[0], {"price": 42.5}, actor="alice")
+
+    run = load_dag(DAG_ID).test()
+
+    assert run.state == "success"
+    assert end_offset(dag_settings) == 2
+    msgs = drain_topic(make_consumer(), dag_settings.orders_topic, expected=2)
+    prices = {OrderSerde().decode(m.value()).order_id: OrderSerde().decode(m.value()).price
+              for m in msgs}  # fmt: skip
+    assert prices == {"o-0": 42.5, "o-1": 150.0}
+    assert {headers_of(m)["replay.id"] for m in msgs} == {run.run_id}
+    rows = by_id(store)
+    assert [rows[i].status for i in approved] == ["replayed", "replayed"]
+    assert rows[untouched[0]].status == "new"
+    assert rows[tired[0]].status == "parked"
+    assert store.audit_trail(approved[0])[-1].actor == f"airflow:{run.run_id}"
+
+
+def test_dry_run_changes_nothing(
+    load_dag: Callable[[str], Any], dag_settings: Settings, store: DlqStore
+) -> None:
+    ids = seed(store, orders(3))
+    store.approve(ids, actor="alice")
+    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+
+    run = load_dag(DAG_ID).test(run_conf={"dry_run": True})
+
+    assert run.state == "success"
+    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    assert after == before
+    assert [a.action for a in store.audit_trail(ids[0])] == ["drained", "approved"]
+    assert end_offset(dag_settings) == 0
+
+
+def test_max_messages_and_a_second_run_never_republish_a_row(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    store: DlqStore,
+    make_consumer: Callable[..., Consumer],
+) -> None:
+    ids = seed(store, orders(3))
+    store.approve(ids, actor="alice")
+    dag = load_dag(DAG_ID)
+
+    first = dag.test(run_conf={"max_messages": 2})
+    assert first.state == "success"
+    assert end_offset(dag_settings) == 2
+    second = dag.test()
+
+    assert second.state == "success"
+    assert end_offset(dag_settings) == 3
+    msgs = drain_topic(make_consumer(), dag_settings.orders_topic, expected=3)
+    assert sorted(headers_of(m)["replay.dlq.offset"] for m in msgs) == ["0", "1", "2"]
+    rows = by_id(store)
+    assert [rows[i].replay_id for i in ids] == [first.run_id, first.run_id, second.run_id]
+
+
+def test_the_rate_param_drives_the_limiter(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    store: DlqStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = seed(store, orders(3))
+    store.approve(ids, actor="alice")
+    sleeps: list[float] = []
+
+    class FakeClockLimiter(orderproc.replay.RateLimiter):
+        """The real limiter on a clock that only moves when it sleeps."""
+
+        def __init__(self, rate_per_sec: float, **_: Any) -> None:
+            now = [0.0]
+
+            def sleep(seconds: float) -> None:
+                sleeps.append(round(seconds, 6))
+                now[0] += seconds
+
+            super().__init__(rate_per_sec, clock=lambda: now[0], sleep=sleep)
+
+    # dag.test() runs the task in this process, so the patch reaches it.
+    monkeypatch.setattr(orderproc.replay, "RateLimiter", FakeClockLimiter)
+
+    run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4})
+
+    assert run.state == "success"
+    assert sleeps == [0.25, 0.25]
+    assert end_offset(dag_settings) == 3
+
+
+def test_a_bad_param_is_refused_before_anything_runs(
+    load_dag: Callable[[str], Any], dag_settings: Settings
+) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        load_dag(DAG_ID).test(run_conf={"status": "replayed"})
+    assert end_offset(dag_settings) == 0

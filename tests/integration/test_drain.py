@@ -1,0 +1,207 @@
+"""Draining the DLQ into the store: exactly once per record, bounded, loud when Kafka is down."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from sqlalchemy import Engine, func, select
+
+from orderproc.config import Settings
+from orderproc.dlq import Failure, Header
+from orderproc.drain import DrainError, drain_consumer_overrides, run_drain
+from orderproc.errors import BusinessRuleError
+from orderproc.handler import HIGH_PRICE_REASON
+from orderproc.models import Order, Source
+from orderproc.routing import FailureRouter
+from orderproc.serde import OrderSerde
+from orderproc.store.engine import make_engine
+from orderproc.store.tables import AuditLog, DlqEvent
+
+pytestmark = pytest.mark.integration
+
+
+# -- helpers shared with the replay and DAG tests ------------------------------------------
+
+
+def dead_letter(
+    settings: Settings,
+    orders: Sequence[Order],
+    *,
+    headers: list[Header] | None = None,
+    reason: str = HIGH_PRICE_REASON,
+) -> None:
+    """Write DLQ records exactly as the live consumer does (through ``FailureRouter``)."""
+    router = FailureRouter(settings)
+    now = int(time.time() * 1000)
+    for i, order in enumerate(orders):
+        failure = Failure(
+            error=BusinessRuleError(reason),
+            attempts=3,
+            first_failure_ms=now - 1000,
+            last_failure_ms=now,
+            source=Source(settings.orders_topic, 0, i, now - 2000),
+            consumer_group=settings.consumer_group,
+            order=order,
+            raw_value=OrderSerde().encode(order),
+            key=order.order_id.encode(),
+        )
+        router.to_dlq(failure, headers, now_ms=now)
+    router.flush(30)
+
+
+def produce_raw(settings: Settings, values: Sequence[bytes]) -> None:
+    """Records in the DLQ that did not come from orderproc."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for value in values:
+        producer.produce(settings.dlq_topic, value=value)
+    assert producer.flush(30) == 0
+
+
+def orders(n: int, *, price: float = 150.0, prefix: str = "o") -> list[Order]:
+    return [Order(f"{prefix}-{i}", "Laptop", price) for i in range(n)]
+
+
+def count_rows(engine: Engine, model: Any = DlqEvent) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer(settings.kafka_config(**drain_consumer_overrides(settings)))
+    try:
+        meta = consumer.list_topics(settings.dlq_topic, timeout=10).topics[settings.dlq_topic]
+        tps = [TopicPartition(settings.dlq_topic, p) for p in meta.partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "pg_url" if request.param == "postgresql" else "sqlite_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
+    return make_settings(partitions=3, database_url=db_url, batch_size=4)
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_every_record_is_stored_once_and_a_rerun_adds_nothing(
+    settings: Settings, engine: Engine
+) -> None:
+    dead_letter(settings, orders(10))
+    produce_raw(settings, [b"\xffnot json", b'{"something": "else"}'])
+
+    first = run_drain(settings)
+    second = run_drain(settings)
+
+    assert (first.consumed, first.inserted, first.caught_up) == (12, 12, True)
+    assert (second.consumed, second.inserted, second.caught_up) == (0, 0, True)
+    assert count_rows(engine) == 12
+    with engine.connect() as conn:
+        coords = {
+            tuple(r) for r in conn.execute(select(DlqEvent.dlq_partition, DlqEvent.dlq_offset))
+        }
+        unknown = conn.scalar(
+            select(func.count()).select_from(DlqEvent).where(DlqEvent.category == "unknown")
+        )
+        drained_audits = conn.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.action == "drained")
+        )
+    assert len(coords) == 12
+    assert unknown == 2
+    assert drained_audits == 12
+    assert sum(committed_offsets(settings).values()) == 12
+
+
+def test_crash_between_db_commit_and_offset_commit_stores_nothing_twice(
+    settings: Settings, engine: Engine
+) -> None:
+    dead_letter(settings, orders(12))
+
+    def crash(_records: Sequence[Any]) -> None:
+        raise RuntimeError("killed after the database commit")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_drain(settings, after_db_commit=crash)
+    stored_before_crash = count_rows(engine)
+    assert 0 < stored_before_crash < 12
+    assert all(o < 0 for o in committed_offsets(settings).values())  # nothing committed
+
+    rerun = run_drain(settings)
+
+    assert count_rows(engine) == 12
+    assert rerun.duplicates == stored_before_crash
+    assert rerun.inserted == 12 - stored_before_crash
+
+
+def test_max_messages_bounds_a_run_and_the_next_run_continues(
+    settings: Settings, engine: Engine
+) -> None:
+    dead_letter(settings, orders(9))
+
+    first = run_drain(settings, max_messages=5)
+    assert (first.consumed, first.caught_up) == (5, False)
+    assert count_rows(engine) == 5
+
+    second = run_drain(settings)
+    assert (second.consumed, second.inserted, second.caught_up) == (4, 4, True)
+    assert count_rows(engine) == 9
+
+
+def test_an_unreachable_broker_fails_instead_of_looking_empty(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    settings = make_settings(create=False, database_url=sqlite_url)
+    down = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port()}"})
+
+    with pytest.raises(DrainError, match="cannot reach Kafka"):
+        run_drain(down, metadata_timeout_s=1.0)
+
+
+def test_a_missing_dlq_topic_fails(make_settings: Callable[..., Settings], sqlite_url: str) -> None:
+    settings = make_settings(create=False, database_url=sqlite_url)
+
+    with pytest.raises(DrainError, match="not available"):
+        run_drain(settings)
+
+
+def test_a_replayed_order_that_fails_again_keeps_counting_replays(
+    settings: Settings, engine: Engine
+) -> None:
+    # Replayed twice already: the consumer kept the replay's lineage headers on the DLQ record.
+    dead_letter(settings, orders(1), headers=[("replay.id", b"r2"), ("replay.count", b"2")])
+    run_drain(settings)
+    # The same order dead-lettered again without lineage headers inherits the count.
+    dead_letter(settings, orders(1))
+    run_drain(settings)
+
+    with engine.connect() as conn:
+        counts = list(conn.scalars(select(DlqEvent.replay_count).order_by(DlqEvent.id)))
+    assert counts == [2, 2]

@@ -1,0 +1,347 @@
+"""Replaying reviewed DLQ rows to ``orders``: exactly the selected rows, once, with lineage."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from sqlalchemy import Engine, func, select, text
+
+from orderproc.config import Settings
+from orderproc.consumer import OrderConsumer
+from orderproc.dlq import Failure, Header, build_envelope, encode_envelope
+from orderproc.drain import DlqRecord, event_row, run_drain
+from orderproc.errors import BusinessRuleError, DeliveryError, DeserializationError
+from orderproc.models import Order, Source
+from orderproc.replay import ReplayRequest, ReplayResult, run_replay
+from orderproc.serde import OrderSerde
+from orderproc.store.engine import make_engine
+from orderproc.store.repository import OrderRepository
+from orderproc.store.review import DlqStore, EventFilter, utcnow
+from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
+from tests.conftest import drain_topic
+from tests.integration.test_drain import closed_port, orders
+
+pytestmark = pytest.mark.integration
+
+APPROVED = ReplayRequest()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def seed(
+    store: DlqStore,
+    items: Sequence[Order | None],
+    *,
+    first_offset: int = 0,
+    headers: Sequence[Header] = (),
+) -> list[int]:
+    """Store DLQ rows as the drain would, without going through Kafka; returns their ids."""
+    rows = []
+    for i, order in enumerate(items):
+        error = (
+            BusinessRuleError("Simulated error: high price")
+            if order
+            else DeserializationError("undecodable Avro", b"\xff")
+        )
+        failure = Failure(error, 3, 0, 0, Source("orders", 0, i, None), "g", order, b"\xff", None)
+        envelope = encode_envelope(build_envelope(failure, now_ms=int(time.time() * 1000)))
+        key = order.order_id.encode() if order else None
+        record = DlqRecord("orders_dlq", 0, first_offset + i, key, envelope, tuple(headers))
+        rows.append(event_row(record, drained_at=utcnow()))
+    return store.insert_events(rows, actor="test-drain")
+
+
+def producer_for(settings: Settings) -> Callable[[], Producer]:
+    return lambda: Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+
+
+def replay(
+    store: DlqStore, settings: Settings, request: ReplayRequest = APPROVED, **kwargs: Any
+) -> ReplayResult:
+    kwargs.setdefault("producer", producer_for(settings))
+    return run_replay(store, request, topic=settings.orders_topic, **kwargs)
+
+
+def end_offset(settings: Settings) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "peek"})
+    try:
+        meta = consumer.list_topics(settings.orders_topic, timeout=10).topics[settings.orders_topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(settings.orders_topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def headers_of(msg: Message) -> dict[str, str]:
+    return {k: v.decode() for k, v in msg.headers() or []}
+
+
+def by_id(store: DlqStore) -> dict[int, DlqEvent]:
+    return {e.id: e for e in store.list_events(limit=1000)}
+
+
+def audits(engine: Engine, action: str) -> int:
+    stmt = select(func.count()).select_from(AuditLog).where(AuditLog.action == action)
+    with engine.connect() as conn:
+        return int(conn.scalar(stmt) or 0)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> DlqStore:
+    return DlqStore(engine)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
+    return make_settings(partitions=2, database_url=db_url, max_attempts=1)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_replays_exactly_the_approved_rows_with_corrections_and_lineage(
+    store: DlqStore, settings: Settings, engine: Engine, make_consumer: Callable[..., Consumer]
+) -> None:
+    ids = seed(store, orders(5))
+    store.approve(ids[:3], actor="alice", note="fixed upstream")
+    store.edit(ids[1], {"price": 42.5}, actor="alice")
+    store.reject([ids[3]], actor="alice")
+
+    result = replay(store, settings, replay_id="run-1")
+
+    assert end_offset(settings) == 3  # nothing but the approved rows was published
+    msgs = drain_topic(make_consumer(), settings.orders_topic, expected=3)
+    assert len(msgs) == 3
+    got = {OrderSerde().decode(m.value()).order_id: m for m in msgs}
+    rows = by_id(store)
+    assert set(got) == {rows[i].order_id for i in ids[:3]}
+    assert OrderSerde().decode(got[rows[ids[1]].order_id].value()).price == 42.5
+    assert OrderSerde().decode(got[rows[ids[0]].order_id].value()).price == 150.0
+    for event_id in ids[:3]:
+        row, msg = rows[event_id], got[rows[event_id].order_id]
+        assert headers_of(msg) == {
+            "replay.id": "run-1",
+            "replay.count": "1",
+            "replay.dlq.topic": "orders_dlq",
+            "replay.dlq.partition": "0",
+            "replay.dlq.offset": str(row.dlq_offset),
+        }
+        assert (row.status, row.replay_id, row.replay_count) == ("replayed", "run-1", 1)
+        assert (row.replay_partition, row.replay_offset) == (msg.partition(), msg.offset())
+        assert row.claimed_by is None
+    assert [rows[i].status for i in ids[3:]] == ["rejected", "new"]
+    assert audits(engine, "replayed") == 3
+    assert len(result.delivered) == 3 and not result.failed
+
+
+def test_the_consumer_processes_corrections_and_a_second_failure_counts_the_replay(
+    store: DlqStore, settings: Settings, engine: Engine
+) -> None:
+    ids = seed(store, [Order("cheap-now", "Laptop", 150.0), Order("still-dear", "Laptop", 150.0)])
+    store.approve(ids, actor="alice")
+    store.edit(ids[0], {"price": 42.5}, actor="alice")
+    replay(store, settings, replay_id="run-7")
+
+    consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
+    stats = consumer.run(max_messages=2, idle_exit_s=10)
+    run_drain(settings)
+
+    assert (stats.processed, stats.dead_lettered) == (1, 1)
+    with engine.connect() as conn:
+        processed = conn.execute(select(ProcessedOrder.order_id, ProcessedOrder.replay_id)).all()
+    assert [tuple(r) for r in processed] == [("cheap-now", "run-7")]
+    again = store.list_events(EventFilter(status="new", order_ids=("still-dear",)))
+    assert len(again) == 1 and again[0].replay_count == 1
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(store: DlqStore, settings: Settings) -> None:
+    ids = seed(store, [*orders(3), None])
+    store.approve(ids, actor="alice")
+    seed(store, [Order("tired", "Laptop", 1.0)], first_offset=50, headers=[("replay.count", b"3")])
+    store.approve([max(by_id(store))], actor="alice")
+    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    audit_rows = len(store.audit_trail(ids[0])) + len(store.audit_trail(ids[3]))
+
+    def no_producer() -> Producer:
+        raise AssertionError("a dry run must not create a producer")
+
+    plan = replay(store, settings, ReplayRequest(dry_run=True), producer=no_producer)
+
+    assert [(p.event_id, p.action) for p in plan.planned] == [
+        (ids[0], "publish"),
+        (ids[1], "publish"),
+        (ids[2], "publish"),
+        (ids[3], "reject"),
+        (max(before), "park"),
+    ]
+    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    assert after == before
+    assert len(store.audit_trail(ids[0])) + len(store.audit_trail(ids[3])) == audit_rows
+    assert end_offset(settings) == 0
+
+    real = replay(store, settings)
+    assert [p.action for p in real.planned] == [p.action for p in plan.planned]
+    assert sorted(d.event_id for d in real.delivered) == ids[:3]
+
+
+def test_max_messages_bounds_a_run(store: DlqStore, settings: Settings) -> None:
+    ids = seed(store, orders(5))
+    store.approve(ids, actor="alice")
+
+    result = replay(store, settings, ReplayRequest(max_messages=2))
+
+    assert sorted(d.event_id for d in result.delivered) == ids[:2]
+    assert end_offset(settings) == 2
+    rows = by_id(store)
+    assert [rows[i].status for i in ids] == ["replayed"] * 2 + ["approved"] * 3
+    assert all(rows[i].claimed_by is None for i in ids)
+
+
+def test_two_concurrent_replays_never_publish_the_same_row(
+    store: DlqStore, settings: Settings, make_consumer: Callable[..., Consumer]
+) -> None:
+    ids = seed(store, orders(40))
+    store.approve(ids, actor="alice")
+    start = threading.Barrier(2)
+    results: dict[str, ReplayResult] = {}
+
+    def run(name: str) -> None:
+        start.wait()
+        results[name] = replay(store, settings, ReplayRequest(max_messages=40), replay_id=name)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("run-a", "run-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    published = [d.event_id for r in results.values() for d in r.delivered]
+    assert sorted(published) == ids  # every row once, by one of the runs
+    assert end_offset(settings) == 40
+    msgs = drain_topic(make_consumer(), settings.orders_topic, expected=40)
+    offsets = [headers_of(m)["replay.dlq.offset"] for m in msgs]
+    assert len(msgs) == 40 and len(set(offsets)) == 40
+    rows = by_id(store)
+    assert {rows[i].replay_id for i in ids} <= {"run-a", "run-b"}
+    assert all(rows[i].replay_count == 1 for i in ids)
+
+
+def test_rows_at_the_replay_cap_are_parked_not_published(
+    store: DlqStore, settings: Settings, engine: Engine
+) -> None:
+    tired = seed(store, orders(2), headers=[("replay.count", b"3")])
+    fresh = seed(store, [Order("fresh", "Laptop", 1.0)], first_offset=10)
+    store.approve(tired + fresh, actor="alice")
+
+    result = replay(store, settings, ReplayRequest(max_replays=3))
+
+    rows = by_id(store)
+    assert [rows[i].status for i in tired] == ["parked", "parked"]
+    assert rows[fresh[0]].status == "replayed"
+    assert [d.event_id for d in result.delivered] == fresh
+    assert end_offset(settings) == 1
+    assert audits(engine, "parked") == 2
+    assert "replay cap reached" in (store.audit_trail(tired[0])[-1].note or "")
+
+
+def test_rows_without_a_valid_order_are_rejected(store: DlqStore, settings: Settings) -> None:
+    (broken,) = seed(store, [None])
+    store.approve([broken], actor="alice")
+
+    result = replay(store, settings)
+
+    assert by_id(store)[broken].status == "rejected"
+    assert result.delivered == [] and end_offset(settings) == 0
+    trail = store.audit_trail(broken)
+    assert trail[-1].action == "rejected" and "not replayable" in (trail[-1].note or "")
+
+
+def test_failed_deliveries_fail_the_run_and_leave_the_rows_replayable(
+    store: DlqStore, settings: Settings, engine: Engine
+) -> None:
+    ids = seed(store, orders(3))
+    store.approve(ids, actor="alice")
+    conf = {"bootstrap.servers": f"127.0.0.1:{closed_port()}", "message.timeout.ms": 1500}
+
+    with pytest.raises(DeliveryError, match="3 of 3 replayed records were not acknowledged"):
+        replay(store, settings, producer=lambda: Producer(conf), flush_timeout_s=10)
+
+    rows = by_id(store)
+    assert [(rows[i].status, rows[i].claimed_by, rows[i].replay_count) for i in ids] == [
+        ("approved", None, 0)
+    ] * 3
+    assert audits(engine, "replayed") == 0
+    retried = replay(store, settings)  # a later run takes them
+    assert sorted(d.event_id for d in retried.delivered) == ids
+
+
+def test_the_rate_limit_spaces_records_on_the_injected_clock(
+    store: DlqStore, settings: Settings
+) -> None:
+    ids = seed(store, orders(4))
+    store.approve(ids, actor="alice")
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(round(seconds, 6))
+        now[0] += seconds
+
+    result = replay(
+        store, settings, ReplayRequest(rate_per_sec=2), clock=lambda: now[0], sleep=sleep
+    )
+
+    assert sleeps == [0.5, 0.5, 0.5]
+    assert len(result.delivered) == 4
+
+
+def test_claims_skip_rows_another_run_is_claiming(
+    pg_engine: Engine, make_settings: Callable[..., Settings]
+) -> None:
+    store = DlqStore(pg_engine)
+    ids = seed(store, orders(6))
+    store.approve(ids, actor="alice")
+    claimed: list[int] = []
+
+    with pg_engine.connect() as other_run:
+        tx = other_run.begin()
+        other_run.execute(
+            text("SELECT id FROM dlq_events WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids[:3]}
+        )
+        # Without SKIP LOCKED this claim would wait for the other transaction.
+        worker = threading.Thread(
+            target=lambda: claimed.extend(
+                e.id for e in store.claim(EventFilter(status="approved"), claimer="b", limit=6)
+            )
+        )
+        worker.start()
+        worker.join(timeout=20)
+        finished_while_locked = not worker.is_alive()
+        tx.rollback()
+    worker.join(timeout=20)
+
+    assert finished_while_locked
+    assert claimed == ids[3:]

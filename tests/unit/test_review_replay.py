@@ -1,0 +1,235 @@
+"""Pure parts of review and replay: planning, lineage, rate limiting, params, corrections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from orderproc.errors import OrderProcError
+from orderproc.replay import (
+    PARK,
+    PUBLISH,
+    REJECT,
+    RateLimiter,
+    ReplayRequest,
+    lineage_headers,
+    plan_rows,
+    replay_id_for,
+    summary_markdown,
+)
+from orderproc.store.review import ReviewError, coerce_field, payload_of, validated_order
+from orderproc.store.tables import DlqEvent
+
+pytestmark = pytest.mark.unit
+
+
+def _event(event_id: int, **fields: Any) -> DlqEvent:
+    values: dict[str, Any] = {
+        "order_id": f"o-{event_id}",
+        "product": "Laptop",
+        "price": 150.0,
+        "replay_count": 0,
+        "corrected_payload": None,
+        "dlq_topic": "orders_dlq",
+        "dlq_partition": 1,
+        "dlq_offset": 10 + event_id,
+    }
+    values.update(fields)
+    return DlqEvent(id=event_id, **values)
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 9))
+        self.now += seconds
+
+
+# -- rate limiter -------------------------------------------------------------------------
+
+
+def test_rate_limiter_spaces_calls_evenly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4.0, clock=clock, sleep=clock.sleep)
+    sent_at = []
+    for _ in range(5):
+        limiter.wait()
+        sent_at.append(clock.now - 100.0)
+
+    assert sent_at == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert clock.sleeps == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_rate_limiter_does_not_burst_after_a_stall() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
+    limiter.wait()
+    clock.now += 10.0  # the producer was slow for a while
+    limiter.wait()
+    limiter.wait()
+
+    assert clock.sleeps == [0.5]
+
+
+def test_rate_limiter_rechecks_when_a_sleep_returns_early() -> None:
+    clock = FakeClock()
+
+    def short_sleep(seconds: float) -> None:  # like producer.poll(): may return at once
+        clock.sleeps.append(round(seconds, 9))
+        clock.now += seconds / 2
+
+    limiter = RateLimiter(1.0, clock=clock, sleep=short_sleep)
+    limiter.wait()
+    limiter.wait()
+
+    assert clock.now >= 101.0
+    assert clock.sleeps[0] == 1.0 and len(clock.sleeps) > 1
+
+
+def test_zero_rate_never_sleeps() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    for _ in range(100):
+        limiter.wait()
+
+    assert clock.sleeps == []
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+def test_plan_parks_at_the_cap_rejects_invalid_and_publishes_corrections() -> None:
+    events = [
+        _event(1),
+        _event(2, replay_count=3),
+        _event(3, corrected_payload={"orderId": "o-3", "product": "Laptop", "price": 42.5}),
+        _event(4, order_id=None, product=None, price=None),
+        _event(5, product=""),
+    ]
+
+    plan = {p.event_id: p for p in plan_rows(events, max_replays=3)}
+
+    assert [plan[i].action for i in range(1, 6)] == [PUBLISH, PARK, PUBLISH, REJECT, REJECT]
+    assert plan[1].payload == {"orderId": "o-1", "product": "Laptop", "price": 150.0}
+    assert plan[3].payload == {"orderId": "o-3", "product": "Laptop", "price": 42.5}
+    assert "replay cap reached (3 of 3)" in (plan[2].note or "")
+    assert "product is empty" in (plan[5].note or "")
+
+
+def test_lineage_headers_name_the_run_the_count_and_the_dlq_record() -> None:
+    headers = dict(lineage_headers(_event(7, replay_count=1), "manual__run"))
+
+    assert headers == {
+        "replay.id": b"manual__run",
+        "replay.count": b"2",
+        "replay.dlq.topic": b"orders_dlq",
+        "replay.dlq.partition": b"1",
+        "replay.dlq.offset": b"17",
+    }
+    assert not any(k.startswith("orderproc.") for k in headers)
+
+
+def test_replay_ids_fit_the_64_character_columns() -> None:
+    assert replay_id_for("manual__2026-03-01T12:00:00+00:00") == "manual__2026-03-01T12:00:00+00:00"
+    long_id = replay_id_for("x" * 200)
+    assert len(long_id) <= 64 and long_id == replay_id_for("x" * 200)
+    assert replay_id_for(None) != replay_id_for(None)
+
+
+# -- params ---------------------------------------------------------------------------------
+
+
+def test_request_from_params_parses_the_trigger_form() -> None:
+    request = ReplayRequest.from_params(
+        {
+            "status": "approved",
+            "order_ids": ["o-1", " ", "o-2"],
+            "reasons": [],
+            "categories": ["business_rule"],
+            "since": "2026-03-01T00:00:00Z",
+            "until": None,
+            "max_messages": 5,
+            "rate_per_sec": 2.5,
+            "dry_run": True,
+            "max_replays": 2,
+        }
+    )
+
+    assert request.selection.order_ids == ("o-1", "o-2")
+    assert request.selection.categories == ("business_rule",)
+    assert request.selection.since == datetime(2026, 3, 1, tzinfo=UTC)
+    assert (request.max_messages, request.rate_per_sec, request.dry_run) == (5, 2.5, True)
+    assert request.max_replays == 2
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"status": "replayed"}, {"max_messages": 0}, {"rate_per_sec": -1}, {"since": "soon"}],
+)
+def test_request_refuses_bad_params(params: dict[str, Any]) -> None:
+    with pytest.raises(OrderProcError) as info:
+        ReplayRequest.from_params(params)
+    assert "\n" not in str(info.value)
+
+
+def test_summary_lists_every_row_with_its_outcome() -> None:
+    result = {
+        "replay_id": "r1",
+        "topic": "orders",
+        "dry_run": False,
+        "planned": [
+            {"event_id": 1, "order_id": "o-1", "action": PUBLISH, "replay_count": 0,
+             "payload": {"price": 42.5}, "note": None},
+            {"event_id": 2, "order_id": "o-2", "action": PARK, "replay_count": 3,
+             "payload": None, "note": "replay cap reached (3 of 3)"},
+        ],
+        "published": [{"event_id": 1, "topic": "orders", "partition": 0, "offset": 9}],
+        "failed": {},
+    }  # fmt: skip
+
+    text = summary_markdown(result)
+
+    assert "| 1 | o-1 | publish | 0 | 42.50 | partition 0 offset 9 |" in text
+    assert "| 2 | o-2 | park | 3 | - | replay cap reached (3 of 3) |" in text
+
+
+# -- corrections ----------------------------------------------------------------------------
+
+
+def test_corrections_are_coerced_to_the_schema_types() -> None:
+    assert coerce_field("price", "42.5") == 42.5
+    assert coerce_field("product", "Phone") == "Phone"
+    for name, text in [("price", "cheap"), ("price", "nan"), ("colour", "red")]:
+        with pytest.raises(ReviewError):
+            coerce_field(name, text)
+
+
+def test_validated_order_uses_the_schema_and_the_order_rules() -> None:
+    assert validated_order({"orderId": "1", "product": "P", "price": 42.504}) == {
+        "orderId": "1",
+        "product": "P",
+        "price": 42.5,
+    }
+    with pytest.raises(ReviewError, match="price is negative"):
+        validated_order({"orderId": "1", "product": "P", "price": -1.0})
+    with pytest.raises(ReviewError, match="missing field"):
+        validated_order({"orderId": "1", "price": 1.0})
+    with pytest.raises(ReviewError, match="unknown field"):
+        validated_order({"orderId": "1", "product": "P", "price": 1.0, "colour": "red"})
+
+
+def test_payload_prefers_the_correction() -> None:
+    corrected = {"orderId": "o-1", "product": "Laptop", "price": 42.5}
+    assert payload_of(_event(1, corrected_payload=corrected)) == corrected
+    assert payload_of(_event(1)) == {"orderId": "o-1", "product": "Laptop", "price": 150.0}
+    assert payload_of(_event(1, price=None)) is None
