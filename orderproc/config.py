@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     admin_timeout_s: float = Field(default=15.0, gt=0)
     poll_timeout_s: float = Field(default=0.5, gt=0)
 
+    # Reports written by `orderproc report` and the orders_dlq_report DAG
+    reports_dir: Path = PROJECT_ROOT / "reports"
+
     # Local devstack
     devstack_dir: Path = PROJECT_ROOT / ".devstack"
     kafka_port: int = Field(default=9092, ge=1, le=65535)
