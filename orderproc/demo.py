@@ -83,3 +83,40 @@ def _summary(lines: list[str]) -> dict[str, str]:
         if line.startswith("consumed="):
             return dict(part.split("=", 1) for part in line.split() if "=" in part)
     return {}
+
+
+def run_batch_cycle(settings: Settings, *, echo: Echo) -> None:
+    """What Airflow runs in production: drain, review (a correction), replay, report."""
+    from orderproc.drain import run_drain
+    from orderproc.replay import ReplayRequest, replay_with_settings
+    from orderproc.report import format_table, generate_report
+    from orderproc.store.engine import make_engine
+    from orderproc.store.review import DlqStore, EventFilter
+
+    drained = run_drain(settings)
+    echo(
+        f"== drain: {drained.inserted} new DLQ records stored ({drained.duplicates} already there)"
+    )
+
+    engine = make_engine(settings.effective_database_url)
+    store = DlqStore(engine)
+    corrected = round(settings.price_threshold * 0.9, 2)
+    pending = store.list_events(EventFilter(status="new", categories=("business_rule",)))
+    for event in pending:
+        store.edit(event.id, {"price": corrected}, actor="demo-reviewer", note="agreed price")
+        echo(f"== review: {event.order_id} price {event.price:.2f} -> {corrected:.2f}, approved")
+    if pending:
+        store.approve([e.id for e in pending], actor="demo-reviewer", note="price corrected")
+    engine.dispose()
+
+    result = replay_with_settings(settings, ReplayRequest(max_messages=1000), actor="demo")
+    echo(f"== replay: {len(result.delivered)} orders republished to {result.topic}")
+    consumer = Service(
+        "consumer", ["consume", "--idle-exit", "4", "--log-level", "WARNING"], echo
+    ).start()
+    if consumer.wait(180) != 0:
+        raise RuntimeError("the consumer failed; see its lines above")
+
+    report, files = generate_report(settings.effective_database_url, settings.reports_dir)
+    echo(format_table(report))
+    echo(f"== report: {files.markdown} (also {files.csv.name}, {files.chart.name})")
