@@ -1,0 +1,1 @@
+"""Benchmarks of the orderproc hot path (``make bench``)."""

@@ -1,0 +1,116 @@
+"""The raw baselines: confluent-kafka batch ``consume()`` + fastavro, optionally + ``COPY``.
+
+This is what a hand-written loop with no framework would do, kept lean but not
+contrived: librdkafka defaults (auto offset store and commit every 5 s), one
+``BytesIO`` + ``schemaless_reader`` per record, and for the persisting baseline
+one ``COPY`` and one commit per batch through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import fastavro
+import psycopg
+from confluent_kafka import Consumer, Message
+
+from bench.stats import Sample
+from bench.workload import POLL_TIMEOUT_S, BenchError
+from orderproc.serde import schema_path
+
+Decoded = list[tuple[Message, Any]]
+
+COPY_SQL = (
+    "COPY processed_orders (order_id, product, price, attempts, source_topic,"
+    " source_partition, source_offset, processed_at, replay_id) FROM STDIN"
+)
+
+SCHEMA = fastavro.parse_schema(json.loads(schema_path("order.avsc").read_text()))
+
+
+def consume_decode(
+    bootstrap: str, topic: str, group: str, target: int, batch_size: int, idle_s: float
+) -> Sample:
+    """Time to consume and decode ``target`` records (from the first batch on)."""
+    return _run(bootstrap, topic, group, target, batch_size, idle_s, write=None)
+
+
+def consume_decode_copy(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    target: int,
+    batch_size: int,
+    idle_s: float,
+    conn: psycopg.Connection[Any],
+) -> Sample:
+    """As ``consume_decode``, plus a ``COPY`` of each batch's rows and a commit per batch."""
+
+    def copy_batch(batch: Decoded) -> None:
+        now = datetime.now(UTC)
+        with conn.cursor() as cur, cur.copy(COPY_SQL) as copy:
+            for msg, rec in batch:
+                copy.write_row(
+                    (
+                        rec["orderId"],
+                        rec["product"],
+                        round(rec["price"], 2),
+                        1,
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        now,
+                        None,
+                    )
+                )
+        conn.commit()
+
+    return _run(bootstrap, topic, group, target, batch_size, idle_s, write=copy_batch)
+
+
+def _run(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    target: int,
+    batch_size: int,
+    idle_s: float,
+    write: Callable[[Decoded], None] | None,
+) -> Sample:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+    )
+    reader = fastavro.schemaless_reader
+    done = 0
+    started: float | None = None
+    try:
+        consumer.subscribe([topic])
+        last = time.monotonic()
+        while done < target:
+            messages = consumer.consume(batch_size, timeout=POLL_TIMEOUT_S)
+            if not messages:
+                if time.monotonic() - last > idle_s:
+                    raise BenchError(f"raw consumer idle after {done} of {target} records")
+                continue
+            if started is None:
+                started = time.perf_counter()
+            last = time.monotonic()
+            batch: Decoded = []
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    raise BenchError(f"raw consumer error: {err.str()}")
+                batch.append((msg, reader(io.BytesIO(msg.value() or b""), SCHEMA, None)))
+            if write is not None:
+                write(batch)
+            done += len(batch)
+        finished = time.perf_counter()
+    finally:
+        consumer.close()
+    assert started is not None  # the loop ran at least one batch
+    return Sample(done, finished - started)

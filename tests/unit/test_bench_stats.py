@@ -1,0 +1,148 @@
+"""The benchmark's arithmetic and report: the figures ``make bench`` prints must be right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.stats import (
+    CONSUMER_NOOP,
+    CONSUMER_NOOP_FAILING,
+    CONSUMER_NOOP_FAILING_MAIN,
+    CONSUMER_PG,
+    KINDS,
+    RATIOS,
+    RAW_COPY,
+    RAW_DECODE,
+    RatioSpec,
+    Sample,
+    Summary,
+    build_report,
+    compute_ratios,
+    format_table,
+    ratio,
+    run_order,
+    summarize,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def samples_at(*rates: float, count: int = 1000) -> list[Sample]:
+    """Samples of ``count`` records that ran at exactly the given rates."""
+    return [Sample(count, count / r) for r in rates]
+
+
+ALL = {
+    RAW_DECODE: samples_at(100_000, 90_000, 110_000),
+    CONSUMER_NOOP: samples_at(80_000, 70_000, 75_000),
+    CONSUMER_NOOP_FAILING: samples_at(72_000, 60_000, 66_000),
+    CONSUMER_NOOP_FAILING_MAIN: samples_at(78_000, 70_000, 74_000),
+    RAW_COPY: samples_at(40_000, 50_000, 45_000),
+    CONSUMER_PG: samples_at(20_000, 30_000, 25_000),
+}
+
+
+def test_rate_is_records_per_second() -> None:
+    assert Sample(200_000, 4.0).rate == 50_000
+
+
+def test_a_run_that_took_no_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="some time"):
+        _ = Sample(10, 0.0).rate
+
+
+def test_summary_is_median_min_max_of_the_rates() -> None:
+    assert Summary.of([3.0, 1.0, 2.0, 10.0]) == Summary(median=2.5, low=1.0, high=10.0, n=4)
+    with pytest.raises(ValueError):
+        Summary.of([])
+
+
+def test_ratio_refuses_a_zero_baseline() -> None:
+    assert ratio(70.0, 100.0) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="positive"):
+        ratio(1.0, 0.0)
+
+
+def test_rounds_alternate_direction_and_keep_each_ratios_sides_adjacent() -> None:
+    assert run_order(0) == list(KINDS)
+    assert run_order(1) == list(reversed(KINDS))
+    assert run_order(2) == list(KINDS)
+    for spec in RATIOS:
+        for round_index in (0, 1):
+            order = run_order(round_index)
+            assert abs(order.index(spec.subject) - order.index(spec.baseline)) == 1, spec.name
+
+
+def test_ratios_are_ratios_of_medians_with_per_round_pairs() -> None:
+    results = {r.spec.name: r for r in compute_ratios(ALL)}
+
+    consume = results["consume_ratio"]
+    assert consume.value == pytest.approx(75_000 / 100_000)
+    assert consume.paired == pytest.approx((0.8, 70 / 90, 75 / 110))
+    assert consume.verdict == "PASS"  # 0.75 >= 0.70
+
+    assert results["persist_ratio"].value == pytest.approx(25_000 / 45_000)
+    assert results["persist_ratio"].verdict == "BELOW"  # 0.56 < 0.60
+
+    isolation = results["failure_isolation_ratio"]
+    assert isolation.value == pytest.approx(66_000 / 75_000)  # the full-failure runs, not _main
+    assert isolation.passed
+
+
+def test_a_ratio_exactly_at_target_passes() -> None:
+    spec = RatioSpec("r", "s", "b", 0.5)
+    (result,) = compute_ratios({"s": samples_at(50.0), "b": samples_at(100.0)}, [spec])
+    assert result.verdict == "PASS"
+
+
+def test_unpaired_samples_are_an_error() -> None:
+    bad = {**ALL, CONSUMER_PG: samples_at(20_000)}
+    with pytest.raises(ValueError):
+        compute_ratios(bad)
+
+
+def test_table_shows_every_measurement_ratio_target_and_verdict() -> None:
+    table = format_table(summarize(ALL), compute_ratios(ALL))
+    lines = table.splitlines()
+
+    noop = next(line for line in lines if line.startswith("OrderConsumer, no-op sink "))
+    assert noop.split()[-4:] == ["75,000", "70,000", "80,000", "3"]
+    consume = next(line for line in lines if line.startswith("consume_ratio"))
+    assert consume.split() == ["consume_ratio", "0.75", ">=", "0.70", "PASS", "0.68..0.80"]
+    persist = next(line for line in lines if line.startswith("persist_ratio"))
+    assert "BELOW" in persist and ">= 0.60" in persist
+    assert any(line.startswith("failure_isolation_ratio") for line in lines)
+    # The main-topic-only failing figure sits right under the full one.
+    failing = next(i for i, line in enumerate(lines) if "10% failing" in line)
+    assert "main topic only" in lines[failing + 1]
+
+
+def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
+    report = build_report(
+        samples=ALL,
+        ratios=compute_ratios(ALL),
+        orders=1000,
+        repeats=3,
+        environment={"cpu_count": 2},
+        definitions={"timing": "perf_counter"},
+    )
+    decoded = json.loads(json.dumps(report))
+
+    assert decoded["ratios"] == {
+        "consume_ratio": 0.75,
+        "persist_ratio": round(25 / 45, 4),
+        "failure_isolation_ratio": 0.88,
+    }
+    assert decoded["targets"] == {
+        "consume_ratio": 0.7,
+        "persist_ratio": 0.6,
+        "failure_isolation_ratio": 0.85,
+    }
+    assert decoded["verdicts"]["persist_ratio"] == "BELOW"
+    assert decoded["medians_msgs_per_s"][RAW_DECODE] == 100_000
+    assert [s["msgs_per_s"] for s in decoded["samples"][CONSUMER_PG]] == [20_000, 30_000, 25_000]
+    assert decoded["samples"][RAW_DECODE][0] == {"count": 1000, "seconds": 0.01, "msgs_per_s": 1e5}
+    assert decoded["orders"] == 1000 and decoded["repeats"] == 3
+    assert decoded["environment"] == {"cpu_count": 2}
