@@ -92,7 +92,8 @@ DEFINITIONS = {
     ),
     stats.CONSUMER_PG: (
         "consumer_noop's settings with OrderRepository on PostgreSQL "
-        "(INSERT .. ON CONFLICT DO NOTHING RETURNING, one transaction per batch)"
+        "(COPY into a session temp table, then INSERT .. SELECT .. ON CONFLICT DO NOTHING "
+        "RETURNING, one transaction per batch)"
     ),
     "failure_isolation_ratio": (
         "consumer_noop_failing / consumer_noop: same consumer and settings, both with the "

@@ -120,7 +120,7 @@ def run_consumer(
     if retried:
         targets[settings.retry_topic(1)] = retried
     watch = Stopwatch(consumer.consumer, targets, consumer.stop)
-    consumer.consumer = cast(Consumer, watch)
+    consumer.consumer = consumer.offsets.consumer = cast(Consumer, watch)
     stats = consumer.run(idle_exit_s=idle_s)
     if watch.started is None or watch.finished is None:
         progress = ", ".join(f"{t}: {watch.handled(t)}/{n}" for t, n in targets.items())

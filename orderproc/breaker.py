@@ -54,6 +54,23 @@ class FloodBreaker:
             return True
         return False
 
+    def record_many(self, failed: bool, count: int) -> None:
+        """Record ``count`` equal outcomes at once; for successes, which never trip it."""
+        if count <= 0:
+            return
+        overflow = len(self._outcomes) + count - self.window
+        if overflow >= self.window:
+            self._outcomes.clear()
+            self._dead = 0
+            count = self.window
+        elif overflow > 0:
+            self._dead -= sum(self._outcomes[i] for i in range(overflow))
+        self._outcomes.extend([failed] * count)
+        self._dead += count if failed else 0
+        full = len(self._outcomes) == self.window
+        if failed and not self.is_open and full and self.dead_share > self.ratio:
+            self.opened_at = self._clock()
+
     def ready_to_close(self) -> bool:
         """True once the cooldown has passed; the caller then resumes and calls ``reset``."""
         return self.opened_at is not None and self._clock() - self.opened_at >= self.cooldown_s

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     session_timeout_ms: int = Field(default=45000, ge=1000)
     admin_timeout_s: float = Field(default=15.0, gt=0)
+    fetch_wait_max_ms: int = Field(default=100, ge=1, le=5000)
     poll_timeout_s: float = Field(default=0.5, gt=0)
 
     # Reports written by `orderproc report` and the orders_dlq_report DAG

@@ -2,14 +2,14 @@
 
 Delivery semantics (at-least-once, nothing lost):
 
-* ``enable.auto.offset.store`` is off. Offsets move only in ``_store_offsets``,
+* ``enable.auto.offset.store`` is off. Offsets move only in ``orderproc.offsets``,
   after the batch's processed orders are committed to the database *and* every
   retry/DLQ record of the batch is acknowledged by the broker. librdkafka's
   auto-commit then commits only those stored offsets, on revoke and on close too.
 * Redeliveries after a crash are harmless: the processed table is idempotent on
   ``orderId``, and the running average counts only rows that were new.
 * If a retry/DLQ record cannot be written, the consumer stops without storing
-  the batch's offsets rather than drop the order.
+  that batch's offsets (or any later batch's) rather than drop the order.
 
 Retry modes:
 
@@ -35,11 +35,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from orderproc.breaker import FloodBreaker
 from orderproc.config import RetryMode, Settings
-from orderproc.dlq import Failure, Header, header_map, normalize_headers
-from orderproc.errors import DeliveryError, OrderProcError, PermanentError, ProcessingError
+from orderproc.dlq import Failure
+from orderproc.errors import DeliveryError, OrderProcError, ProcessingError
 from orderproc.handler import OrderHandler, PriceThresholdHandler
 from orderproc.metrics import ConsumerMetrics, Health
-from orderproc.models import Order, RunningAverage, Source
+from orderproc.models import Order, RunningAverage
+from orderproc.offsets import OffsetPipeline, PendingBatch
+from orderproc.records import TP, Record
 from orderproc.retry import RetryPolicy, classify
 from orderproc.routing import RETRY_DUE_HEADER, FailureRouter
 from orderproc.serde import OrderSerde
@@ -48,44 +50,9 @@ from orderproc.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
-
-REPLAY_ID_HEADER = "replay.id"
-"""Set by the replay DAG; kept across retry/DLQ hops like any header that is not ours."""
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """The parts of a Kafka message the consumer uses, with the Optionals resolved."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[Header]
-    timestamp_ms: int | None
-
-    @classmethod
-    def of(cls, msg: Message) -> Record:
-        kind, ts = msg.timestamp()
-        return cls(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=msg.key(),
-            value=msg.value(),
-            headers=normalize_headers(msg.headers()),
-            timestamp_ms=int(ts) if kind and ts > 0 else None,
-        )
-
-    @property
-    def tp(self) -> TP:
-        return (self.topic, self.partition)
 
 
 @dataclass
@@ -103,12 +70,12 @@ class ConsumerStats:
 
 
 @dataclass
-class _Batch:
-    """Outcome of handling one batch, before it is made durable."""
+class _Batch(PendingBatch):
+    """One consumed batch while it is handled: its rows and per-topic counts."""
 
     rows: list[ProcessedRow] = field(default_factory=list)
-    next_offsets: dict[TP, int] = field(default_factory=dict)
-    timestamps_ms: list[int] = field(default_factory=list)
+    consumed: dict[str, int] = field(default_factory=dict)
+    ok_since_failure: int = 0
 
 
 class _Interrupted(Exception):
@@ -147,7 +114,9 @@ class OrderConsumer:
         self._echo = echo
         self._stop = threading.Event()
         self._assigned = False
+        self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
+        self._retry_due = 0.0  # monotonic time the latest scheduled retry is due
         self._held: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
         self._retry_topics = {settings.retry_topic(i): i for i in range(1, settings.max_attempts)}
         conf = settings.kafka_config(
@@ -158,6 +127,8 @@ class OrderConsumer:
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
                 "session.timeout.ms": settings.session_timeout_ms,
+                # A resumed retry partition joins the next fetch request: keep them short.
+                "fetch.wait.max.ms": settings.fetch_wait_max_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "statistics.interval.ms": 10000,
                 "stats_cb": self.metrics.update_lag_from_stats,
@@ -165,6 +136,8 @@ class OrderConsumer:
             }
         )
         self.consumer = Consumer(conf)
+        self._retried_metric = self.metrics.retried.labels(self.mode.value)
+        self.offsets = OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -173,13 +146,18 @@ class OrderConsumer:
         self._stop.set()
 
     @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def has_partitions(self) -> bool:
         """True once the group has given this instance partitions."""
         return self._assigned
 
     @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    def partitions(self) -> frozenset[TP]:
+        """The partitions this instance owns now (safe to read from another thread)."""
+        return self._owned
 
     def run(
         self, *, max_messages: int | None = None, idle_exit_s: float | None = None
@@ -187,7 +165,7 @@ class OrderConsumer:
         """Consume until stopped, after ``max_messages`` records, or when idle ``idle_exit_s``.
 
         Raises:
-            DeliveryError: a retry/DLQ record was not acknowledged (nothing of its batch committed).
+            DeliveryError: a retry/DLQ record was not acknowledged (its batch not committed).
             StoreError: the database failed and a stop was requested before it recovered.
         """
         ensure_topics(self.settings)
@@ -211,19 +189,14 @@ class OrderConsumer:
                     if want <= 0:
                         break
                 messages = self.consumer.consume(want, timeout=self._poll_timeout())
-                self.router.poll()
                 if not messages:
-                    idle = time.monotonic() - self._last_message
-                    # Pending retries keep a bounded run alive; a tripped breaker does not.
-                    pending = bool(self._held) and not self.breaker.is_open
-                    # Idle counts only once we own partitions: a join can wait out a dead member.
-                    idle = idle if self._assigned else 0.0
-                    if idle_exit_s is not None and idle >= idle_exit_s and not pending:
-                        log.info("idle for %.1fs, exiting", idle)
+                    self.offsets.advance()
+                    if self._idle_long_enough(idle_exit_s):
                         break
                     continue
                 self._last_message = time.monotonic()
                 self._commit_batch(self._handle_batch(messages))
+            self.offsets.advance(wait=True)
         except OrderProcError as exc:
             self.health.fail(str(exc))
             raise
@@ -231,6 +204,20 @@ class OrderConsumer:
             self._close()
         self.stats.average_price = self.average.overall
         return self.stats
+
+    def _idle_long_enough(self, idle_exit_s: float | None) -> bool:
+        if idle_exit_s is None or len(self.offsets):
+            return False
+        # Idle counts only once we own partitions (a join can wait out a dead member), and
+        # not before the last retry we scheduled was due: it is work still to come back.
+        since = max(self._last_message, self._retry_due)
+        idle = time.monotonic() - since if self._assigned else 0.0
+        # Pending retries keep a bounded run alive; a tripped breaker does not.
+        pending = bool(self._held) and not self.breaker.is_open
+        if idle >= idle_exit_s and not pending:
+            log.info("idle for %.1fs, exiting", idle)
+            return True
+        return False
 
     def _close(self) -> None:
         # close() commits the offsets stored so far: only durable ones ever are.
@@ -240,15 +227,19 @@ class OrderConsumer:
             log.warning("consumer close: %s", exc)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
         if partitions and not self._assigned:
             self._assigned = True
             self._last_message = time.monotonic()
         log.info("assigned %s", _fmt(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called from inside consume(): every batch handled so far has its offsets stored.
-        for tp in partitions:
-            self._held.pop((tp.topic, tp.partition), None)
+        # Called from inside consume(): make every handled batch durable, then commit.
+        self.offsets.advance(wait=True)
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._owned = self._owned - revoked
+        for tp in revoked:
+            self._held.pop(tp, None)
         self.metrics.paused_partitions.set(len(self._held))
         try:
             consumer.commit(asynchronous=False)
@@ -260,129 +251,207 @@ class OrderConsumer:
     # -- one batch -----------------------------------------------------------------
 
     def _handle_batch(self, messages: list[Message]) -> _Batch:
+        """Handle a batch; plain records of the main topic take a fast path.
+
+        The fast path (no headers, decodes, handler succeeds) builds no objects
+        beyond the order and its row; anything else takes ``_handle_full``.
+        """
         batch = _Batch()
-        records: list[Record] = []
+        orders_topic = self.settings.orders_topic
+        decode, handler, held = self.serde.decode, self.handler, self._held
+        rows, offsets, consumed = batch.rows, batch.next_offsets, batch.consumed
+        new_row = tuple.__new__  # see Order.from_record: no Python-level __new__ per row
+        now = datetime.now(UTC)
+        main = ok_run = 0  # main-topic records; successes since the last failure
         for msg in messages:
             if msg.error() is not None:
                 self._on_message_error(msg)
-            else:
-                records.append(Record.of(msg))
-        for rec in records:
-            if rec.tp in self._held:
+                continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            if held and (topic, partition) in held:
                 continue  # held at an earlier offset of this batch; it will be fetched again
-            self.stats.consumed += 1
-            self.metrics.consumed.labels(rec.topic).inc()
-            if not self._is_due(rec):
+            if topic != orders_topic:
+                consumed[topic] = consumed.get(topic, 0) + 1
+            else:
+                main += 1
+                order = None
+                if msg.headers() is None:
+                    try:
+                        order = decode(msg.value())
+                    except ProcessingError:
+                        order = None  # the full path below dead-letters it
+                if order is not None:
+                    try:
+                        handler(order)
+                    except Exception as exc:  # the handler is user code: classify anything
+                        batch.ok_since_failure += ok_run
+                        ok_run = 0
+                        if not self._first_attempt_failed(Record.of(msg), batch, order, exc):
+                            continue
+                    else:
+                        rows.append(
+                            new_row(ProcessedRow, (
+                                order.order_id, order.product, order.price, 1,
+                                topic, partition, offset, now, None,
+                            ))
+                        )  # fmt: skip
+                        ok_run += 1
+                        offsets[(topic, partition)] = offset + 1
+                        continue
+                    offsets[(topic, partition)] = offset + 1
+                    if self.breaker.is_open:
+                        self._hold_all(after=messages, batch=batch)
+                        break
+                    continue
+            batch.ok_since_failure += ok_run
+            ok_run = 0
+            if not self._handle_full(Record.of(msg), batch, now):
                 continue
-            try:
-                self._handle(rec, batch)
-            except _Interrupted:
-                self._hold(rec, until=time.monotonic())
-                continue
-            batch.next_offsets[rec.tp] = rec.offset + 1
-            if rec.timestamp_ms:
-                batch.timestamps_ms.append(rec.timestamp_ms)
+            offsets[(topic, partition)] = offset + 1
             if self.breaker.is_open:
-                self._hold_all(after=records, batch=batch)
+                self._hold_all(after=messages, batch=batch)
                 break
+        consumed[orders_topic] = consumed.get(orders_topic, 0) + main
+        batch.ok_since_failure += ok_run
+        self._count_successes(batch)
+        if messages:
+            batch.oldest_timestamp_ms = messages[0].timestamp()[1]
         return batch
 
-    def _handle(self, msg: Record, batch: _Batch) -> None:
-        meta = header_map(msg.headers) if msg.topic in self._retry_topics else {}
-        attempts = int(meta.get("attempts", 0))
-        first_failure = int(meta["first.failure.ms"]) if "first.failure.ms" in meta else None
-        source = _source_from(meta) or Source(
-            msg.topic, msg.partition, msg.offset, msg.timestamp_ms
-        )
-        order: Order | None = None
+    def _handle_full(self, rec: Record, batch: _Batch, now: datetime) -> bool:
+        """The slow path: retry topics, records with headers, undecodable values.
+
+        Returns False when the record was held back (not due yet, or interrupted).
+        """
+        if rec.topic in self._retry_topics and not self._is_due(rec, batch):
+            return False
+        attempts, first_failure, _ = rec.provenance()
         try:
-            order = self.serde.decode(msg.value)
-            while True:
-                attempts += 1
-                try:
-                    self.handler(order)
-                    break
-                except Exception as exc:  # the handler is user code: classify anything
-                    error = classify(exc)
-                    first_failure = first_failure or now_ms()
-                    if not self.policy.should_retry(error, attempts):
-                        raise error from exc
-                    self._say(f"Attempt {attempts}/{self.policy.max_attempts} failed: {error}")
-                    failure = self._failure(msg, error, attempts, first_failure, source, order)
-                    if self.mode is RetryMode.BLOCKING:
-                        self._backoff_in_place(attempts)
-                        continue
-                    self._schedule_retry(msg, failure)
-                    self._record_outcome(msg, ok=False)
-                    return
+            order = self.serde.decode(rec.value)
         except ProcessingError as error:
-            attempts = max(attempts, 1)
-            failure = self._failure(msg, error, attempts, first_failure or now_ms(), source, order)
-            self._dead_letter(msg, failure)
-            self._record_outcome(msg, ok=False)
+            failure = self._failure(rec, error, attempts + 1, first_failure, None)
+            self._dead_letter(rec, batch, failure)
+            return True
+        try:
+            self._attempt(rec, batch, order, attempts, first_failure)
+        except _Interrupted:
+            self._hold(rec, until=time.monotonic())
+            return False
+        return True
+
+    def _first_attempt_failed(
+        self, rec: Record, batch: _Batch, order: Order, exc: Exception
+    ) -> bool:
+        """Route a fast-path failure; False when the record was held back (interrupted)."""
+        first_failure = now_ms()
+        try:
+            if self._after_failure(rec, batch, order, classify(exc), 0, first_failure):
+                self._attempt(rec, batch, order, 1, first_failure)
+        except _Interrupted:
+            self._hold(rec, until=time.monotonic())
+            return False
+        return True
+
+    def _attempt(
+        self, rec: Record, batch: _Batch, order: Order, attempts: int, first_failure: int | None
+    ) -> None:
+        """Run the handler (again, in blocking mode) and route the outcome."""
+        while True:
+            try:
+                self.handler(order)
+            except Exception as exc:  # the handler is user code: classify anything
+                first_failure = first_failure or now_ms()
+                if self._after_failure(rec, batch, order, classify(exc), attempts, first_failure):
+                    attempts += 1
+                    continue
+                return
+            _, _, source = rec.provenance()
+            batch.rows.append(
+                ProcessedRow(
+                    order.order_id, order.product, order.price, attempts + 1,
+                    source.topic, source.partition, source.offset,
+                    datetime.now(UTC), rec.replay_id,
+                )
+            )  # fmt: skip
+            if rec.topic == self.settings.orders_topic:
+                batch.ok_since_failure += 1
             return
-        batch.rows.append(
-            ProcessedRow(
-                order_id=order.order_id,
-                product=order.product,
-                price=order.price,
-                attempts=attempts,
-                source_topic=source.topic,
-                source_partition=source.partition,
-                source_offset=source.offset,
-                processed_at=datetime.now(UTC),
-                replay_id=_replay_id(msg.headers),
-            )
-        )
-        self._record_outcome(msg, ok=True)
+
+    def _after_failure(
+        self,
+        rec: Record,
+        batch: _Batch,
+        order: Order,
+        error: ProcessingError,
+        attempts_before: int,
+        first_failure: int | None,
+    ) -> bool:
+        """Route a failed attempt; True when the caller should retry in place (blocking)."""
+        attempts = attempts_before + 1
+        failure = self._failure(rec, error, attempts, first_failure, order)
+        if not self.policy.should_retry(error, attempts):
+            self._dead_letter(rec, batch, failure)
+            return False
+        if self._echo is not None:
+            self._echo(f"Attempt {attempts}/{self.policy.max_attempts} failed: {error}")
+        self.stats.retried += 1
+        self._retried_metric.inc()
+        if self.mode is RetryMode.BLOCKING:
+            if self._stop.wait(self.policy.delay(attempts)):
+                raise _Interrupted
+            return True
+        delay = self.policy.delay(attempts)
+        topic = self.settings.retry_topic(attempts)
+        due = now_ms() + int(delay * 1000)
+        self._retry_due = max(self._retry_due, time.monotonic() + delay)
+        self.router.to_retry(failure, topic, due, rec.headers, batch.expect_delivery())
+        self._record_outcome(rec, batch, ok=False)
+        return False
 
     def _failure(
         self,
-        msg: Record,
+        rec: Record,
         error: ProcessingError,
         attempts: int,
-        first_failure_ms: int,
-        source: Source,
+        first_failure_ms: int | None,
         order: Order | None,
     ) -> Failure:
+        _, _, source = rec.provenance()
+        now = now_ms()
         return Failure(
             error=error,
             attempts=attempts,
-            first_failure_ms=first_failure_ms,
-            last_failure_ms=now_ms(),
+            first_failure_ms=first_failure_ms or now,
+            last_failure_ms=now,
             source=source,
             consumer_group=self.settings.consumer_group,
             order=order,
-            raw_value=msg.value,
-            key=msg.key,
+            raw_value=rec.value,
+            key=rec.key,
         )
 
-    def _schedule_retry(self, msg: Record, failure: Failure) -> None:
-        delay = self.policy.delay(failure.attempts)
-        topic = self.settings.retry_topic(failure.attempts)
-        self.router.to_retry(failure, topic, now_ms() + int(delay * 1000), msg.headers)
-        self.stats.retried += 1
-        self.metrics.retried.labels(self.mode.value).inc()
-        log.debug("retry scheduled topic=%s delay_s=%.2f", topic, delay)
-
-    def _backoff_in_place(self, failed_attempt: int) -> None:
-        self.stats.retried += 1
-        self.metrics.retried.labels(self.mode.value).inc()
-        if self._stop.wait(self.policy.delay(failed_attempt)):
-            raise _Interrupted
-
-    def _dead_letter(self, msg: Record, failure: Failure) -> None:
-        self.router.to_dlq(failure, msg.headers, now_ms=now_ms())
+    def _dead_letter(self, rec: Record, batch: _Batch, failure: Failure) -> None:
+        self.router.to_dlq(
+            failure, rec.headers, now_ms=now_ms(), on_delivery=batch.expect_delivery()
+        )
         category = failure.category.value
         self.stats.dead_lettered += 1
-        self.stats.dead_lettered_by_category[category] = (
-            self.stats.dead_lettered_by_category.get(category, 0) + 1
-        )
+        by_category = self.stats.dead_lettered_by_category
+        by_category[category] = by_category.get(category, 0) + 1
         self.metrics.dead_lettered.labels(category).inc()
-        key = failure.order.order_id if failure.order else f"{msg.topic}@{msg.offset}"
-        self._say(f"DLQ: {key} -> {failure.reason}")
+        if self._echo is not None:
+            key = failure.order.order_id if failure.order else f"{rec.topic}@{rec.offset}"
+            self._echo(f"DLQ: {key} -> {failure.reason}")
+        self._record_outcome(rec, batch, ok=False)
 
-    def _record_outcome(self, rec: Record, ok: bool) -> None:
+    # -- the flood breaker ----------------------------------------------------------
+
+    def _count_successes(self, batch: _Batch) -> None:
+        if batch.ok_since_failure:
+            self.breaker.record_many(False, batch.ok_since_failure)
+            batch.ok_since_failure = 0
+
+    def _record_outcome(self, rec: Record, batch: _Batch, *, ok: bool) -> None:
         """Feed the flood breaker with records of the main topic only.
 
         A record counts as failed when it did not succeed on its first read
@@ -391,6 +460,7 @@ class OrderConsumer:
         """
         if rec.topic != self.settings.orders_topic:
             return
+        self._count_successes(batch)
         if self.breaker.record(not ok):
             self.stats.flood_breaker_trips += 1
             self.metrics.flood_trips.inc()
@@ -403,25 +473,44 @@ class OrderConsumer:
                 self.breaker.cooldown_s,
             )
 
-    # -- making a batch durable: the one place offsets move ------------------------
+    # -- making a batch durable ----------------------------------------------------
 
     def _commit_batch(self, batch: _Batch) -> None:
         new_ids = self._persist(batch.rows)
-        self.router.flush()  # raises DeliveryError: then no offset of this batch is stored
-        self._store_offsets(batch)
-        for row in batch.rows:
+        self._report_processed(batch.rows, new_ids)
+        for topic, n in batch.consumed.items():
+            self.stats.consumed += n
+            self.metrics.consumed.labels(topic).inc(n)
+        self.offsets.submit(batch)
+
+    def _report_processed(self, rows: list[ProcessedRow], new_ids: set[str]) -> None:
+        if self._echo is None and len(new_ids) == len(rows):  # no lines, no redeliveries
+            self.average.add_rows(rows)
+            self.stats.processed += len(rows)
+            self.metrics.processed.inc(len(rows))
+            self.metrics.running_average.set(self.average.overall)
+            return
+        processed = 0
+        for row in rows:
             if row.order_id not in new_ids:  # already stored: a redelivery
                 self.stats.duplicates += 1
                 self.metrics.duplicates.inc()
                 continue
             new_ids.discard(row.order_id)
             self.average.add(row.product, row.price)
-            self.stats.processed += 1
-            self.metrics.processed.inc()
-            self._say(
-                f"Processed {row.order_id} | price={row.price:.2f} | avg={self.average.overall:.2f}"
-            )
+            processed += 1
+            if self._echo is not None:
+                avg = self.average.overall
+                self._echo(f"Processed {row.order_id} | price={row.price:.2f} | avg={avg:.2f}")
+        self.stats.processed += processed
+        self.metrics.processed.inc(processed)
         self.metrics.running_average.set(self.average.overall)
+
+    def _on_stored(self, batch: PendingBatch) -> None:
+        if batch.oldest_timestamp_ms and batch.oldest_timestamp_ms > 0:
+            self.metrics.record_latency.observe(
+                max(0.0, time.time() - batch.oldest_timestamp_ms / 1000)
+            )
 
     def _persist(self, rows: list[ProcessedRow]) -> set[str]:
         delay = 0.5
@@ -435,27 +524,14 @@ class OrderConsumer:
                     raise
                 delay = min(delay * 2, 30.0)
 
-    def _store_offsets(self, batch: _Batch) -> None:
-        if not batch.next_offsets:
-            return
-        # Safe: the rows are committed and the retry/DLQ records acknowledged.
-        self.consumer.store_offsets(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
-        )
-        done = time.time()
-        for ts in batch.timestamps_ms:
-            self.metrics.record_latency.observe(max(0.0, done - ts / 1000))
-
     # -- pausing: retry delays and the flood breaker --------------------------------
 
-    def _is_due(self, rec: Record) -> bool:
-        if rec.topic not in self._retry_topics:
-            return True
-        due_ms = _header_int(rec.headers, RETRY_DUE_HEADER)
+    def _is_due(self, rec: Record, batch: _Batch) -> bool:
+        due_ms = rec.header_int(RETRY_DUE_HEADER)
         wait_s = 0.0 if due_ms is None else (due_ms - now_ms()) / 1000
         if wait_s <= 0:
             return True
-        self.stats.consumed -= 1  # it will be read again when due
+        batch.consumed[rec.topic] -= 1  # it will be read again when due
         self._hold(rec, until=time.monotonic() + wait_s)
         return False
 
@@ -467,10 +543,13 @@ class OrderConsumer:
         self._held[rec.tp] = until
         self.metrics.paused_partitions.set(len(self._held))
 
-    def _hold_all(self, *, after: list[Record], batch: _Batch) -> None:
+    def _hold_all(self, *, after: list[Message], batch: _Batch) -> None:
         """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
         until = time.monotonic() + self.breaker.cooldown_s
-        for rec in after:
+        for msg in after:
+            if msg.error() is not None:
+                continue
+            rec = Record.of(msg)
             unhandled = rec.offset >= batch.next_offsets.get(rec.tp, -1)
             if rec.tp not in self._held and unhandled:
                 self._hold(rec, until=until)
@@ -511,42 +590,6 @@ class OrderConsumer:
         if err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error on %s: %s", msg.topic(), err.str())
 
-    def _say(self, line: str) -> None:
-        if self._echo is not None:
-            self._echo(line)
-
 
 def _fmt(partitions: list[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
-
-
-def _header_int(headers: list[Header], name: str) -> int | None:
-    for key, value in headers or ():
-        if key == name and value:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _source_from(meta: dict[str, str]) -> Source | None:
-    try:
-        return Source(
-            meta["source.topic"],
-            int(meta["source.partition"]),
-            int(meta["source.offset"]),
-            int(meta["source.timestamp.ms"]) if meta.get("source.timestamp.ms") else None,
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def _replay_id(headers: list[Header]) -> str | None:
-    for key, value in headers:
-        if key == REPLAY_ID_HEADER and value:
-            return value.decode("utf-8", "replace")
-    return None
-
-
-__all__ = ["ConsumerStats", "OrderConsumer", "PermanentError"]

@@ -36,7 +36,7 @@ def error_class_name(error: ProcessingError) -> str:
     return type(error).__name__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failure:
     """What is known about a failing record when it is routed to retry or the DLQ."""
 
@@ -100,25 +100,43 @@ def _clip(text: str, limit: int = MAX_HEADER_TEXT) -> bytes:
     return data[: limit - 3].decode("utf-8", "ignore").encode() + b"..."
 
 
+_PROVENANCE_KEYS = tuple(
+    HEADER_PREFIX + name
+    for name in (
+        "error.class",
+        "error.category",
+        "error.retryable",
+        "attempts",
+        "first.failure.ms",
+        "last.failure.ms",
+        "source.topic",
+        "source.partition",
+        "source.offset",
+        "source.timestamp.ms",
+        "consumer.group",
+        "error.message",
+    )
+)
+
+
 def provenance_headers(failure: Failure) -> list[Header]:
     """Headers describing the failure; bounded in size whatever the error says."""
-    src = failure.source
-    pairs = {
-        "error.class": error_class_name(failure.error),
-        "error.category": failure.category.value,
-        "error.retryable": str(failure.error.retryable).lower(),
-        "attempts": str(failure.attempts),
-        "first.failure.ms": str(failure.first_failure_ms),
-        "last.failure.ms": str(failure.last_failure_ms),
-        "source.topic": src.topic,
-        "source.partition": str(src.partition),
-        "source.offset": str(src.offset),
-        "source.timestamp.ms": "" if src.timestamp_ms is None else str(src.timestamp_ms),
-        "consumer.group": failure.consumer_group,
-    }
-    headers = [(HEADER_PREFIX + k, _clip(v)) for k, v in pairs.items()]
-    headers.append((HEADER_PREFIX + "error.message", _clip(failure.reason)))
-    return headers
+    src, error = failure.source, failure.error
+    values = (
+        _clip(error_class_name(error), 200),
+        error.category.value.encode(),
+        b"true" if error.retryable else b"false",
+        b"%d" % failure.attempts,
+        b"%d" % failure.first_failure_ms,
+        b"%d" % failure.last_failure_ms,
+        _clip(src.topic, 249),
+        b"%d" % src.partition,
+        b"%d" % src.offset,
+        b"" if src.timestamp_ms is None else b"%d" % src.timestamp_ms,
+        _clip(failure.consumer_group, 249),
+        _clip(failure.reason),
+    )
+    return list(zip(_PROVENANCE_KEYS, values, strict=True))
 
 
 def normalize_headers(raw: Any) -> list[Header]:

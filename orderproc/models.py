@@ -3,27 +3,52 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from orderproc.errors import ValidationError
 
+_INF = math.inf
 
-@dataclass(frozen=True, slots=True)
-class Order:
-    """One order, as carried by the Avro ``com.assignment.Order`` record."""
+
+class Order(NamedTuple):
+    """One order, as carried by the Avro ``com.assignment.Order`` record.
+
+    A named tuple rather than a dataclass: the consumer builds one per record.
+    """
 
     order_id: str
     product: str
     price: float
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Order:
+    def from_record(cls, record: Any) -> Order:
         """Build and validate an order from its Avro field names.
 
         Raises:
             ValidationError: a field is missing, empty or out of range.
         """
+        if not isinstance(record, dict):
+            raise ValidationError(f"missing fields: not a record but {type(record).__name__}")
+        order_id, product, price = record.get("orderId"), record.get("product"), record.get("price")
+        # Fast path for what the Avro decoder hands us; NaN fails the range check.
+        if (
+            type(order_id) is str
+            and type(product) is str
+            and type(price) is float
+            and 0.0 <= price < _INF
+            and order_id
+            and product
+            and not order_id.isspace()
+            and not product.isspace()
+        ):
+            # tuple.__new__ skips the named tuple's Python-level __new__: one per record.
+            return tuple.__new__(cls, (order_id, product, round(price, 2)))
+        return cls._validated(record)
+
+    @classmethod
+    def _validated(cls, record: dict[str, Any]) -> Order:
         try:
             order_id, product, price = record["orderId"], record["product"], record["price"]
         except (KeyError, TypeError) as exc:
@@ -85,6 +110,16 @@ class RunningAverage:
     def overall(self) -> float:
         n = sum(n for n, _ in self._per_product.values())
         return sum(t for _, t in self._per_product.values()) / n if n else 0.0
+
+    def add_rows(self, rows: Iterable[Any]) -> None:
+        """Add many processed rows (anything with ``product`` and ``price``) at once."""
+        per = self._per_product
+        for row in rows:
+            entry = per.get(row.product)
+            if entry is None:
+                entry = per[row.product] = [0.0, 0.0]
+            entry[0] += 1
+            entry[1] += row.price
 
     def per_product(self) -> dict[str, float]:
         return {p: t / n for p, (n, t) in sorted(self._per_product.items()) if n}

@@ -31,10 +31,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from orderproc.config import Settings
-from orderproc.consumer import REPLAY_ID_HEADER
 from orderproc.dlq import Header
 from orderproc.drain import REPLAY_COUNT_HEADER
 from orderproc.errors import ConfigError, DeliveryError, OrderProcError
+from orderproc.records import REPLAY_ID_HEADER
 from orderproc.routing import reliable_producer_config
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine

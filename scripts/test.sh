@@ -15,17 +15,20 @@ $BIN/ruff format --check .
 $BIN/mypy
 
 started_kafka=0
+started_postgres=0
 cleanup() {
     if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
+    if [ "$started_postgres" = 1 ]; then $BIN/python -m orderproc.devstack.postgres down || true; fi
 }
 trap cleanup EXIT
 
 if [ -z "${ORDERPROC_TEST_BOOTSTRAP:-}" ]; then
-    if ! $BIN/orderproc dev status | grep -q running; then started_kafka=1; fi
+    if ! $BIN/orderproc dev status | grep -q "^kafka .* running"; then started_kafka=1; fi
     $BIN/orderproc dev up
     export ORDERPROC_TEST_BOOTSTRAP=127.0.0.1:${ORDERPROC_KAFKA_PORT:-9092}
 fi
 if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
+    if ! $BIN/orderproc dev status | grep -q "^postgres .* running"; then started_postgres=1; fi
     ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m orderproc.devstack.postgres up)"
     export ORDERPROC_TEST_DATABASE_URL
 fi

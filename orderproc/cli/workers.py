@@ -92,6 +92,7 @@ def consume(
     from orderproc.store.engine import make_engine
     from orderproc.store.migrate import upgrade
     from orderproc.store.repository import OrderRepository
+    from orderproc.topics import ensure_topics
 
     settings = settings_with(
         retry_mode=mode,
@@ -100,6 +101,7 @@ def consume(
         metrics_port=metrics_port,
     )
     setup_logging(settings, json_logs, log_level)
+    ensure_topics(settings)  # fails with one clear line before any client thread starts
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     consumer = OrderConsumer(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, func, select
+from psycopg import Error as DBAPIError
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,8 +19,9 @@ class StoreError(OrderProcError):
     """The database refused or could not be reached."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessedRow:
+class ProcessedRow(NamedTuple):
+    """One row of ``processed_orders`` (a named tuple: the consumer builds one per order)."""
+
     order_id: str
     product: str
     price: float
@@ -32,17 +33,7 @@ class ProcessedRow:
     replay_id: str | None = None
 
     def as_params(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "product": self.product,
-            "price": self.price,
-            "attempts": self.attempts,
-            "source_topic": self.source_topic,
-            "source_partition": self.source_partition,
-            "source_offset": self.source_offset,
-            "processed_at": self.processed_at,
-            "replay_id": self.replay_id,
-        }
+        return self._asdict()
 
 
 def upsert_ignore(engine: Engine, table: Any) -> Any:
@@ -54,11 +45,32 @@ def upsert_ignore(engine: Engine, table: Any) -> Any:
     raise StoreError(f"unsupported database dialect {engine.dialect.name!r}")
 
 
+_COLUMNS = ProcessedRow._fields
+_STAGE = "_orderproc_incoming_orders"
+_PG_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+    "(LIKE processed_orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_PG_COPY = f"COPY {_STAGE} ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_MERGE = (
+    f"INSERT INTO processed_orders ({', '.join(_COLUMNS)}) "
+    f"SELECT {', '.join(_COLUMNS)} FROM {_STAGE} "
+    "ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+)
+
+
 class OrderRepository:
-    """Processed orders in PostgreSQL or SQLite."""
+    """Processed orders in PostgreSQL or SQLite.
+
+    On PostgreSQL a batch is streamed with ``COPY`` into a session-local staging
+    table and merged with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: one round
+    trip of rows instead of a multi-thousand-parameter statement that the driver
+    would parse again for every batch.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
         self._insert = upsert_ignore(engine, ProcessedOrder.__table__).returning(
             ProcessedOrder.__table__.c.order_id
         )
@@ -73,10 +85,26 @@ class OrderRepository:
             return set()
         try:
             with self.engine.begin() as conn:
+                if self._copy:
+                    return self._copy_merge(conn, rows)
                 result = conn.execute(self._insert, [row.as_params() for row in rows])
                 return {r[0] for r in result}
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, DBAPIError) as exc:
             raise StoreError(f"could not record {len(rows)} processed orders: {exc}") from exc
+
+    @staticmethod
+    def _copy_merge(conn: Connection, rows: Sequence[ProcessedRow]) -> set[str]:
+        pooled = conn.connection
+        raw: Any = pooled.driver_connection
+        with raw.cursor() as cur:
+            if not pooled.info.get(_STAGE):
+                cur.execute(_PG_STAGE_DDL)
+                pooled.info[_STAGE] = True
+            with cur.copy(_PG_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(_PG_MERGE)
+            return {r[0] for r in cur.fetchall()}
 
     def price_totals(self) -> dict[str, tuple[int, float]]:
         """Count and sum of processed prices per product (to resume running averages)."""

@@ -14,9 +14,9 @@ from orderproc.config import Settings
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.review import DlqStore
-from tests.conftest import drain_topic
 from tests.integration.test_drain import orders
 from tests.integration.test_replay import by_id, end_offset, headers_of, seed
+from tests.support import drain_topic
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,7 @@ from orderproc.producer import OrderGenerator
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.repository import OrderRepository
-
-from conftest import read_all, settings_env
+from tests.support import read_all, settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.repository import OrderRepository
-
-from conftest import drain_topic
+from tests.support import drain_topic
 
 pytestmark = pytest.mark.integration
 
@@ -340,13 +339,17 @@ def test_two_instances_share_the_partitions_and_lose_nothing(
     results: dict[str, Any] = {}
 
     def run(name: str, consumer: OrderConsumer) -> None:
-        results[name] = consumer.run(idle_exit_s=6)
+        results[name] = consumer.run(idle_exit_s=15)
 
     threads = [threading.Thread(target=run, args=(n, c)) for n, c in (("a", first), ("b", second))]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 60
-    while not (first.has_partitions and second.has_partitions) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 12
+    # Wait (bounded) until the group has settled with two partitions each.
+    while time.monotonic() < deadline:
+        owned = [len(c.partitions) for c in (first, second)]
+        if owned == [2, 2]:
+            break
         time.sleep(0.1)
     produce(make_producer(), settings.orders_topic, encoded(items))
     for thread in threads:

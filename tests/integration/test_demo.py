@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from orderproc.config import Settings
-
-from conftest import settings_env
+from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 

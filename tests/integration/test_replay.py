@@ -23,8 +23,8 @@ from orderproc.store.engine import make_engine
 from orderproc.store.repository import OrderRepository
 from orderproc.store.review import DlqStore, EventFilter, utcnow
 from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
-from tests.conftest import drain_topic
 from tests.integration.test_drain import closed_port, orders
+from tests.support import drain_topic
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,7 @@ from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.repository import OrderRepository, ProcessedRow
-
-from conftest import drain_topic
+from tests.support import drain_topic
 
 pytestmark = pytest.mark.integration
 
