@@ -177,6 +177,19 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty store on each dialect in turn."""
+    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
 # -- Settings for one test -------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from orderproc.handler import HIGH_PRICE_REASON
 from orderproc.models import Order, Source
 from orderproc.routing import FailureRouter
 from orderproc.serde import OrderSerde
-from orderproc.store.engine import make_engine
 from orderproc.store.tables import AuditLog, DlqEvent
 
 pytestmark = pytest.mark.integration
@@ -89,19 +88,6 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    name = "pg_url" if request.param == "postgresql" else "sqlite_url"
-    return str(request.getfixturevalue(name))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from orderproc.errors import BusinessRuleError, DeliveryError, DeserializationEr
 from orderproc.models import Order, Source
 from orderproc.replay import ReplayRequest, ReplayResult, run_replay
 from orderproc.serde import OrderSerde
-from orderproc.store.engine import make_engine
 from orderproc.store.repository import OrderRepository
 from orderproc.store.review import DlqStore, EventFilter, utcnow
 from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
@@ -95,18 +94,6 @@ def audits(engine: Engine, action: str) -> int:
 
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
