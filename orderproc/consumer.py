@@ -38,6 +38,7 @@ from orderproc.config import RetryMode, Settings
 from orderproc.dlq import Failure
 from orderproc.errors import DeliveryError, OrderProcError, ProcessingError
 from orderproc.handler import OrderHandler, PriceThresholdHandler
+from orderproc.holds import PartitionHolds
 from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.models import Order, RunningAverage
 from orderproc.offsets import OffsetPipeline, PendingBatch
@@ -117,7 +118,6 @@ class OrderConsumer:
         self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
         self._retry_due = 0.0  # monotonic time the latest scheduled retry is due
-        self._held: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
         self._retry_topics = {settings.retry_topic(i): i for i in range(1, settings.max_attempts)}
         conf = settings.kafka_config(
             **{
@@ -137,6 +137,7 @@ class OrderConsumer:
         )
         self.consumer = Consumer(conf)
         self._retried_metric = self.metrics.retried.labels(self.mode.value)
+        self._held = PartitionHolds(self.consumer, self.metrics.paused_partitions.set)
         self.offsets = OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -238,9 +239,7 @@ class OrderConsumer:
         self.offsets.advance(wait=True)
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._owned = self._owned - revoked
-        for tp in revoked:
-            self._held.pop(tp, None)
-        self.metrics.paused_partitions.set(len(self._held))
+        self._held.forget(revoked)
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
@@ -537,11 +536,7 @@ class OrderConsumer:
 
     def _hold(self, rec: Record, *, until: float) -> None:
         """Pause the record's partition and rewind to it, so it is the next one read."""
-        tp = TopicPartition(rec.topic, rec.partition, rec.offset)
-        self.consumer.pause([tp])
-        self.consumer.seek(tp)
-        self._held[rec.tp] = until
-        self.metrics.paused_partitions.set(len(self._held))
+        self._held.hold(rec.topic, rec.partition, rec.offset, until=until)
 
     def _hold_all(self, *, after: list[Message], batch: _Batch) -> None:
         """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
@@ -553,12 +548,7 @@ class OrderConsumer:
             unhandled = rec.offset >= batch.next_offsets.get(rec.tp, -1)
             if rec.tp not in self._held and unhandled:
                 self._hold(rec, until=until)
-        for tp in self.consumer.assignment():
-            key = (tp.topic, tp.partition)
-            if key not in self._held:
-                self.consumer.pause([tp])
-                self._held[key] = until
-        self.metrics.paused_partitions.set(len(self._held))
+        self._held.pause_rest(self.consumer.assignment(), until=until)
 
     def _resume_due(self) -> None:
         if self.breaker.is_open:
@@ -567,18 +557,13 @@ class OrderConsumer:
             log.warning("flood breaker cooldown over; resuming consumption")
             self.breaker.reset()
             self.metrics.flood_open.set(0)
-        now = time.monotonic()
-        due = [tp for tp, until in self._held.items() if until <= now]
-        if due:
-            self.consumer.resume([TopicPartition(t, p) for t, p in due])
-            for tp in due:
-                del self._held[tp]
-            self.metrics.paused_partitions.set(len(self._held))
+        self._held.resume_due()
 
     def _poll_timeout(self) -> float:
         timeout = self.settings.poll_timeout_s
-        if self._held and not self.breaker.is_open:
-            timeout = min(timeout, max(0.01, min(self._held.values()) - time.monotonic()))
+        due_in = self._held.next_due_in()
+        if due_in is not None and not self.breaker.is_open:
+            timeout = min(timeout, max(0.01, due_in))
         return timeout
 
     def _on_message_error(self, msg: Message) -> None:
