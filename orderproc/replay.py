@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_REPLAYS = 3
 """A row whose order was already replayed this many times is parked instead."""
 
-REPLAYABLE_STATUSES = (DlqStatus.APPROVED.value, DlqStatus.NEW.value)
+REPLAYABLE_STATUSES = (DlqStatus.APPROVED.value,)
+"""Only rows a reviewer approved are replayed (``approved -> replayed``)."""
 
 DLQ_TOPIC_HEADER = "replay.dlq.topic"
 DLQ_PARTITION_HEADER = "replay.dlq.partition"
@@ -125,6 +126,13 @@ class ReplayResult:
     planned: list[PlannedRow] = field(default_factory=list)
     delivered: list[Delivered] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    attempted: set[int] = field(default_factory=set)
+    unknown: set[int] = field(default_factory=set)
+
+    def releasable(self) -> list[int]:
+        """Rows to publish that surely were not written: never sent, or refused by the broker."""
+        delivered = {d.event_id for d in self.delivered}
+        return [i for i in self.ids(PUBLISH) if i not in delivered and i not in self.unknown]
 
     def ids(self, action: str) -> list[int]:
         return [p.event_id for p in self.planned if p.action == action]
@@ -248,18 +256,29 @@ def run_replay(
         result.planned = plan_rows(events, max_replays=request.max_replays)
         log.info("replay dry run: %s", _counts(result))
         return result
-    stale_before = utcnow() - timedelta(seconds=claim_ttl_s)
+    # A claim must outlive the slowest run the request allows, or another run could take
+    # rows this one is still publishing.
+    if request.rate_per_sec > 0:
+        claim_ttl_s = max(claim_ttl_s, 2 * request.max_messages / request.rate_per_sec)
+    stale_before = utcnow() - timedelta(seconds=claim_ttl_s + flush_timeout_s)
+    # One claimer per attempt: an Airflow retry of the same run must not share the claims of
+    # an attempt that may still be running; the run id stays the lineage id.
+    claimer = f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}"
     claimed = store.claim(
-        request.selection, claimer=replay_id, limit=request.max_messages, stale_before=stale_before
+        request.selection, claimer=claimer, limit=request.max_messages, stale_before=stale_before
     )
+    published = False
     try:
         result.planned = plan_rows(claimed, max_replays=request.max_replays)
-        _settle(store, result, actor)
+        _settle(store, result, actor, claimer)
+        published = True  # from here on, rows with an unknown outcome keep their claim
         _publish_planned(store, result, claimed, producer, request, clock, sleep, flush_timeout_s)
-        store.mark_replayed(result.delivered, claimer=replay_id, replay_id=replay_id, actor=actor)
     finally:
-        # Whatever was not delivered (or raised) goes back to the pool for a later run.
-        store.release(claimer=replay_id)
+        # What the broker acknowledged is recorded even when publishing stopped half way;
+        # rows with an unknown outcome keep their claim until it expires (never published
+        # twice by a quick rerun); only rows never handed to the producer are released.
+        store.mark_replayed(result.delivered, claimer=claimer, replay_id=replay_id, actor=actor)
+        store.release(claimer=claimer, ids=None if not published else result.releasable())
     log.info("replay %s: %s", replay_id, _counts(result))
     if result.failed:
         first = next(iter(result.failed.items()))
@@ -270,14 +289,12 @@ def run_replay(
     return result
 
 
-def _settle(store: DlqStore, result: ReplayResult, actor: str) -> None:
+def _settle(store: DlqStore, result: ReplayResult, actor: str, claimer: str) -> None:
     for row in result.planned:
         if row.action == PARK:
-            store.park([row.event_id], claimer=result.replay_id, actor=actor, note=row.note or "")
+            store.park([row.event_id], claimer=claimer, actor=actor, note=row.note or "")
         elif row.action == REJECT:
-            store.reject_claimed(
-                row.event_id, claimer=result.replay_id, actor=actor, note=row.note or ""
-            )
+            store.reject_claimed(row.event_id, claimer=claimer, actor=actor, note=row.note or "")
 
 
 def _publish_planned(
@@ -297,22 +314,26 @@ def _publish_planned(
     limiter = RateLimiter(request.rate_per_sec, clock=clock, sleep=sleep or producer.poll)
     by_id = {e.id: e for e in events}
     serde = OrderSerde()
-    for row in rows:
-        limiter.wait()
-        event = by_id[row.event_id]
-        key = (event.message_key or row.order_id or "").encode() or None
-        value = serde.encode_record(row.payload or {})
-        on_delivery = _reporter(result, row.event_id)
-        try:
-            _produce(producer, result.topic, key, value, lineage_headers(event, result.replay_id),
-                     on_delivery)  # fmt: skip
-        except KafkaException as exc:
-            result.failed[row.event_id] = str(exc.args[0])
-    remaining = producer.flush(flush_timeout_s)
-    delivered = {d.event_id for d in result.delivered}
-    for row in rows:
-        if row.event_id not in delivered and row.event_id not in result.failed:
-            result.failed[row.event_id] = (
+    try:
+        for row in rows:
+            limiter.wait()
+            event = by_id[row.event_id]
+            key = (event.message_key or row.order_id or "").encode() or None
+            value = serde.encode_record(row.payload or {})
+            on_delivery = _reporter(result, row.event_id)
+            try:
+                _produce(producer, result.topic, key, value,
+                         lineage_headers(event, result.replay_id), on_delivery)  # fmt: skip
+                result.attempted.add(row.event_id)
+            except KafkaException as exc:
+                result.failed[row.event_id] = str(exc.args[0])
+    finally:
+        # Even when publishing stops half way, learn what the broker has acknowledged.
+        remaining = producer.flush(flush_timeout_s)
+        delivered = {d.event_id for d in result.delivered}
+        for event_id in result.attempted - delivered - set(result.failed):
+            result.unknown.add(event_id)
+            result.failed[event_id] = (
                 f"no delivery report within {flush_timeout_s:.0f}s ({remaining} pending)"
             )
 

@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from orderproc.cli.common import echo, settings_with
 from orderproc.store.engine import make_engine
+from orderproc.store.repository import StoreError
 from orderproc.store.review import DlqStore, EventFilter, ReviewError, as_utc, coerce_field
 from orderproc.store.tables import AuditLog, DlqEvent, DlqStatus
 
@@ -43,6 +45,11 @@ def open_store() -> Iterator[DlqStore]:
     engine = make_engine(settings_with().effective_database_url)
     try:
         yield DlqStore(engine)
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StoreError(
+            f"the DLQ store failed ({cause}); is it reachable and migrated (orderproc db upgrade)?"
+        ) from exc
     finally:
         engine.dispose()
 

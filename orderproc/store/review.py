@@ -14,6 +14,7 @@ claimed by at most one run.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ REVIEWABLE = (DlqStatus.NEW.value,)
 
 EDITABLE = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 """A correction makes sense until the record is replayed, rejected or parked."""
+
+log = logging.getLogger(__name__)
 
 
 class ReviewError(OrderProcError):
@@ -170,7 +173,7 @@ class DlqStore:
             update(DlqEvent)
             .where(DlqEvent.id.in_(wanted), DlqEvent.status.in_(REVIEWABLE))
             .where(DlqEvent.claimed_by.is_(None))
-            .values(status=target.value, reviewed_by=actor, reviewed_at=now, review_note=note)
+            .values(status=target.value, reviewed_by=actor[:200], reviewed_at=now, review_note=note)
         )
         with self.engine.begin() as conn:
             if conn.execute(stmt).rowcount != len(wanted):
@@ -293,8 +296,11 @@ class DlqStore:
                         claimed_at=None,
                     )
                 )
-                conn.execute(stmt)
                 details = {"topic": d.topic, "partition": d.partition, "offset": d.offset}
+                if conn.execute(stmt).rowcount != 1:
+                    # The claim was lost: record nothing we did not do, but keep the fact.
+                    log.warning("replayed event %s without its claim: %s", d.event_id, details)
+                    continue
                 _audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
 
     def park(self, ids: Sequence[int], *, claimer: str, actor: str, note: str) -> None:
@@ -326,7 +332,8 @@ class DlqStore:
             .values(status=target.value, claimed_by=None, claimed_at=None)
         )
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            if conn.execute(stmt).rowcount != len(ids):
+                raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
             _audit(conn, list(ids), action, actor, at=now, note=note)
 
 
@@ -410,7 +417,7 @@ def _audit(
         {
             "dlq_event_id": i,
             "action": action,
-            "actor": actor,
+            "actor": actor[:200],  # the column's width: Airflow run ids can be longer
             "at": at,
             "note": note,
             "details": details,

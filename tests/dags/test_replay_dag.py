@@ -36,7 +36,7 @@ def test_the_trigger_form_has_the_selection_and_throttle_params(
     schema = {k: dag.params.get_param(k).schema for k in params}
 
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual only
-    assert params["status"] == "approved" and schema["status"]["enum"] == ["approved", "new"]
+    assert params["status"] == "approved" and schema["status"]["enum"] == ["approved"]
     assert schema["reasons"]["type"] == "array" and schema["reasons"]["examples"]
     assert (
         schema["categories"]["type"] == "array"

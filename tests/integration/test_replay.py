@@ -332,3 +332,52 @@ def test_claims_skip_rows_another_run_is_claiming(
 
     assert finished_while_locked
     assert claimed == ids[3:]
+
+
+class StopsAfter:
+    """A real producer that fails on the n-th record, like a task killed half way."""
+
+    def __init__(self, inner: Producer, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise RuntimeError("task killed")
+        self.inner.produce(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_run_killed_half_way_records_what_was_delivered_and_frees_the_rest(
+    store: DlqStore, settings: Settings, engine: Engine
+) -> None:
+    ids = seed(store, orders(4))
+    store.approve(ids, actor="alice")
+    real = producer_for(settings)
+
+    with pytest.raises(RuntimeError, match="task killed"):
+        replay(store, settings, producer=lambda: StopsAfter(real(), 3))
+
+    rows = by_id(store)
+    assert [rows[i].status for i in ids] == ["replayed", "replayed", "approved", "approved"]
+    assert [rows[i].replay_offset is not None for i in ids[:2]] == [True, True]
+    assert all(rows[i].claimed_by is None for i in ids)
+    assert audits(engine, "replayed") == 2
+    rerun = replay(store, settings)  # publishes only the two that were never sent
+    assert sorted(d.event_id for d in rerun.delivered) == ids[2:]
+    assert end_offset(settings) == 4
+
+
+def test_a_retry_of_the_same_run_does_not_take_rows_an_earlier_attempt_holds(
+    store: DlqStore, settings: Settings
+) -> None:
+    ids = seed(store, orders(3))
+    store.approve(ids, actor="alice")
+    held = store.claim(APPROVED.selection, claimer="run-1#attempt-1", limit=10)
+    assert sorted(e.id for e in held) == ids
+
+    second_attempt = replay(store, settings, replay_id="run-1")
+
+    assert second_attempt.delivered == [] and end_offset(settings) == 0

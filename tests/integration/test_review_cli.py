@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer
@@ -169,3 +171,20 @@ def test_show_prints_the_record_and_its_audit_trail(store: DlqStore, ids: list[i
     assert "approved  alice (ok)" in text
     assert data["envelope"]["failed_order"]["orderId"] == "o-1"
     assert [a["action"] for a in data["audit"]] == ["drained", "approved"]
+
+
+def test_a_store_that_is_not_migrated_is_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
+    env["ORDERPROC_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "orderproc", "dlq", "list"], env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("orderproc: error: the DLQ store failed (no such table: dlq_events)")
