@@ -304,7 +304,7 @@ class OrderConsumer:
                     continue
             batch.ok_since_failure += ok_run
             ok_run = 0
-            if not self._handle_full(Record.of(msg), batch, now):
+            if not self._handle_full(Record.of(msg), batch):
                 continue
             offsets[(topic, partition)] = offset + 1
             if self.breaker.is_open:
@@ -317,7 +317,7 @@ class OrderConsumer:
             batch.oldest_timestamp_ms = messages[0].timestamp()[1]
         return batch
 
-    def _handle_full(self, rec: Record, batch: _Batch, now: datetime) -> bool:
+    def _handle_full(self, rec: Record, batch: _Batch) -> bool:
         """The slow path: retry topics, records with headers, undecodable values.
 
         Returns False when the record was held back (not due yet, or interrupted).
