@@ -151,11 +151,6 @@ class OrderConsumer:
         return self._stop.is_set()
 
     @property
-    def has_partitions(self) -> bool:
-        """True once the group has given this instance partitions."""
-        return self._assigned
-
-    @property
     def partitions(self) -> frozenset[TP]:
         """The partitions this instance owns now (safe to read from another thread)."""
         return self._owned

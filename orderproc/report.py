@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from orderproc.config import Settings
 from orderproc.errors import ConfigError
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import StoreError
+from orderproc.store.repository import store_error
 from orderproc.store.tables import DlqEvent, DlqStatus, ProcessedOrder
 
 UNKNOWN_PRODUCT = "(unknown)"
@@ -433,10 +433,7 @@ def generate_report(
     try:
         report = build_report(engine, now=now, since=since)
     except SQLAlchemyError as exc:
-        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise StoreError(
-            f"could not read the DLQ store ({cause}); is it migrated (`orderproc db upgrade`)?"
-        ) from exc
+        raise store_error("could not read the DLQ store", exc) from exc
     finally:
         engine.dispose()
     return report, write_report(report, folder)

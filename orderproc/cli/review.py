@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orderproc.cli.common import echo, settings_with
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import StoreError
+from orderproc.store.repository import store_error
 from orderproc.store.review import DlqStore, EventFilter, ReviewError, as_utc, coerce_field
 from orderproc.store.tables import AuditLog, DlqEvent, DlqStatus
 
@@ -46,10 +46,7 @@ def open_store() -> Iterator[DlqStore]:
     try:
         yield DlqStore(engine)
     except SQLAlchemyError as exc:
-        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise StoreError(
-            f"the DLQ store failed ({cause}); is it reachable and migrated (orderproc db upgrade)?"
-        ) from exc
+        raise store_error("the DLQ store failed", exc) from exc
     finally:
         engine.dispose()
 

@@ -19,6 +19,12 @@ class StoreError(OrderProcError):
     """The database refused or could not be reached."""
 
 
+def store_error(what: str, exc: SQLAlchemyError) -> StoreError:
+    """One line for a user: what failed, the driver's first line, and the usual remedy."""
+    cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return StoreError(f"{what} ({cause}); is it reachable and migrated (orderproc db upgrade)?")
+
+
 class ProcessedRow(NamedTuple):
     """One row of ``processed_orders`` (a named tuple: the consumer builds one per order)."""
 

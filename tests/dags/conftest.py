@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from orderproc.config import Settings, get_settings
+from orderproc.devstack.airflow import database_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -88,17 +88,7 @@ def dag_settings(
     # No ORDERPROC_DATABASE_URL: the DAGs must find the store through the connection.
     monkeypatch.delenv("ORDERPROC_DATABASE_URL", raising=False)
     monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", str(tmp_path / "not-used"))
-    url = make_url(pg_url)
-    conn = {
-        "conn_type": "postgres",
-        "host": url.host,
-        "port": url.port,
-        "login": url.username,
-        "password": url.password,
-        "schema": url.database,
-        "extra": {"options": url.query["options"]},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
     get_settings.cache_clear()
     yield settings
     get_settings.cache_clear()
