@@ -35,11 +35,12 @@ from bench import baselines, stats
 from bench.stats import Sample
 from bench.subjects import NullRepository, check_full_run, run_consumer
 from bench.workload import BATCH_SIZE, BenchError, Dataset, Workload
-from orderproc.config import KAFKA_VERSION, get_settings
+from orderproc.config import get_settings
 from orderproc.devstack.postgres import database_url as devstack_database_url
+from orderproc.devstack.settings import KAFKA_VERSION
 from orderproc.errors import OrderProcError
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import OrderRepository
+from orderproc.store.processed import OrderRepository
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_ORDERS = 200_000

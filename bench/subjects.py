@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from bench.stats import Sample
 from bench.workload import BenchError, Dataset
 from orderproc.config import Settings
-from orderproc.consumer import ConsumerStats, OrderConsumer
-from orderproc.store.repository import OrderRepository, ProcessedRow
+from orderproc.store.processed import OrderRepository, ProcessedRow
+from orderproc.worker.consumer import ConsumerStats, OrderConsumer
 
 
 class NullRepository:

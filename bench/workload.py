@@ -22,11 +22,11 @@ from sqlalchemy.engine import make_url
 
 from orderproc.config import RetryMode, Settings
 from orderproc.errors import OrderProcError
+from orderproc.kafka.topics import ensure_topics
 from orderproc.models import Order
-from orderproc.producer import OrderGenerator, OrderProducer
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
-from orderproc.topics import ensure_topics
+from orderproc.worker.producer import OrderGenerator, OrderProducer
 
 PARTITIONS = 3
 """Partitions of each data topic: the project's default (``Settings.topic_partitions``)."""

@@ -56,14 +56,9 @@ def orders_dlq_drain() -> None:
     @task
     def drain(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
         """Store the new DLQ records; returns counts and the committed offsets."""
-        from orderproc.airflow_support import drain_dlq
+        from orderproc.airflow.tasks import drain_dlq
 
-        params = params or {}
-        return drain_dlq(
-            max_messages=params.get("max_messages"),
-            timeout_s=float(params.get("timeout_s") or 10),
-            run_id=run_id,
-        )
+        return drain_dlq(params, run_id=run_id)
 
     drain()
 

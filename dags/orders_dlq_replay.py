@@ -28,9 +28,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from orderproc.errors import ErrorCategory
-from orderproc.handler import HIGH_PRICE_REASON
-from orderproc.replay import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES
+from orderproc.errors import HIGH_PRICE_REASON, ErrorCategory
+from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES
 
 
 @dag(
@@ -109,14 +108,14 @@ def orders_dlq_replay() -> None:
     @task
     def replay(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
         """Claim, publish and mark the selected rows; returns what happened to each."""
-        from orderproc.airflow_support import replay_dlq
+        from orderproc.airflow.tasks import replay_dlq
 
-        return replay_dlq(params or {}, run_id=run_id)
+        return replay_dlq(params, run_id=run_id)
 
     @task
     def summarise(result: dict[str, Any]) -> str:
         """Log the run as a Markdown table."""
-        from orderproc.airflow_support import log_replay_summary
+        from orderproc.airflow.tasks import log_replay_summary
 
         return log_replay_summary(result)
 

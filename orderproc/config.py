@@ -1,11 +1,15 @@
-"""The one place that reads the environment.
+"""The production settings: one frozen object read from ``ORDERPROC_*`` variables.
 
 Every setting has an embedded default so ``make demo`` works on a laptop with no
-configuration at all; production overrides them with ``ORDERPROC_*`` variables.
+configuration at all; production overrides them. Files default to a per-user data
+folder (``$XDG_DATA_HOME/orderproc``, else ``~/.local/share/orderproc``), never to
+a path next to the installed package. The local dev stack has settings of its own
+(``orderproc.devstack.settings``).
 """
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -14,10 +18,11 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-KAFKA_VERSION = "4.1.1"
-"""The one Kafka version used by the local devstack and by docker-compose."""
+def default_data_dir() -> Path:
+    """Where files live when no setting says otherwise: the user's XDG data folder."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "orderproc"
 
 
 class RetryMode(StrEnum):
@@ -52,7 +57,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
-    # Storage: PostgreSQL in production, SQLite under the devstack folder by default
+    # Storage: PostgreSQL in production, SQLite under the data folder by default
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
 
     # Processing rule and retry policy
@@ -80,14 +86,8 @@ class Settings(BaseSettings):
     fetch_wait_max_ms: int = Field(default=100, ge=1, le=5000)
     poll_timeout_s: float = Field(default=0.5, gt=0)
 
-    # Reports written by `orderproc report` and the orders_dlq_report DAG
-    reports_dir: Path = PROJECT_ROOT / "reports"
-
-    # Local devstack
-    devstack_dir: Path = PROJECT_ROOT / ".devstack"
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
-    kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+    # Reports written by `orderproc report` and the orders_dlq_report DAG (default: data_dir)
+    reports_dir: Path | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -108,7 +108,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.devstack_dir / 'orderproc.db'}"
+        return f"sqlite:///{self.data_dir / 'orderproc.db'}"
+
+    @property
+    def effective_reports_dir(self) -> Path:
+        return self.reports_dir or self.data_dir / "reports"
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for these settings, plus ``overrides``."""

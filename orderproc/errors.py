@@ -1,14 +1,27 @@
-"""Error hierarchy.
+"""The one error hierarchy: every failure orderproc expects derives from ``OrderProcError``.
 
-``PermanentError`` sends a record straight to the dead-letter queue;
-``RetryableError`` sends it through the retry policy first. Every expected
-failure a user can hit derives from ``OrderProcError`` and carries a one-line
-message that the CLI prints instead of a traceback.
+Two kinds:
+
+* **Processing errors** are a *record's* failure. ``PermanentError`` sends the record
+  straight to the dead-letter queue; ``RetryableError`` sends it through the retry
+  policy first. Once the consumer has the record in hand it attaches it
+  (``error.record``: topic, partition, offset, key, headers and raw value), as
+  confluent-kafka's deserialization errors carry their message.
+* **Operational errors** (settings, broker, database, review actions, the dev stack)
+  stop the command that hit them. Each carries a one-line message that the CLI
+  prints instead of a traceback.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orderproc.records import Record
+
+HIGH_PRICE_REASON = "Simulated error: high price"
+"""The original system's business-rule failure, raised by the default handler."""
 
 
 class ErrorCategory(StrEnum):
@@ -26,16 +39,34 @@ class OrderProcError(Exception):
     """Root of every orderproc error."""
 
 
+# -- operational errors ----------------------------------------------------------------
+
+
 class ConfigError(OrderProcError):
     """A setting or an argument is wrong."""
 
 
-class DevstackError(OrderProcError):
-    """The local broker or database could not be started, stopped or found."""
+class BrokerError(OrderProcError):
+    """Kafka could not be reached, or refused an administrative request."""
 
 
 class DeliveryError(OrderProcError):
     """The broker did not acknowledge a record we must not lose."""
+
+
+class StoreError(OrderProcError):
+    """The database refused or could not be reached."""
+
+
+class DrainError(OrderProcError):
+    """The DLQ could not be drained (broker unreachable, topic missing, commit failed)."""
+
+
+class ReviewError(OrderProcError):
+    """A review action is not allowed (unknown id, wrong status, invalid correction)."""
+
+
+# -- a record's failure ----------------------------------------------------------------
 
 
 class ProcessingError(OrderProcError):
@@ -50,12 +81,20 @@ class ProcessingError(OrderProcError):
         *,
         category: ErrorCategory | None = None,
         retryable: bool | None = None,
+        record: Record | None = None,
     ) -> None:
         super().__init__(message)
         if category is not None:
             self.category = category
         if retryable is not None:
             self.retryable = retryable
+        self.record = record
+
+    def about(self, record: Record) -> ProcessingError:
+        """Attach the record that failed (if none is attached yet); return ``self``."""
+        if self.record is None:
+            self.record = record
+        return self
 
 
 class PermanentError(ProcessingError):
@@ -75,8 +114,8 @@ class DeserializationError(PermanentError):
 
     category = ErrorCategory.DESERIALIZATION
 
-    def __init__(self, message: str, raw: bytes | None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, raw: bytes | None, *, record: Record | None = None) -> None:
+        super().__init__(message, record=record)
         self.raw = raw
 
 

@@ -1,27 +1,35 @@
-"""A consumed Kafka record, with what the consumer reads from its headers."""
+"""A consumed Kafka record, as the worker and the drain see it, and what its headers say.
+
+Everything in a record is untrusted: its key, value and headers come from whoever
+wrote to the topic. ``Record.of`` only copies what the client handed over; reading
+meaning out of headers (``provenance``, ``retry_due_ms``, ``replay_id``) never
+raises: a damaged header reads as absent.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from confluent_kafka import Message
-
-from orderproc.dlq import Header, header_map, normalize_headers
+from orderproc import headers as h
+from orderproc.headers import Header
 from orderproc.models import Source
 
 TP = tuple[str, int]
+"""A topic partition as a hashable pair."""
 
-REPLAY_ID_HEADER = "replay.id"
-"""Set by the replay DAG; kept across retry/DLQ hops like any header that is not ours."""
+
+class Provenance(NamedTuple):
+    """What the provenance headers say about a record's earlier attempts."""
+
+    attempts: int
+    first_failure_ms: int | None
+    source: Source
 
 
 @dataclass(slots=True)
 class Record:
-    """The parts of a Kafka message the consumer uses, with the Optionals resolved.
-
-    Built only on the slow path (retry topics, failures, records with headers);
-    plain records of the main topic are handled straight from the ``Message``.
-    """
+    """The parts of a Kafka message orderproc uses, with the client's Optionals resolved."""
 
     topic: str
     partition: int
@@ -29,65 +37,59 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[Header]
-    timestamp_ms: int | None
-    _provenance: tuple[int, int | None, Source] | None = None
+    timestamp_ms: int | None = None
 
     @classmethod
-    def of(cls, msg: Message) -> Record:
+    def of(cls, msg: Any) -> Record:
+        """Copy a ``confluent_kafka.Message``."""
         kind, ts = msg.timestamp()
         return cls(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=msg.key(),
-            value=msg.value(),
-            headers=normalize_headers(msg.headers()),
-            timestamp_ms=int(ts) if kind and ts > 0 else None,
+            msg.topic() or "",
+            msg.partition() or 0,
+            msg.offset() or 0,
+            msg.key(),
+            msg.value(),
+            h.normalize(msg.headers()),
+            int(ts) if kind and ts > 0 else None,
         )
 
     @property
     def tp(self) -> TP:
         return (self.topic, self.partition)
 
-    def header_int(self, name: str) -> int | None:
-        for key, value in self.headers:
-            if key == name and value:
-                try:
-                    return int(value)
-                except ValueError:
-                    return None
-        return None
+    @property
+    def coordinates(self) -> str:
+        """``topic[partition]@offset``, for log lines and DLQ echoes."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
     @property
     def replay_id(self) -> str | None:
-        for key, value in self.headers:
-            if key == REPLAY_ID_HEADER and value:
-                return value.decode("utf-8", "replace")
-        return None
+        """The replay run that published this record, if any (lineage header)."""
+        return h.text(self.headers, h.REPLAY_ID)
 
-    def provenance(self) -> tuple[int, int | None, Source]:
-        """Attempts so far, first failure time and original source, from our headers.
+    @property
+    def retry_due_ms(self) -> int | None:
+        """When a retry-topic record is due (epoch ms), if it says so."""
+        return h.integer(self.headers, h.RETRY_DUE_MS)
 
-        A record of the main topic has none of them: 0 attempts, its own coordinates.
+    def provenance(self) -> Provenance:
+        """Attempts so far, first failure time and original source, from the headers.
+
+        A record without provenance headers (any record of the main topic that was
+        not re-published by hand) has none of them: 0 attempts, its own coordinates.
         """
-        if self._provenance is None:
-            self._provenance = self._read_provenance()
-        return self._provenance
-
-    def _read_provenance(self) -> tuple[int, int | None, Source]:
-        meta = header_map(self.headers) if self.headers else {}
-        own = Source(self.topic, self.partition, self.offset, self.timestamp_ms)
-        if "attempts" not in meta:
-            return 0, None, own
-        try:
-            attempts = int(meta["attempts"])
-            first = int(meta["first.failure.ms"]) if meta.get("first.failure.ms") else None
-            source = Source(
-                meta["source.topic"],
-                int(meta["source.partition"]),
-                int(meta["source.offset"]),
-                int(meta["source.timestamp.ms"]) if meta.get("source.timestamp.ms") else None,
-            )
-        except (KeyError, ValueError):
-            return 0, None, own  # damaged headers: start over rather than lose the record
-        return attempts, first, source
+        own = Provenance(
+            0, None, Source(self.topic, self.partition, self.offset, self.timestamp_ms)
+        )
+        if not self.headers:
+            return own
+        attempts = h.integer(self.headers, h.ATTEMPTS)
+        if attempts is None:
+            return own
+        topic = h.text(self.headers, h.SOURCE_TOPIC)
+        partition = h.integer(self.headers, h.SOURCE_PARTITION)
+        offset = h.integer(self.headers, h.SOURCE_OFFSET)
+        if topic is None or partition is None or offset is None:
+            return own  # damaged headers: start over rather than lose the record
+        source = Source(topic, partition, offset, h.integer(self.headers, h.SOURCE_TIMESTAMP_MS))
+        return Provenance(attempts, h.integer(self.headers, h.FIRST_FAILURE_MS), source)

@@ -13,7 +13,7 @@ db_app = typer.Typer(no_args_is_help=True)
 @topics_app.command("create")
 def topics_create() -> None:
     """Create orders, its retry topics and orders_dlq (existing ones are left alone)."""
-    from orderproc.topics import ensure_topics, required_topics
+    from orderproc.kafka.topics import ensure_topics, required_topics
 
     settings = settings_with()
     created = ensure_topics(settings)
@@ -24,15 +24,13 @@ def topics_create() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply the Alembic migrations to ORDERPROC_DATABASE_URL (SQLite by default)."""
-    from orderproc.store.engine import make_engine
+    from orderproc.store.engine import open_engine, redacted
     from orderproc.store.migrate import current, upgrade
 
-    settings = settings_with()
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine, revision)
-    print(
-        f"database at revision {current(engine)}: {engine.url.render_as_string(hide_password=True)}"
-    )
+    url = settings_with().effective_database_url
+    with open_engine(url) as engine:
+        upgrade(engine, revision)
+        print(f"database at revision {current(engine)}: {redacted(url)}")
 
 
 def demo(
@@ -41,14 +39,14 @@ def demo(
     keep_running: bool = typer.Option(False, help="Leave the local broker running afterwards."),
 ) -> None:
     """Run the main job end to end on the local broker and the embedded SQLite store."""
-    from orderproc.demo import run_batch_cycle, run_live_stream
+    from orderproc.devstack.demo import demo_settings, run_batch_cycle, run_live_stream
     from orderproc.devstack.kafka import KafkaBroker, metadata_answers
-    from orderproc.store.engine import make_engine
+    from orderproc.kafka.topics import ensure_topics
+    from orderproc.store.engine import open_engine, redacted
     from orderproc.store.migrate import upgrade
-    from orderproc.topics import ensure_topics
 
-    settings = settings_with()
-    broker = KafkaBroker(settings)
+    settings = demo_settings(settings_with())
+    broker = KafkaBroker()
     # A broker already answering at ORDERPROC_BOOTSTRAP_SERVERS is used as it is.
     external = metadata_answers(settings.bootstrap_servers, 3.0)
     started = False if external else broker.up().started
@@ -56,8 +54,9 @@ def demo(
         where = settings.bootstrap_servers if external else broker.status().describe()
         print(f"== broker: {where}")
         ensure_topics(settings)
-        upgrade(make_engine(settings.effective_database_url))
-        print(f"== store: {settings.effective_database_url}")
+        with open_engine(settings.effective_database_url) as engine:
+            upgrade(engine)
+        print(f"== store: {redacted(settings.effective_database_url)}")
         threshold = settings.price_threshold
         print(f"== live stream: {orders} orders at {rate}/s; price > {threshold:g} fails")
         summary = run_live_stream(settings, orders=orders, rate=rate, echo=print)

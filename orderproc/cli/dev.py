@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from orderproc.config import get_settings
-
 app = typer.Typer(no_args_is_help=True)
 
 PostgresFlag = Annotated[
@@ -21,9 +19,7 @@ def up(postgres: PostgresFlag = False) -> None:
     # Imported per command so `orderproc --help` does not load librdkafka or psycopg.
     from orderproc.devstack.kafka import KafkaBroker
 
-    result = KafkaBroker(get_settings()).up(
-        progress=lambda note: typer.echo(f"kafka: {note}", err=True)
-    )
+    result = KafkaBroker().up(progress=lambda note: typer.echo(f"kafka: {note}", err=True))
     status = result.status
     verb = "started" if result.started else "already running"
     typer.echo(f"kafka {status.version} {verb} pid={status.pid} bootstrap={status.bootstrap}")
@@ -38,7 +34,7 @@ def down(postgres: PostgresFlag = False) -> None:
     """Stop the local Kafka broker (and PostgreSQL with --postgres)."""
     from orderproc.devstack.kafka import KafkaBroker
 
-    pid = KafkaBroker(get_settings()).down()
+    pid = KafkaBroker().down()
     typer.echo(f"kafka stopped pid={pid}" if pid is not None else "kafka was not running")
     if postgres:
         from orderproc.devstack.postgres import postgres_down
@@ -52,5 +48,5 @@ def status() -> None:
     from orderproc.devstack.kafka import KafkaBroker
     from orderproc.devstack.postgres import postgres_status
 
-    typer.echo(KafkaBroker(get_settings()).status().describe())
+    typer.echo(KafkaBroker().status().describe())
     typer.echo(postgres_status().describe())

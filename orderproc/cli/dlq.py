@@ -22,7 +22,7 @@ def tail(
     group: Annotated[str | None, typer.Option(help="Consumer group (default: dlq-group).")] = None,
 ) -> None:
     """Print each DLQ event as it arrives (``--- DLQ EVENT ---`` + JSON)."""
-    from orderproc.monitor import DlqMonitor
+    from orderproc.dlq.monitor import DlqMonitor
 
     settings = settings_with(dlq_group=group)
     setup_logging(settings, None, "WARNING")

@@ -16,7 +16,11 @@ app = typer.Typer()
 def report(
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Reports folder (default: <project>/reports)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Reports folder (default: ORDERPROC_REPORTS_DIR, else <data dir>/reports).",
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -29,10 +33,11 @@ def report(
 ) -> None:
     """Write the DLQ report (Markdown, CSV, PNG chart) and print it as a table."""
     # Imported here so `orderproc --help` does not load SQLAlchemy and matplotlib.
-    from orderproc.report import default_reports_dir, format_table, generate_report, parse_since
+    from orderproc.report import generate_report, parse_since
+    from orderproc.report.render import format_table
 
     settings = settings_with(database_url=database_url)
-    folder = out or default_reports_dir(settings)
+    folder = out or settings.effective_reports_dir
     result, files = generate_report(
         settings.effective_database_url, folder, since=parse_since(since)
     )

@@ -16,12 +16,16 @@ from typing import Annotated, Any
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
+from tabulate import tabulate
 
 from orderproc.cli.common import echo, settings_with
-from orderproc.store.engine import make_engine
-from orderproc.store.repository import store_error
-from orderproc.store.review import DlqStore, EventFilter, ReviewError, as_utc, coerce_field
-from orderproc.store.tables import AuditLog, DlqEvent, DlqStatus
+from orderproc.clock import as_utc
+from orderproc.dlq.corrections import coerce_field
+from orderproc.dlq.store import DlqStore, EventFilter
+from orderproc.errors import ReviewError
+from orderproc.models import DlqStatus
+from orderproc.store.engine import open_engine, store_error
+from orderproc.store.tables import AuditLog, DlqEvent
 
 STATUSES = [s.value for s in DlqStatus]
 
@@ -42,13 +46,11 @@ def default_actor() -> str:
 
 @contextmanager
 def open_store() -> Iterator[DlqStore]:
-    engine = make_engine(settings_with().effective_database_url)
     try:
-        yield DlqStore(engine)
+        with open_engine(settings_with().effective_database_url) as engine:
+            yield DlqStore(engine)
     except SQLAlchemyError as exc:
         raise store_error("the DLQ store failed", exc) from exc
-    finally:
-        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:
@@ -191,27 +193,25 @@ def details(event: DlqEvent, trail: list[AuditLog]) -> dict[str, Any]:
 
 def format_table(events: list[DlqEvent]) -> str:
     """A fixed-width table, one event a line."""
-    header = ("ID", "STATUS", "ORDER", "PRODUCT", "PRICE", "FIX", "CATEGORY", "REPLAYS", "REASON")
-    rows = [header]
+    rows = []
     for e in events:
         fixed = (e.corrected_payload or {}).get("price")
         rows.append(
             (
-                str(e.id),
+                e.id,
                 e.status,
                 e.order_id or "-",
                 e.product or "-",
                 "-" if e.price is None else f"{e.price:.2f}",
                 "-" if fixed is None else f"{fixed:.2f}",
                 e.category,
-                str(e.replay_count),
+                e.replay_count,
                 e.reason[:60],
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
-    lines.append(f"({len(events)} event(s))")
-    return "\n".join(line.rstrip() for line in lines)
+    header = ("ID", "STATUS", "ORDER", "PRODUCT", "PRICE", "FIX", "CATEGORY", "REPLAYS", "REASON")
+    table = tabulate(rows, headers=header, tablefmt="plain", disable_numparse=True)
+    return f"{table}\n({len(events)} event(s))"
 
 
 def _ids(event_ids: list[int]) -> str:

@@ -42,7 +42,7 @@ def produce(
     """Produce random orders, like the original producer (one per second by default)."""
     import random
 
-    from orderproc.producer import OrderGenerator, OrderProducer
+    from orderproc.worker.producer import OrderGenerator, OrderProducer
 
     settings = settings_with(orders_topic=topic)
     setup_logging(settings, json_logs, log_level)
@@ -86,13 +86,13 @@ def consume(
     log_level: LogLevel = "INFO",
 ) -> None:
     """Consume orders: process, retry with backoff, dead-letter, record in the store."""
-    from orderproc.consumer import OrderConsumer
-    from orderproc.handler import load_handler
+    from orderproc.kafka.topics import ensure_topics
     from orderproc.metrics import MetricsServer
-    from orderproc.store.engine import make_engine
+    from orderproc.store.engine import open_engine
     from orderproc.store.migrate import upgrade
-    from orderproc.store.repository import OrderRepository
-    from orderproc.topics import ensure_topics
+    from orderproc.store.processed import OrderRepository
+    from orderproc.worker.consumer import OrderConsumer
+    from orderproc.worker.handler import load_handler
 
     settings = settings_with(
         retry_mode=mode,
@@ -102,26 +102,28 @@ def consume(
     )
     setup_logging(settings, json_logs, log_level)
     ensure_topics(settings)  # fails with one clear line before any client thread starts
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
-    consumer = OrderConsumer(
-        settings,
-        OrderRepository(engine),
-        handler=load_handler(handler) if handler else None,
-        echo=None if quiet else echo,
-    )
-    install_stop_handlers(consumer.stop)
-    server = None
-    if settings.metrics_port:
-        server = MetricsServer(
-            consumer.metrics.registry, consumer.health, settings.metrics_host, settings.metrics_port
-        ).start()
-    try:
-        stats = consumer.run(max_messages=max_messages, idle_exit_s=idle_exit)
-    finally:
-        if server:
-            server.stop()
-        engine.dispose()
+    with open_engine(settings.effective_database_url) as engine:
+        upgrade(engine)
+        consumer = OrderConsumer(
+            settings,
+            OrderRepository(engine),
+            handler=load_handler(handler) if handler else None,
+            echo=None if quiet else echo,
+        )
+        install_stop_handlers(consumer.stop)
+        server = None
+        if settings.metrics_port:
+            server = MetricsServer(
+                consumer.metrics.registry,
+                consumer.health,
+                settings.metrics_host,
+                settings.metrics_port,
+            ).start()
+        try:
+            stats = consumer.run(max_messages=max_messages, idle_exit_s=idle_exit)
+        finally:
+            if server:
+                server.stop()
     cats = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_lettered_by_category.items())) or "-"
     print(
         f"consumed={stats.consumed} processed={stats.processed} retried={stats.retried} "

@@ -33,9 +33,16 @@ from types import FrameType
 
 from sqlalchemy.engine import make_url
 
-from orderproc.config import PROJECT_ROOT, Settings, get_settings
+from orderproc.config import Settings, get_settings
 from orderproc.devstack.process import port_in_use, tail
-from orderproc.errors import DevstackError, OrderProcError
+from orderproc.devstack.settings import (
+    CHECKOUT,
+    DevstackError,
+    DevstackSettings,
+    get_devstack_settings,
+)
+from orderproc.errors import OrderProcError
+from orderproc.store.engine import redacted
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -106,8 +113,8 @@ def airflow_env(
         "PATH": os.pathsep.join([venv_bin, base.get("PATH", "")]),
         "AIRFLOW_HOME": str(paths.home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{paths.metadata_db}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(CHECKOUT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__API__PORT": str(port),
@@ -136,10 +143,16 @@ def answers(port: int, timeout_s: float = 2.0) -> bool:
 class LocalAirflow:
     """``airflow standalone`` in its own process group, stopped as one."""
 
-    def __init__(self, settings: Settings, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        port: int = DEFAULT_PORT,
+        dev: DevstackSettings | None = None,
+    ) -> None:
         self.settings = settings
+        self.dev = dev or get_devstack_settings()
         self.port = port
-        self.paths = AirflowPaths(settings.devstack_dir / "airflow")
+        self.paths = AirflowPaths(self.dev.devstack_dir / "airflow")
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
 
@@ -234,9 +247,9 @@ class LocalAirflow:
             [
                 f"airflow running (pid {self._running().pid}): http://{HOST}:{self.port}",
                 f"  login: {ADMIN}; password in {self.paths.passwords_file}",
-                f"  dags: {PROJECT_ROOT / 'dags'}   plugins: {PROJECT_ROOT / 'plugins'}",
+                f"  dags: {CHECKOUT / 'dags'}   plugins: {CHECKOUT / 'plugins'}",
                 f"  connections: kafka_default -> {self.settings.bootstrap_servers}, "
-                f"orderproc_db -> {_redacted(self.settings.effective_database_url)}",
+                f"orderproc_db -> {redacted(self.settings.effective_database_url)}",
                 f"  log: {self.paths.log}",
                 "Ctrl-C stops Airflow.",
             ]
@@ -255,20 +268,14 @@ class LocalAirflow:
 
 
 def _migrate_store(database_url: str) -> None:
-    from orderproc.store.engine import make_engine
+    from orderproc.store.engine import open_engine
     from orderproc.store.migrate import upgrade
 
-    engine = make_engine(database_url)
     try:
-        upgrade(engine)
+        with open_engine(database_url) as engine:
+            upgrade(engine)
     except Exception as exc:  # alembic and the drivers raise many types; one line for the user
         raise DevstackError(f"could not migrate the store: {str(exc).splitlines()[0]}") from exc
-    finally:
-        engine.dispose()
-
-
-def _redacted(database_url: str) -> str:
-    return make_url(database_url).render_as_string(hide_password=True)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:

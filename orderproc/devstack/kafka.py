@@ -22,7 +22,6 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from orderproc.config import KAFKA_VERSION, Settings, get_settings
 from orderproc.devstack.kafka_config import (
     HOST,
     KafkaPaths,
@@ -40,7 +39,12 @@ from orderproc.devstack.process import (
     tail,
     terminate,
 )
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import (
+    KAFKA_VERSION,
+    DevstackError,
+    DevstackSettings,
+    get_devstack_settings,
+)
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 _JAVA_HINT = "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
@@ -105,13 +109,15 @@ class KafkaBroker:
     """Start, stop and inspect the devstack broker described by ``settings``.
 
     Args:
-        settings: Defaults to ``get_settings()``.
+        settings: Defaults to ``get_devstack_settings()``.
         libs_dir: Where the jars live; defaults to ``<devstack_dir>/kafka-<version>/libs``.
             Point several devstacks at one folder to fetch the jars once.
     """
 
-    def __init__(self, settings: Settings | None = None, *, libs_dir: Path | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(
+        self, settings: DevstackSettings | None = None, *, libs_dir: Path | None = None
+    ) -> None:
+        self.settings = settings or get_devstack_settings()
         devstack = self.settings.devstack_dir
         self.paths = KafkaPaths(devstack, libs_dir or kafka_home(devstack) / "libs")
 

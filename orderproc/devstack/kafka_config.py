@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orderproc.devstack.process import port_in_use
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import DevstackError
 
 HOST = "127.0.0.1"
 """The broker listens on loopback only."""

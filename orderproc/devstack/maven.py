@@ -16,9 +16,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from orderproc.config import KAFKA_VERSION
 from orderproc.devstack.process import require_tool
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import KAFKA_VERSION, DevstackError
 
 POM = Path(__file__).with_name("pom.xml")
 MARKER = ".complete"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import DevstackError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5432

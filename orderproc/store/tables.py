@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -22,19 +21,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orderproc.models import DlqStatus
+
 
 class Base(DeclarativeBase):
     pass
-
-
-class DlqStatus(StrEnum):
-    """Review state of a dead-lettered order."""
-
-    NEW = "new"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    REPLAYED = "replayed"
-    PARKED = "parked"
 
 
 class ProcessedOrder(Base):

@@ -1,0 +1,99 @@
+"""DAG parameters, validated once: the trigger-form values become typed models.
+
+Light to import (pydantic and orderproc's vocabulary only), so DAG files may use
+it while they are parsed. A value that does not validate raises ``ConfigError``
+with one line naming the parameter; the tasks turn that into a failure without
+retries (retrying cannot fix a parameter).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from orderproc.clock import as_utc
+from orderproc.errors import ConfigError
+from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES, DlqStatus
+
+
+def _strings(value: Any) -> Any:
+    """``None``, ``""``, a string or a list of strings -> a tuple without blanks."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return tuple(s for s in (str(v).strip() for v in value) if s)
+    return value
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Strings = Annotated[tuple[str, ...], BeforeValidator(_strings)]
+Moment = Annotated[datetime | None, BeforeValidator(_blank_is_none)]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def parse(cls, params: Any) -> Any:
+        """Validate ``params`` (a mapping); ``ConfigError`` with one line if they are wrong."""
+        try:
+            return cls.model_validate(dict(params or {}))
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"]) or "params"
+            raise ConfigError(f"parameter {name}: {first['msg']}") from exc
+
+
+class ReplayParams(_Params):
+    """The ``orders_dlq_replay`` trigger form."""
+
+    status: str = DlqStatus.APPROVED.value
+    order_ids: Strings = ()
+    reasons: Strings = ()
+    categories: Strings = ()
+    since: Moment = None
+    until: Moment = None
+    max_messages: int = Field(default=100, ge=1)
+    rate_per_sec: float = Field(default=0.0, ge=0)
+    dry_run: bool = False
+    max_replays: int = Field(default=DEFAULT_MAX_REPLAYS, ge=1)
+
+    @field_validator("status")
+    @classmethod
+    def _replayable(cls, value: str) -> str:
+        if value not in REPLAYABLE_STATUSES:
+            raise ValueError(f"must be one of {', '.join(REPLAYABLE_STATUSES)}")
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+
+class ReportParams(_Params):
+    """The ``orders_dlq_report`` params (manual runs)."""
+
+    reports_dir: Path | None = None
+    since: Moment = None
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+
+class DrainParams(_Params):
+    """The ``orders_dlq_drain`` params."""
+
+    max_messages: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)

@@ -1,0 +1,126 @@
+"""One function per DAG task: what ``orders_dlq_drain``, ``orders_dlq_replay`` and
+``orders_dlq_report`` run, with Airflow's connections in and plain dicts out.
+
+Kafka clients come from the ``kafka_default`` connection through the provider's
+hooks (``orderproc.airflow.hooks``); the store is the ``orderproc_db`` connection
+when it exists, else ``ORDERPROC_DATABASE_URL`` / the embedded default. A bad
+parameter fails the task at once, without retries (``AirflowFailException``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from orderproc.airflow.connections import DB_CONN_ID, KAFKA_CONN_ID, database_url
+from orderproc.airflow.hooks import dlq_consumer, replay_producer
+from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams
+from orderproc.config import get_settings
+from orderproc.dlq.drain import run_drain
+from orderproc.dlq.replay import ReplayRequest, replay_id_for, replay_with_settings
+from orderproc.dlq.replay import summary_markdown as replay_summary
+from orderproc.dlq.store import EventFilter
+from orderproc.errors import ConfigError
+from orderproc.report import generate_report
+from orderproc.report.render import format_table
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _params_fail_fast() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from exc  # a bad param: retrying cannot help
+
+
+def _actor(run_id: str | None) -> str:
+    return f"airflow:{run_id}" if run_id else "airflow"
+
+
+def drain_dlq(
+    params: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    kafka_conn_id: str = KAFKA_CONN_ID,
+    db_conn_id: str = DB_CONN_ID,
+) -> dict[str, Any]:
+    """Task ``orders_dlq_drain.drain``: drain the DLQ into the store; fails if Kafka is down."""
+    with _params_fail_fast():
+        parsed: DrainParams = DrainParams.parse(params)
+    settings = get_settings()
+    result = run_drain(
+        settings,
+        consumer=dlq_consumer(settings, kafka_conn_id),
+        database_url=database_url(db_conn_id, settings),
+        max_messages=parsed.max_messages,
+        metadata_timeout_s=parsed.timeout_s,
+        actor=_actor(run_id),
+    )
+    return result.to_dict()
+
+
+def replay_request(params: ReplayParams) -> ReplayRequest:
+    """The replay a validated trigger form asks for."""
+    return ReplayRequest(
+        selection=EventFilter(
+            status=params.status,
+            order_ids=params.order_ids,
+            reasons=params.reasons,
+            categories=params.categories,
+            since=params.since,
+            until=params.until,
+        ),
+        max_messages=params.max_messages,
+        rate_per_sec=params.rate_per_sec,
+        dry_run=params.dry_run,
+        max_replays=params.max_replays,
+    )
+
+
+def replay_dlq(
+    params: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    kafka_conn_id: str = KAFKA_CONN_ID,
+    db_conn_id: str = DB_CONN_ID,
+) -> dict[str, Any]:
+    """Task ``orders_dlq_replay.replay``: replay the rows the params select."""
+    with _params_fail_fast():
+        request = replay_request(ReplayParams.parse(params))
+    settings = get_settings()
+    result = replay_with_settings(
+        settings,
+        request,
+        database_url=database_url(db_conn_id, settings),
+        replay_id=replay_id_for(run_id),
+        actor=_actor(run_id) if run_id else None,
+        producer=lambda: replay_producer(settings, kafka_conn_id),
+    )
+    return result.to_dict()
+
+
+def log_replay_summary(result: Mapping[str, Any]) -> str:
+    """Task ``orders_dlq_replay.summarise``: the run as a Markdown table in the task log."""
+    text = replay_summary(result)
+    log.info("replay summary\n%s", text)
+    return text
+
+
+def write_dlq_report(
+    params: Mapping[str, Any] | None = None, *, db_conn_id: str = DB_CONN_ID
+) -> dict[str, str]:
+    """Task ``orders_dlq_report.write_dlq_report``: aggregate, write the files, log the table."""
+    with _params_fail_fast():
+        parsed: ReportParams = ReportParams.parse(params)
+    settings = get_settings()
+    folder = parsed.reports_dir or settings.effective_reports_dir
+    report, files = generate_report(database_url(db_conn_id, settings), folder, since=parsed.since)
+    log.info("%s", format_table(report))
+    log.info("report files: %s", files.as_dict())
+    return files.as_dict()

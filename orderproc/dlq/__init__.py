@@ -1,0 +1,1 @@
+"""Dead letters: the envelope, the drain into the store, review, corrections and replay."""

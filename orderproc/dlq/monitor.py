@@ -1,0 +1,107 @@
+"""The DLQ monitor: prints every dead-lettered order as the original DLQ consumer did."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from orderproc import headers as h
+from orderproc.config import Settings
+from orderproc.kafka.clients import monitor_consumer_config
+
+log = logging.getLogger(__name__)
+
+
+def describe(msg: Message) -> dict[str, Any]:
+    """A DLQ record as a dict: the envelope plus where it sits in the DLQ.
+
+    A value that is not JSON (written by someone else) is shown as text, never fatal.
+    """
+    raw = msg.value() or b""
+    key = msg.key()
+    try:
+        envelope: Any = json.loads(raw)
+    except ValueError:
+        envelope = {"unparsed_value": raw.decode("utf-8", "replace")}
+    return {
+        "dlq": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "headers": _provenance(h.normalize(msg.headers())),
+        "event": envelope,
+    }
+
+
+class DlqMonitor:
+    """Tails the DLQ in group ``dlq-group``; commits what it has printed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        json_output: bool = False,
+        from_beginning: bool = False,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.json_output = json_output
+        self.from_beginning = from_beginning
+        self._echo = echo
+        self._stop = threading.Event()
+        self.seen = 0
+        self.consumer = Consumer(monitor_consumer_config(settings))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.from_beginning:
+            for tp in partitions:
+                tp.offset = OFFSET_BEGINNING
+            consumer.assign(partitions)
+
+    def show(self, msg: Message) -> None:
+        record = describe(msg)
+        if self.json_output:
+            self._echo(json.dumps(record, separators=(",", ":")))
+            return
+        self._echo("--- DLQ EVENT ---")
+        self._echo(json.dumps(record["event"], indent=2))
+
+    def run(self, *, max_messages: int | None = None, idle_exit_s: float | None = None) -> int:
+        """Print DLQ events until stopped; return how many were printed."""
+        self.consumer.subscribe([self.settings.dlq_topic], on_assign=self._on_assign)
+        last = time.monotonic()
+        try:
+            while not self._stop.is_set() and (max_messages is None or self.seen < max_messages):
+                msg = self.consumer.poll(self.settings.poll_timeout_s)
+                if msg is None:
+                    if idle_exit_s is not None and time.monotonic() - last >= idle_exit_s:
+                        break
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("dlq consumer error: %s", err.str())
+                    continue
+                last = time.monotonic()
+                self.show(msg)
+                self.seen += 1
+                self.consumer.store_offsets(msg)  # printed: may be committed
+        finally:
+            self.consumer.close()
+        return self.seen
+
+
+def _provenance(headers: list[h.Header]) -> dict[str, str]:
+    """Our provenance headers as text, keyed without the ``orderproc.`` prefix."""
+    return {
+        name.removeprefix(h.PREFIX): value
+        for name, value in h.text_map(headers).items()
+        if name.startswith(h.PREFIX)
+    }

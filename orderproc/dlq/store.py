@@ -1,0 +1,393 @@
+"""The DLQ store: drained events, their review state, replay claims and the audit trail.
+
+Every state change happens in one transaction together with its ``dlq_audit`` row,
+and every transition is a conditional ``UPDATE`` (``... WHERE status = 'new'``), so
+two actors racing on the same event cannot both win.
+
+Replay claims: ``claim`` picks candidate ids (``SELECT ... FOR UPDATE SKIP LOCKED``
+on PostgreSQL, so a concurrent run skips rows another run is claiming instead of
+waiting for them) and marks them ``claimed_by = <replay id>`` with an ``UPDATE``
+that re-checks ``claimed_by IS NULL``. The re-check runs on the latest committed
+row version (PostgreSQL) or under the database write lock (SQLite), so a row is
+claimed by at most one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from orderproc.clock import as_utc, utcnow
+from orderproc.dlq.corrections import payload_of, validated_order
+from orderproc.errors import ReviewError, StoreError
+from orderproc.models import DlqStatus
+from orderproc.store.engine import upsert_ignore
+from orderproc.store.tables import AuditLog, DlqEvent
+
+REVIEWABLE = (DlqStatus.NEW.value,)
+"""Only records nobody has decided on yet can be approved or rejected."""
+
+EDITABLE = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
+"""A correction makes sense until the record is replayed, rejected or parked."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which DLQ events to list or replay; empty fields do not filter.
+
+    ``since``/``until`` bound the time the record was dead-lettered (or drained,
+    for records whose envelope had no time).
+    """
+
+    status: str | None = None
+    order_ids: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """SQL conditions for this filter."""
+        failed_at = func.coalesce(DlqEvent.dead_lettered_at, DlqEvent.drained_at)
+        conditions: list[ColumnElement[bool]] = []
+        if self.status:
+            conditions.append(DlqEvent.status == self.status)
+        if self.order_ids:
+            conditions.append(DlqEvent.order_id.in_(self.order_ids))
+        if self.reasons:
+            conditions.append(DlqEvent.reason.in_(self.reasons))
+        if self.categories:
+            conditions.append(DlqEvent.category.in_(self.categories))
+        if self.since:
+            conditions.append(failed_at >= as_utc(self.since))
+        if self.until:
+            conditions.append(failed_at < as_utc(self.until))
+        return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where the broker stored the replayed copy of a DLQ event."""
+
+    event_id: int
+    topic: str
+    partition: int
+    offset: int
+
+
+class DlqStore:
+    """DLQ events and their audit trail in PostgreSQL or SQLite."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = upsert_ignore(engine, DlqEvent.__table__).returning(DlqEvent.__table__.c.id)
+
+    # -- drain ---------------------------------------------------------------------
+
+    def insert_events(self, rows: Sequence[dict[str, Any]], *, actor: str) -> list[int]:
+        """Insert drained records in one transaction; return the ids of the new rows.
+
+        A record whose DLQ coordinates are already stored is ignored, so a drain that
+        re-reads records (offsets not yet committed) adds nothing twice. A record of
+        an order that was dead-lettered before inherits the highest earlier
+        ``replay_count`` (if larger than its own), so the replay cap spans cycles.
+        """
+        if not rows:
+            return []
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                prepared = _inherit_replay_counts(conn, rows)
+                ids = [int(r[0]) for r in conn.execute(self._insert, prepared)]
+                _audit(conn, ids, "drained", actor, at=now)
+                return ids
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not store {len(rows)} DLQ events: {exc}") from exc
+
+    # -- queries -------------------------------------------------------------------
+
+    def list_events(self, flt: EventFilter | None = None, *, limit: int = 100) -> list[DlqEvent]:
+        """Events matching ``flt``, oldest first."""
+        stmt = select(DlqEvent).where(*(flt or EventFilter()).clauses())
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
+
+    def get(self, event_id: int) -> DlqEvent:
+        """One event; ``ReviewError`` if there is none with that id."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            event = session.get(DlqEvent, event_id)
+        if event is None:
+            raise ReviewError(f"no DLQ event with id {event_id}")
+        return event
+
+    def audit_trail(self, event_id: int) -> list[AuditLog]:
+        """Every action on one event, oldest first."""
+        stmt = select(AuditLog).where(AuditLog.dlq_event_id == event_id).order_by(AuditLog.id)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt))
+
+    def count(self, flt: EventFilter | None = None) -> int:
+        """Number of events matching ``flt``."""
+        stmt = select(func.count()).select_from(DlqEvent).where(*(flt or EventFilter()).clauses())
+        with self.engine.connect() as conn:
+            return int(conn.scalar(stmt) or 0)
+
+    # -- review --------------------------------------------------------------------
+
+    def approve(self, ids: Sequence[int], *, actor: str, note: str | None = None) -> None:
+        """Approve ``new`` events for replay (all or none)."""
+        self._review(ids, DlqStatus.APPROVED, "approve", actor=actor, note=note)
+
+    def reject(self, ids: Sequence[int], *, actor: str, note: str | None = None) -> None:
+        """Reject ``new`` events: they will never be replayed (all or none)."""
+        self._review(ids, DlqStatus.REJECTED, "reject", actor=actor, note=note)
+
+    def _review(
+        self, ids: Sequence[int], target: DlqStatus, verb: str, *, actor: str, note: str | None
+    ) -> None:
+        wanted = sorted(set(ids))
+        now = utcnow()
+        stmt = (
+            update(DlqEvent)
+            .where(DlqEvent.id.in_(wanted), DlqEvent.status.in_(REVIEWABLE))
+            .where(DlqEvent.claimed_by.is_(None))
+            .values(status=target.value, reviewed_by=actor[:200], reviewed_at=now, review_note=note)
+        )
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount != len(wanted):
+                # Leaving the block by an exception rolls the whole batch back.
+                raise ReviewError(f"cannot {verb}: {_why_not(conn, wanted, REVIEWABLE)}")
+            _audit(conn, wanted, target.value, actor, at=now, note=note)
+
+    def edit(
+        self,
+        event_id: int,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a corrected order for replay; return it.
+
+        The correction is the current payload (an earlier correction, else the
+        failed order) with ``changes`` applied, and must encode with the Avro
+        schema and pass the order's validation.
+        """
+        event = self.get(event_id)
+        if event.status not in EDITABLE:
+            raise ReviewError(
+                f"cannot edit {event_id}: status is {event.status} "
+                f"(only {'/'.join(EDITABLE)} records can be edited)"
+            )
+        before = payload_of(event) or {}
+        corrected = validated_order({**before, **changes}, context=f"event {event_id}")
+        now = utcnow()
+        stmt = (
+            update(DlqEvent)
+            .where(DlqEvent.id == event_id, DlqEvent.status.in_(EDITABLE))
+            .where(DlqEvent.claimed_by.is_(None))
+            .values(corrected_payload=corrected)
+        )
+        details = {"before": before, "after": corrected, "changes": dict(changes)}
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                raise ReviewError(f"cannot edit: {_why_not(conn, [event_id], EDITABLE)}")
+            _audit(conn, [event_id], "edited", actor, at=now, note=note, details=details)
+        return corrected
+
+    # -- replay --------------------------------------------------------------------
+
+    def select_for_replay(self, flt: EventFilter, *, limit: int) -> list[DlqEvent]:
+        """Unclaimed events a replay would take now (read only: the dry run)."""
+        stmt = select(DlqEvent).where(*flt.clauses(), DlqEvent.claimed_by.is_(None))
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
+
+    def claim(
+        self,
+        flt: EventFilter,
+        *,
+        claimer: str,
+        limit: int,
+        stale_before: datetime | None = None,
+    ) -> list[DlqEvent]:
+        """Atomically claim up to ``limit`` matching events for ``claimer``.
+
+        Rows already claimed by ``claimer`` (a retried task of the same run) and
+        claims older than ``stale_before`` (a run that died) are claimable too.
+        """
+        free = or_(DlqEvent.claimed_by.is_(None), DlqEvent.claimed_by == claimer)
+        if stale_before is not None:
+            free = or_(free, DlqEvent.claimed_at < as_utc(stale_before))
+        candidates = (
+            select(DlqEvent.id)
+            .where(*flt.clauses(), free)
+            .order_by(DlqEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL only; SQLite ignores it
+        )
+        with self.engine.begin() as conn:
+            # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
+            # subquery per row and claim more than ``limit`` rows.
+            picked = list(conn.scalars(candidates))
+            stmt = (
+                update(DlqEvent)
+                .where(DlqEvent.id.in_(picked), free, *flt.clauses())
+                .values(claimed_by=claimer, claimed_at=utcnow())
+                .returning(DlqEvent.id)
+            )
+            ids = sorted(int(i) for i in conn.scalars(stmt)) if picked else []
+        if not ids:
+            return []
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(select(DlqEvent).where(DlqEvent.id.in_(ids)))
+            return sorted(rows, key=lambda e: e.id)
+
+    def release(self, *, claimer: str, ids: Sequence[int] | None = None) -> None:
+        """Give up ``claimer``'s claims (all, or ``ids``) so a later run can take the rows."""
+        stmt = update(DlqEvent).where(DlqEvent.claimed_by == claimer)
+        if ids is not None:
+            stmt = stmt.where(DlqEvent.id.in_(ids))
+        with self.engine.begin() as conn:
+            conn.execute(stmt.values(claimed_by=None, claimed_at=None))
+
+    def mark_replayed(
+        self, deliveries: Sequence[Delivered], *, claimer: str, replay_id: str, actor: str
+    ) -> None:
+        """Record acknowledged replays: status, new coordinates, count, audit; release claims."""
+        if not deliveries:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for d in deliveries:
+                stmt = (
+                    update(DlqEvent)
+                    .where(DlqEvent.id == d.event_id, DlqEvent.claimed_by == claimer)
+                    .values(
+                        status=DlqStatus.REPLAYED.value,
+                        replay_id=replay_id,
+                        replayed_at=now,
+                        replay_partition=d.partition,
+                        replay_offset=d.offset,
+                        replay_count=DlqEvent.replay_count + 1,
+                        claimed_by=None,
+                        claimed_at=None,
+                    )
+                )
+                details = {"topic": d.topic, "partition": d.partition, "offset": d.offset}
+                if conn.execute(stmt).rowcount != 1:
+                    # The claim was lost: record nothing we did not do, but keep the fact.
+                    log.warning("replayed event %s without its claim: %s", d.event_id, details)
+                    continue
+                _audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
+
+    def park(self, ids: Sequence[int], *, claimer: str, actor: str, note: str) -> None:
+        """Move claimed events over the replay cap to ``parked``."""
+        self._finish(ids, DlqStatus.PARKED, "parked", claimer=claimer, actor=actor, note=note)
+
+    def reject_claimed(self, event_id: int, *, claimer: str, actor: str, note: str) -> None:
+        """Reject a claimed event whose order cannot be re-encoded."""
+        self._finish(
+            [event_id], DlqStatus.REJECTED, "rejected", claimer=claimer, actor=actor, note=note
+        )
+
+    def _finish(
+        self,
+        ids: Sequence[int],
+        target: DlqStatus,
+        action: str,
+        *,
+        claimer: str,
+        actor: str,
+        note: str,
+    ) -> None:
+        if not ids:
+            return
+        now = utcnow()
+        stmt = (
+            update(DlqEvent)
+            .where(DlqEvent.id.in_(ids), DlqEvent.claimed_by == claimer)
+            .values(status=target.value, claimed_by=None, claimed_at=None)
+        )
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).rowcount != len(ids):
+                raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
+            _audit(conn, list(ids), action, actor, at=now, note=note)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _inherit_replay_counts(
+    conn: Connection, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    order_ids = {r["order_id"] for r in rows if r.get("order_id")}
+    if not order_ids:
+        return list(rows)
+    stmt = (
+        select(DlqEvent.order_id, func.max(DlqEvent.replay_count))
+        .where(DlqEvent.order_id.in_(order_ids))
+        .group_by(DlqEvent.order_id)
+    )
+    earlier = {oid: int(n or 0) for oid, n in conn.execute(stmt)}
+    out = []
+    for row in rows:
+        inherited = earlier.get(row.get("order_id"), 0)
+        out.append({**row, "replay_count": max(int(row.get("replay_count") or 0), inherited)})
+    return out
+
+
+def _audit(
+    conn: Connection,
+    ids: Sequence[int],
+    action: str,
+    actor: str,
+    *,
+    at: datetime,
+    note: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    if not ids:
+        return
+    rows = [
+        {
+            "dlq_event_id": i,
+            "action": action,
+            "actor": actor[:200],  # the column's width: Airflow run ids can be longer
+            "at": at,
+            "note": note,
+            "details": details,
+        }
+        for i in ids
+    ]
+    conn.execute(insert(AuditLog), rows)
+
+
+def _why_not(conn: Connection, ids: Sequence[int], allowed: Sequence[str]) -> str:
+    """One line naming the first event that blocked an action, and why."""
+    rows = conn.execute(select(DlqEvent.id, DlqEvent.status).where(DlqEvent.id.in_(ids)))
+    found: dict[int, str] = {row.id: row.status for row in rows}
+    claimed = set(
+        conn.scalars(
+            select(DlqEvent.id).where(DlqEvent.id.in_(ids), DlqEvent.claimed_by.is_not(None))
+        )
+    )
+    for event_id in ids:
+        if event_id not in found:
+            return f"no DLQ event with id {event_id}"
+        if found[event_id] not in allowed:
+            return (
+                f"event {event_id} is {found[event_id]} (only {'/'.join(allowed)} records qualify)"
+            )
+        if event_id in claimed:
+            return f"event {event_id} is being replayed right now"
+    return "the events changed concurrently; try again"

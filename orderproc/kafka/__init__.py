@@ -1,0 +1,1 @@
+"""The Kafka boundary: client configurations, the produce call, topic administration."""

@@ -1,0 +1,111 @@
+"""Kafka client configurations for every worker and job, and the one produce call.
+
+Each function returns a librdkafka dict built from the settings (connection and
+security keys from ``Settings.kafka_config``) plus the keys that job's delivery
+guarantee depends on. Producer and consumer keys are never mixed in one dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from orderproc.config import Settings
+from orderproc.headers import Header
+
+OnDelivery = Callable[[KafkaError | None, Message], None]
+"""A delivery report callback: ``(error or None, message)``."""
+
+
+def reliable_producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent producer that waits for all in-sync replicas."""
+    return settings.kafka_config(**reliable_producer_overrides(settings), **overrides)
+
+
+def reliable_producer_overrides(settings: Settings) -> dict[str, Any]:
+    """The producer keys delivery depends on, laid over any connection config."""
+    return {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "delivery.timeout.ms": settings.delivery_timeout_ms,
+    }
+
+
+def order_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The order consumer: offsets stored by the application, committed by librdkafka."""
+    return settings.kafka_config(
+        **{
+            "group.id": settings.consumer_group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            # Offsets are stored only for durable batches (orderproc.worker.offsets).
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": 1000,
+            "session.timeout.ms": settings.session_timeout_ms,
+            # A resumed retry partition joins the next fetch request: keep them short.
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "statistics.interval.ms": 10000,
+            **overrides,
+        }
+    )
+
+
+def monitor_consumer_config(settings: Settings) -> dict[str, Any]:
+    """The DLQ monitor: stores the offset of each record once it is printed."""
+    return settings.kafka_config(
+        **{
+            "group.id": settings.dlq_group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.offset.store": False,
+        }
+    )
+
+
+def drain_group(settings: Settings) -> str:
+    """The drain's own consumer group: independent of ``orderproc dlq tail``'s group."""
+    return f"{settings.dlq_group}.drain"
+
+
+def drain_consumer_overrides(settings: Settings) -> dict[str, Any]:
+    """Consumer keys the drain relies on, laid over any connection config."""
+    return {
+        "group.id": drain_group(settings),
+        # Offsets are committed by the drain itself, after the database commit.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    }
+
+
+def drain_consumer_config(settings: Settings) -> dict[str, Any]:
+    """The drain's consumer when it is not built from an Airflow connection."""
+    return settings.kafka_config(**drain_consumer_overrides(settings))
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[Header] = (),
+    on_delivery: OnDelivery | None = None,
+) -> None:
+    """Hand one record to the producer, waiting for room when its local queue is full.
+
+    A full queue (``BufferError``) is backpressure, not failure: serving delivery
+    reports frees room, so poll and try again. Delivery itself is reported later,
+    to ``on_delivery``.
+    """
+    wire: list[tuple[str, str | bytes | None]] = list(headers)
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=wire, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.1)

@@ -1,0 +1,69 @@
+"""Topic administration: create the topics the workers need, idempotently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from orderproc.config import Settings
+from orderproc.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+DLQ_TOPIC_CONFIG = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+"""Dead letters wait for human review: keep them a month, not the broker's default week."""
+
+
+def required_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the workers read or write, with per-topic configuration."""
+    topics: dict[str, dict[str, str]] = {settings.orders_topic: {}}
+    topics.update({name: {} for name in settings.retry_topics})
+    topics[settings.dlq_topic] = dict(DLQ_TOPIC_CONFIG)
+    return topics
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: dict[str, dict[str, str]] | Iterable[str] | None = None,
+    *,
+    partitions: int | None = None,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Create missing topics; return the names that were created."""
+    wanted = required_topics(settings) if topics is None else topics
+    if not isinstance(wanted, dict):
+        wanted = {name: {} for name in wanted}
+    timeout_s = timeout_s or settings.admin_timeout_s
+    admin = AdminClient(settings.kafka_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}"
+        ) from exc
+    new = [
+        NewTopic(
+            name,
+            num_partitions=partitions or settings.topic_partitions,
+            replication_factor=settings.replication_factor,
+            config=config,
+        )
+        for name, config in wanted.items()
+        if name not in existing
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    log.info("created topics %s", ", ".join(created))
+    return created

@@ -1,0 +1,361 @@
+"""The order consumer's loop: poll, decide per record, act, make the batch durable, store offsets.
+
+Delivery semantics (at-least-once, nothing lost):
+
+* ``enable.auto.offset.store`` is off. Offsets move only in ``orderproc.worker.offsets``,
+  after the batch's processed orders are committed to the database *and* every
+  retry/DLQ record of the batch is acknowledged by the broker. librdkafka's
+  auto-commit then commits only those stored offsets, on revoke and on close too.
+* Redeliveries after a crash are harmless: the processed table is idempotent on
+  ``orderId``, and the running average counts only rows that were new.
+* If a retry/DLQ record cannot be written, the consumer stops without storing
+  that batch's offsets (or any later batch's) rather than drop the order.
+
+Retry modes (the decision itself is ``orderproc.worker.decide``):
+
+* ``non-blocking`` (default): a failing order goes to ``<prefix>.<attempt>`` with a
+  due time; the same consumer reads those topics and pauses a retry partition
+  until its head record is due. The main topic never waits, at the price of
+  ordering: a retried order is processed after orders that came later.
+* ``blocking``: the consumer sleeps the backoff and retries in place. Per
+  partition order is kept, but every order behind a failing one waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from orderproc.clock import now_ms
+from orderproc.config import Settings
+from orderproc.errors import DeliveryError, OrderProcError
+from orderproc.kafka.clients import order_consumer_config
+from orderproc.kafka.topics import ensure_topics
+from orderproc.metrics import ConsumerMetrics, Health
+from orderproc.records import TP, Record
+from orderproc.store.processed import OrderRepository, ProcessedRow
+from orderproc.worker.breaker import FloodBreaker, FloodGuard
+from orderproc.worker.decide import (
+    DeadLetter,
+    Decider,
+    NotDue,
+    Outcome,
+    Processed,
+    RetryInPlace,
+    RetryLater,
+)
+from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
+from orderproc.worker.holds import PartitionHolds
+from orderproc.worker.offsets import OffsetPipeline, PendingBatch
+from orderproc.worker.routing import FailureRouter
+from orderproc.worker.sink import ProcessedSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerStats:
+    """What one run did; returned by ``OrderConsumer.run``."""
+
+    consumed: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    dead_lettered_by_category: dict[str, int] = field(default_factory=dict)
+    average_price: float = 0.0
+    flood_breaker_trips: int = 0
+
+
+@dataclass
+class _Batch(PendingBatch):
+    """One consumed batch while it is handled: its rows and per-topic counts."""
+
+    rows: list[ProcessedRow] = field(default_factory=list)
+    consumed: dict[str, int] = field(default_factory=dict)
+
+
+class OrderConsumer:
+    """A long-running consumer of ``orders`` (and its retry topics)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: OrderRepository,
+        *,
+        handler: OrderHandler | None = None,
+        metrics: ConsumerMetrics | None = None,
+        health: Health | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+        router: FailureRouter | None = None,
+        echo: Callable[[str], None] | None = print,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.decider = Decider.from_settings(
+            settings, handler or PriceThresholdHandler(settings.price_threshold)
+        )
+        self.metrics = metrics or ConsumerMetrics()
+        self.health = health or Health()
+        self.router = router or FailureRouter(settings)
+        self.flood = FloodGuard(
+            FloodBreaker(settings.flood_window, settings.flood_ratio, settings.flood_cooldown_s),
+            self.metrics,
+        )
+        self.stats = ConsumerStats()
+        self._echo = echo
+        self._stop = threading.Event()
+        self.sink = ProcessedSink(repository, self.metrics, self._stop, echo)
+        self._assigned = False
+        self._owned: frozenset[TP] = frozenset()
+        self._last_message = time.monotonic()
+        self._retry_due = 0.0  # monotonic time the latest scheduled retry is due
+        conf = order_consumer_config(
+            settings, stats_cb=self.metrics.update_lag_from_stats, **(consumer_overrides or {})
+        )
+        self.consumer = Consumer(conf)
+        self._retried_metric = self.metrics.retried.labels(settings.retry_mode.value)
+        self.offsets = OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
+        self.holds = PartitionHolds(self.consumer, self.offsets, self.metrics.paused_partitions.set)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit and return (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def partitions(self) -> frozenset[TP]:
+        """The partitions this instance owns now (safe to read from another thread)."""
+        return self._owned
+
+    def run(
+        self, *, max_messages: int | None = None, idle_exit_s: float | None = None
+    ) -> ConsumerStats:
+        """Consume until stopped, after ``max_messages`` records, or when idle ``idle_exit_s``.
+
+        Raises:
+            DeliveryError: a retry/DLQ record was not acknowledged (its batch not committed).
+            StoreError: the database failed and a stop was requested before it recovered.
+        """
+        ensure_topics(self.settings)
+        topics = [self.settings.orders_topic, *self.settings.retry_topics]
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info(
+            "consuming %s group=%s mode=%s max_attempts=%d",
+            ",".join(topics),
+            self.settings.consumer_group,
+            self.settings.retry_mode.value,
+            self.settings.max_attempts,
+        )
+        self._last_message = time.monotonic()
+        try:
+            while not self.stopping:
+                self.health.beat()
+                self._resume_due()
+                want = self.settings.batch_size
+                if max_messages is not None:
+                    want = min(want, max_messages - self.stats.consumed)
+                    if want <= 0:
+                        break
+                messages = self.consumer.consume(want, timeout=self._poll_timeout())
+                if not messages:
+                    self.offsets.advance()
+                    if self._idle_long_enough(idle_exit_s):
+                        break
+                    continue
+                self._last_message = time.monotonic()
+                self._make_durable(self._handle_batch(messages))
+            self.offsets.advance(wait=True)
+        except OrderProcError as exc:
+            self.health.fail(str(exc))
+            raise
+        finally:
+            self._close()
+        self.stats.average_price = self.sink.average.overall
+        return self.stats
+
+    def _idle_long_enough(self, idle_exit_s: float | None) -> bool:
+        if idle_exit_s is None or len(self.offsets):
+            return False
+        # Idle counts only once we own partitions (a join can wait out a dead member), and
+        # not before the last retry we scheduled was due: it is work still to come back.
+        since = max(self._last_message, self._retry_due)
+        idle = time.monotonic() - since if self._assigned else 0.0
+        # Pending retries keep a bounded run alive; a tripped breaker does not.
+        pending = bool(self.holds) and not self.flood.is_open
+        if idle >= idle_exit_s and not pending:
+            log.info("idle for %.1fs, exiting", idle)
+            return True
+        return False
+
+    def _close(self) -> None:
+        # close() commits the offsets stored so far: only durable ones ever are.
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("consumer close: %s", exc)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
+        if partitions and not self._assigned:
+            self._assigned = True
+            self._last_message = time.monotonic()
+        log.info("assigned %s", _fmt(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.offsets.commit_on_revoke(partitions)
+        self._owned = self._owned - revoked
+        self.holds.forget(revoked)
+        log.info("revoked %s", _fmt(partitions))
+
+    # -- one batch: decide per record, act on the outcome ---------------------------
+
+    def _handle_batch(self, messages: list[Message]) -> _Batch:
+        batch = _Batch()
+        decide, holds = self.decider.decide, self.holds
+        for i, msg in enumerate(messages):
+            if msg.error() is not None:
+                self._on_message_error(msg)
+                continue
+            rec = Record.of(msg)
+            if holds and rec.tp in holds:
+                continue  # held at an earlier offset of this batch; it will be fetched again
+            if not self._act(rec, decide(rec, now_ms()), batch):
+                continue  # held back: read again when its partition resumes
+            batch.next_offsets[rec.tp] = rec.offset + 1
+            if self.flood.is_open:
+                self._hold_all(after=messages[i + 1 :])
+                break
+        self.flood.flush()
+        batch.oldest_timestamp_ms = messages[0].timestamp()[1]
+        return batch
+
+    def _act(self, rec: Record, outcome: Outcome, batch: _Batch) -> bool:
+        """Carry out one outcome; False when the record was held back, not handled."""
+        main = rec.topic == self.settings.orders_topic
+        while type(outcome) is RetryInPlace:
+            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
+            if self._stop.wait(outcome.delay_s):  # interrupted: read it again after restart
+                self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic())
+                return False
+            outcome = self.decider.decide_again(rec, outcome.failure, now_ms())
+        if type(outcome) is NotDue:
+            self.holds.hold(
+                rec.topic, rec.partition, rec.offset, until=time.monotonic() + outcome.wait_s
+            )
+            return False
+        batch.consumed[rec.topic] = batch.consumed.get(rec.topic, 0) + 1
+        if type(outcome) is Processed:
+            self._processed(outcome, batch)
+            if main:
+                self.flood.ok()
+            return True
+        if type(outcome) is RetryLater:
+            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
+            due_in_s = max(0.0, (outcome.due_ms - now_ms()) / 1000)
+            self._retry_due = max(self._retry_due, time.monotonic() + due_in_s)
+            self.router.to_retry(
+                outcome.failure, outcome.topic, outcome.due_ms, rec.headers, batch.expect_delivery()
+            )
+        elif type(outcome) is DeadLetter:
+            self._dead_letter(rec, outcome, batch)
+        if main and self.flood.failed():
+            self.stats.flood_breaker_trips += 1
+        return True
+
+    def _processed(self, outcome: Processed, batch: _Batch) -> None:
+        order, source = outcome.order, outcome.source
+        batch.rows.append(
+            ProcessedRow(
+                order.order_id, order.product, order.price, outcome.attempts,
+                source.topic, source.partition, source.offset,
+                datetime.now(UTC), outcome.replay_id,
+            )
+        )  # fmt: skip
+
+    def _count_retry(self, attempts: int, reason: str) -> None:
+        if self._echo is not None:
+            self._echo(f"Attempt {attempts}/{self.settings.max_attempts} failed: {reason}")
+        self.stats.retried += 1
+        self._retried_metric.inc()
+
+    def _dead_letter(self, rec: Record, outcome: DeadLetter, batch: _Batch) -> None:
+        failure = outcome.failure
+        self.router.to_dlq(
+            failure, rec.headers, now_ms=now_ms(), on_delivery=batch.expect_delivery()
+        )
+        category = failure.category.value
+        self.stats.dead_lettered += 1
+        by_category = self.stats.dead_lettered_by_category
+        by_category[category] = by_category.get(category, 0) + 1
+        self.metrics.dead_lettered.labels(category).inc()
+        if self._echo is not None:
+            key = failure.order.order_id if failure.order else rec.coordinates
+            self._echo(f"DLQ: {key} -> {failure.reason}")
+
+    # -- making a batch durable ----------------------------------------------------
+
+    def _make_durable(self, batch: _Batch) -> None:
+        processed, duplicates = self.sink.write(batch.rows)
+        self.stats.processed += processed
+        self.stats.duplicates += duplicates
+        for topic, n in batch.consumed.items():
+            self.stats.consumed += n
+            self.metrics.consumed.labels(topic).inc(n)
+        self.offsets.submit(batch)
+
+    def _on_stored(self, batch: PendingBatch) -> None:
+        if batch.oldest_timestamp_ms and batch.oldest_timestamp_ms > 0:
+            self.metrics.record_latency.observe(
+                max(0.0, time.time() - batch.oldest_timestamp_ms / 1000)
+            )
+
+    # -- pausing: retry delays and the flood breaker --------------------------------
+
+    def _hold_all(self, *, after: list[Message]) -> None:
+        """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
+        until = time.monotonic() + self.flood.breaker.cooldown_s
+        for msg in after:
+            if msg.error() is not None:
+                continue
+            rec = Record.of(msg)
+            if rec.tp not in self.holds:
+                self.holds.hold(rec.topic, rec.partition, rec.offset, until=until)
+        self.holds.pause_rest(self.consumer.assignment(), until=until)
+
+    def _resume_due(self) -> None:
+        if self.flood.may_consume():
+            self.holds.resume_due()
+
+    def _poll_timeout(self) -> float:
+        timeout = self.settings.poll_timeout_s
+        due_in = self.holds.next_due_in()
+        if due_in is not None and not self.flood.is_open:
+            timeout = min(timeout, max(0.01, due_in))
+        return timeout
+
+    def _on_message_error(self, msg: Message) -> None:
+        err = msg.error()
+        if err is None:
+            return
+        if err.fatal():
+            raise DeliveryError(f"fatal consumer error: {err.str()}")
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error on %s: %s", msg.topic(), err.str())
+
+
+def _fmt(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"

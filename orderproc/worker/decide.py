@@ -1,0 +1,174 @@
+"""What happens to one record: a pure decision that returns a named outcome.
+
+``Decider.decide`` reads a consumed record, decodes it, runs the handler and
+applies the retry policy. It does no I/O: the consumer acts on the outcome
+(stores the row, produces to a retry topic or the DLQ, pauses a partition), so
+every branch here is unit-tested with plain values. The handler is pure by
+contract (``orderproc.worker.handler``); the retry policy's jitter is its only
+randomness.
+
+Outcomes:
+
+* ``Processed``: the handler accepted the order; store it.
+* ``RetryLater``: non-blocking mode; send the record to ``topic``, due at ``due_ms``.
+* ``RetryInPlace``: blocking mode; wait ``delay_s``, then ``decide_again``.
+* ``DeadLetter``: retrying cannot help (or attempts are used up); write the envelope.
+* ``NotDue``: a retry-topic record whose due time is ahead; hold its partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from orderproc.config import RetryMode, Settings
+from orderproc.dlq.envelope import Failure
+from orderproc.errors import ProcessingError
+from orderproc.models import Order, Source
+from orderproc.records import Record
+from orderproc.serde import OrderSerde
+from orderproc.worker.handler import OrderHandler
+from orderproc.worker.retry import RetryPolicy, classify
+
+
+class Processed(NamedTuple):
+    """The order succeeded on attempt ``attempts``."""
+
+    order: Order
+    attempts: int
+    source: Source
+    replay_id: str | None
+
+
+class RetryLater(NamedTuple):
+    """Non-blocking retry: send the original bytes to ``topic``, due at ``due_ms``."""
+
+    failure: Failure
+    topic: str
+    due_ms: int
+
+
+class RetryInPlace(NamedTuple):
+    """Blocking retry: run the handler again on the same record after ``delay_s``."""
+
+    failure: Failure
+    delay_s: float
+
+
+class DeadLetter(NamedTuple):
+    """Send the failure to the dead-letter topic."""
+
+    failure: Failure
+
+
+class NotDue(NamedTuple):
+    """A retry-topic record read before its due time: hold its partition ``wait_s``."""
+
+    wait_s: float
+
+
+Outcome = Processed | RetryLater | RetryInPlace | DeadLetter | NotDue
+
+
+@dataclass(frozen=True)
+class Decider:
+    """The decision for one record, given the handler, the retry policy and the topology."""
+
+    handler: OrderHandler
+    policy: RetryPolicy
+    mode: RetryMode
+    consumer_group: str
+    retry_topics: frozenset[str]
+    retry_topic_prefix: str
+    serde: OrderSerde
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, handler: OrderHandler, policy: RetryPolicy | None = None
+    ) -> Decider:
+        return cls(
+            handler=handler,
+            policy=policy or RetryPolicy.from_settings(settings),
+            mode=settings.retry_mode,
+            consumer_group=settings.consumer_group,
+            retry_topics=frozenset(settings.retry_topics),
+            retry_topic_prefix=settings.retry_topic_prefix,
+            serde=OrderSerde(),
+        )
+
+    def decide(self, rec: Record, now_ms: int) -> Outcome:
+        """The outcome of reading ``rec`` now (epoch ms ``now_ms``)."""
+        if rec.topic in self.retry_topics:
+            due_ms = rec.retry_due_ms
+            if due_ms is not None and due_ms > now_ms:
+                return NotDue((due_ms - now_ms) / 1000)
+        attempts, first_failure_ms, source = rec.provenance()
+        try:
+            order = self.serde.decode(rec.value)
+        except ProcessingError as error:
+            return DeadLetter(
+                self._failure(rec, error, attempts + 1, first_failure_ms, source, None, now_ms)
+            )
+        return self._attempt(rec, order, attempts, first_failure_ms, source, now_ms)
+
+    def decide_again(self, rec: Record, previous: Failure, now_ms: int) -> Outcome:
+        """Blocking mode: the outcome of the next in-place attempt after ``previous``."""
+        assert previous.order is not None  # only decoded orders are retried
+        return self._attempt(
+            rec,
+            previous.order,
+            previous.attempts,
+            previous.first_failure_ms,
+            previous.source,
+            now_ms,
+        )
+
+    def _attempt(
+        self,
+        rec: Record,
+        order: Order,
+        attempts: int,
+        first_failure_ms: int | None,
+        source: Source,
+        now_ms: int,
+    ) -> Outcome:
+        try:
+            self.handler(order)
+        except Exception as exc:  # the handler is user code: classify anything
+            failure = self._failure(
+                rec, classify(exc), attempts + 1, first_failure_ms, source, order, now_ms
+            )
+            return self._after_failure(failure, now_ms)
+        return Processed(order, attempts + 1, source, rec.replay_id)
+
+    def _after_failure(self, failure: Failure, now_ms: int) -> Outcome:
+        attempts = failure.attempts
+        if not self.policy.should_retry(failure.error, attempts):
+            return DeadLetter(failure)
+        delay_s = self.policy.delay(attempts)
+        if self.mode is RetryMode.BLOCKING:
+            return RetryInPlace(failure, delay_s)
+        topic = f"{self.retry_topic_prefix}.{attempts}"
+        return RetryLater(failure, topic, now_ms + int(delay_s * 1000))
+
+    def _failure(
+        self,
+        rec: Record,
+        error: ProcessingError,
+        attempts: int,
+        first_failure_ms: int | None,
+        source: Source,
+        order: Order | None,
+        now_ms: int,
+    ) -> Failure:
+        return Failure(
+            error=error.about(rec),
+            attempts=attempts,
+            first_failure_ms=first_failure_ms or now_ms,
+            last_failure_ms=now_ms,
+            source=source,
+            consumer_group=self.consumer_group,
+            order=order,
+            raw_value=rec.value,
+            key=rec.key,
+        )

@@ -1,0 +1,72 @@
+"""Paused partitions: a retry partition waiting for its head record, or all of them
+while the flood breaker is open.
+
+A partition is *held* by pausing it and rewinding it (``OffsetPipeline.rewind``) to
+the first record that was not handled, so that record is the next one read when
+the partition resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from orderproc.records import TP
+from orderproc.worker.offsets import OffsetPipeline
+
+
+class PartitionHolds:
+    """Which partitions are paused, until when, and resuming them when due."""
+
+    def __init__(
+        self, consumer: Consumer, offsets: OffsetPipeline, on_change: Callable[[int], None]
+    ) -> None:
+        self.consumer = consumer
+        self.offsets = offsets
+        self._until: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
+        self._on_change = on_change
+
+    def __bool__(self) -> bool:
+        return bool(self._until)
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._until
+
+    def hold(self, topic: str, partition: int, offset: int, *, until: float) -> None:
+        """Pause the partition and rewind it to ``offset``."""
+        self.consumer.pause([TopicPartition(topic, partition)])
+        self.offsets.rewind(topic, partition, offset)
+        self._until[(topic, partition)] = until
+        self._on_change(len(self._until))
+
+    def pause_rest(self, assigned: Iterable[TopicPartition], *, until: float) -> None:
+        """Pause every assigned partition not held yet (nothing of theirs was handled)."""
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            if key not in self._until:
+                self.consumer.pause([tp])
+                self._until[key] = until
+        self._on_change(len(self._until))
+
+    def forget(self, partitions: Iterable[TP]) -> None:
+        """Partitions were revoked: their pause state goes with them."""
+        for tp in partitions:
+            self._until.pop(tp, None)
+        self._on_change(len(self._until))
+
+    def resume_due(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, until in self._until.items() if until <= now]
+        if due:
+            self.consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self._until[tp]
+            self._on_change(len(self._until))
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest held partition may resume (None: nothing held)."""
+        if not self._until:
+            return None
+        return min(self._until.values()) - time.monotonic()

@@ -1,0 +1,127 @@
+"""The one place where the consumer's offsets move: stored, committed, rewound.
+
+A batch becomes *durable* when its processed orders are committed to the store
+(done before it gets here) and every retry/DLQ record it produced is
+acknowledged by the broker. Offsets are stored strictly in batch order and only
+for durable batches; librdkafka's auto-commit then commits what was stored, and
+``commit_on_revoke`` commits synchronously before a partition changes hands.
+Waiting for acknowledgements per batch would stall the loop for a broker round
+trip, so up to ``max_in_flight`` batches wait here while the next ones are
+consumed. ``rewind`` moves the fetch position back to a record that was read but
+not handled (a paused partition), so it is the next one read.
+
+An exactly-once mode would replace ``_store`` with
+``send_offsets_to_transaction`` (or offsets kept with the rows) at this point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from orderproc.errors import DeliveryError
+from orderproc.records import TP
+from orderproc.worker.routing import FailureRouter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingBatch:
+    """Offsets of one handled batch and the acknowledgements it still waits for."""
+
+    next_offsets: dict[TP, int] = field(default_factory=dict)
+    oldest_timestamp_ms: int | None = None
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def expect_delivery(self) -> Callable[[KafkaError | None, Message], None]:
+        """Count one routed record; the returned callback is its ``on_delivery``."""
+        self.pending += 1
+        return self._acknowledged
+
+    def _acknowledged(self, err: KafkaError | None, msg: Message) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err.str()}")
+
+
+class OffsetPipeline:
+    """Stores offsets of durable batches, in order; refuses to pass a failed delivery."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        router: FailureRouter,
+        *,
+        max_in_flight: int = 4,
+        on_stored: Callable[[PendingBatch], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.router = router
+        self.max_in_flight = max_in_flight
+        self._on_stored = on_stored
+        self._waiting: deque[PendingBatch] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, batch: PendingBatch) -> None:
+        """Hand over a batch whose rows are committed; store what has become durable."""
+        self._waiting.append(batch)
+        self.advance(wait=len(self._waiting) > self.max_in_flight)
+
+    def advance(self, *, wait: bool = False) -> None:
+        """Store the offsets of every leading durable batch.
+
+        With ``wait`` it first waits for all outstanding acknowledgements (revoke,
+        shutdown, or too many batches in flight).
+
+        Raises:
+            DeliveryError: a retry/DLQ record was refused or never acknowledged;
+                neither its batch nor any later one is stored.
+        """
+        if wait and self._waiting:
+            remaining = self.router.flush()
+            if remaining:
+                raise DeliveryError(f"{remaining} retry/DLQ records unacknowledged; stopping")
+        else:
+            self.router.poll()
+        while self._waiting and self._waiting[0].pending == 0:
+            batch = self._waiting.popleft()
+            if batch.errors:
+                self._waiting.clear()
+                raise DeliveryError(
+                    f"{len(batch.errors)} retry/DLQ deliveries failed, first: {batch.errors[0]}"
+                )
+            self._store(batch)
+
+    def _store(self, batch: PendingBatch) -> None:
+        if batch.next_offsets:
+            # Safe: the batch's rows are committed and its routed records acknowledged.
+            self.consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+            )
+        if self._on_stored:
+            self._on_stored(batch)
+
+    def rewind(self, topic: str, partition: int, offset: int) -> None:
+        """Make ``offset`` the next record fetched from the partition (it was not handled)."""
+        self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def commit_on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving: make every handled batch durable, then commit synchronously.
+
+        Called from the rebalance callback, inside ``consume()``; the next owner
+        starts exactly after what this instance made durable.
+        """
+        self.advance(wait=True)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc.args[0].str())
