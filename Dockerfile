@@ -27,7 +27,12 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/orderpr
 COPY --chown=airflow:0 dags/ /opt/orderproc/dags/
 COPY --chown=airflow:0 plugins/ /opt/orderproc/plugins/
 
+# Where the hourly DLQ report writes its files (a volume in docker-compose.yml); created here
+# so the volume starts out owned by the `airflow` user.
+RUN mkdir -p /opt/airflow/orderproc-data/reports
+
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/orderproc/dags \
+    ORDERPROC_DATA_DIR=/opt/airflow/orderproc-data \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/orderproc/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=false \
     PYTHONUNBUFFERED=1

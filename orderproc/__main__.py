@@ -1,3 +1,5 @@
+"""``python -m orderproc``: the command line."""
+
 from orderproc.cli import main
 
 main()

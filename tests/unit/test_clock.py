@@ -1,0 +1,30 @@
+"""Time helpers and the pacer's stop signal (its schedule is tested with the replay)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from orderproc.clock import Pacer, as_utc, iso_ms
+
+pytestmark = pytest.mark.unit
+
+
+def test_as_utc_takes_naive_times_as_utc_and_converts_aware_ones() -> None:
+    assert as_utc(datetime(2026, 1, 1, 12)) == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    plus_two = datetime(2026, 1, 1, 14, tzinfo=timezone(timedelta(hours=2)))
+    assert as_utc(plus_two) == datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert as_utc(plus_two).tzinfo is UTC
+
+
+def test_iso_ms_keeps_milliseconds() -> None:
+    assert iso_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123+00:00"
+
+
+def test_a_sleep_that_says_stop_ends_the_wait() -> None:
+    now = [0.0]
+    pacer = Pacer(1.0, clock=lambda: now[0], sleep=lambda _s: True)
+
+    assert pacer.wait() is True  # the first call goes at once
+    assert pacer.wait() is False  # the second must wait, and the sleep asked to stop

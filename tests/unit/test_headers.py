@@ -1,0 +1,57 @@
+"""The header vocabulary: one name per meaning, tolerant readers, bounded writers."""
+
+from __future__ import annotations
+
+import pytest
+
+from orderproc import headers as h
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_provenance_header_is_ours_and_no_lineage_header_is() -> None:
+    assert all(name.startswith(h.PREFIX) for name in h.PROVENANCE)
+    lineage = (h.REPLAY_ID, h.REPLAY_COUNT, h.REPLAY_DLQ_TOPIC, h.REPLAY_DLQ_PARTITION,
+               h.REPLAY_DLQ_OFFSET)  # fmt: skip
+    assert not any(name.startswith(h.PREFIX) for name in lineage)
+    assert len(set(h.PROVENANCE)) == len(h.PROVENANCE)
+
+
+def test_normalize_accepts_lists_dicts_and_none_values() -> None:
+    assert h.normalize(None) == []
+    assert h.normalize([("a", None), ("b", "text"), ("c", b"\x00")]) == [
+        ("a", b""),
+        ("b", b"text"),
+        ("c", b"\x00"),
+    ]
+    assert h.normalize({"a": b"1"}) == [("a", b"1")]
+
+
+def test_foreign_drops_only_our_own_headers() -> None:
+    headers = [("orderproc.attempts", b"1"), ("trace", b"t"), ("replay.id", b"r")]
+
+    assert h.foreign(headers) == [("trace", b"t"), ("replay.id", b"r")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"42", 42), (b"-3", -3), (b"", None), (b"4.5", None), (b"x", None), (b"\xff", None)],
+)
+def test_integer_reads_what_is_a_number_and_nothing_else(
+    value: bytes, expected: int | None
+) -> None:
+    assert h.integer([("n", value)], "n") == expected
+
+
+def test_text_takes_the_first_non_empty_value_and_replaces_bad_utf8() -> None:
+    assert h.text([("n", b""), ("n", b"a\xffb"), ("n", b"c")], "n") == "a\ufffdb"
+    assert h.text([], "n") is None
+
+
+def test_clip_bounds_bytes_at_a_character_boundary() -> None:
+    clipped = h.clip("é" * 400, 101)
+
+    assert len(clipped) <= 101
+    assert clipped.endswith(b"...")
+    clipped.decode("utf-8")  # still valid UTF-8
+    assert h.clip("short") == b"short"

@@ -1,0 +1,125 @@
+"""Fakes of the Kafka clients for the worker's unit tests (integration tests use the real broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+class FakeMessage:
+    """What a delivery callback reads of a message."""
+
+    def __init__(self, topic: str, partition: int = 0, offset: int = 0) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeError:
+    """A delivery error as confluent-kafka reports it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def str(self) -> str:
+        return self.text
+
+
+class FakeProducer:
+    """Records ``produce`` calls; delivery reports are served by ``poll``/``flush``.
+
+    ``full_for`` makes the next N ``produce`` calls raise ``BufferError`` (a full
+    local queue); ``fail_topics`` makes deliveries to those topics fail.
+    """
+
+    def __init__(self, *, full_for: int = 0, fail_topics: tuple[str, ...] = ()) -> None:
+        self.produced: list[dict[str, Any]] = []
+        self.full_for = full_for
+        self.fail_topics = fail_topics
+        self.polls: list[float] = []
+        self._reports: list[Callable[[], None]] = []
+        self.hold_reports = False
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.full_for:
+            self.full_for -= 1
+            raise BufferError("Local: Queue full")
+        self.produced.append({"topic": topic, **kwargs})
+        callback = kwargs.get("on_delivery")
+        if callback is not None:
+            err = FakeError("Broker: refused") if topic in self.fail_topics else None
+            msg = FakeMessage(topic, 0, len(self.produced) - 1)
+            self._reports.append(lambda: callback(err, msg))
+
+    def _serve(self) -> int:
+        if self.hold_reports:
+            return len(self._reports)
+        reports, self._reports = self._reports, []
+        for report in reports:
+            report()
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        self.polls.append(timeout)
+        self._serve()
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self._serve()
+
+
+class FakeConsumer:
+    """Records what the worker asks of its consumer: offsets, seeks, pauses, commits."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, int, int]] = []
+        self.seeks: list[tuple[str, int, int]] = []
+        self.paused: set[tuple[str, int]] = set()
+        self.resumed: list[tuple[str, int]] = []
+        self.commits = 0
+        self.assigned: list[Any] = []
+
+    def store_offsets(self, *, offsets: list[Any]) -> None:
+        self.stored += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in tps}
+
+    def resume(self, tps: list[Any]) -> None:
+        for tp in tps:
+            self.paused.discard((tp.topic, tp.partition))
+            self.resumed.append((tp.topic, tp.partition))
+
+    def commit(self, asynchronous: bool = True) -> None:
+        self.commits += 1
+
+    def assignment(self) -> list[Any]:
+        return self.assigned
+
+
+@pytest.fixture
+def fake_consumer() -> FakeConsumer:
+    return FakeConsumer()
+
+
+@pytest.fixture
+def fake_producer() -> FakeProducer:
+    return FakeProducer()
+
+
+@pytest.fixture
+def make_fake_producer() -> Callable[..., FakeProducer]:
+    """``FakeProducer(full_for=..., fail_topics=...)``."""
+    return FakeProducer

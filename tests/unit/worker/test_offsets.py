@@ -1,0 +1,138 @@
+"""The offset pipeline: offsets move only for durable batches, in order, and never past a loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orderproc.config import Settings
+from orderproc.errors import DeliveryError
+from orderproc.worker.offsets import OffsetPipeline, PendingBatch
+from orderproc.worker.routing import FailureRouter
+
+pytestmark = pytest.mark.unit
+
+
+def pipeline(consumer: Any, producer: Any, **kwargs: Any) -> OffsetPipeline:
+    router = FailureRouter(Settings(dlq_topic="dlq"), producer=producer)
+    return OffsetPipeline(consumer, router, **kwargs)
+
+
+def batch(
+    offsets: dict[tuple[str, int], int], deliveries: int = 0, producer: Any = None
+) -> PendingBatch:
+    b = PendingBatch(next_offsets=dict(offsets))
+    for _ in range(deliveries):
+        producer.produce("dlq", value=b"x", on_delivery=b.expect_delivery())
+    return b
+
+
+def test_a_batch_without_routed_records_is_stored_at_once(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    offsets = pipeline(fake_consumer, fake_producer)
+
+    offsets.submit(batch({("orders", 0): 11, ("orders", 1): 5}))
+
+    assert sorted(fake_consumer.stored) == [("orders", 0, 11), ("orders", 1, 5)]
+    assert len(offsets) == 0
+
+
+def test_a_batch_waits_for_its_acknowledgements_and_later_batches_wait_behind_it(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    fake_producer.hold_reports = True
+    offsets = pipeline(fake_consumer, fake_producer)
+    first = batch({("orders", 0): 10}, deliveries=2, producer=fake_producer)
+    offsets.submit(first)
+    offsets.submit(batch({("orders", 0): 20}))
+
+    assert fake_consumer.stored == []  # the first batch's DLQ records are not acknowledged yet
+    assert len(offsets) == 2
+
+    fake_producer.hold_reports = False
+    offsets.advance()
+
+    assert fake_consumer.stored == [("orders", 0, 10), ("orders", 0, 20)]  # in batch order
+
+
+def test_a_refused_delivery_stores_neither_its_batch_nor_any_later_one(
+    make_fake_producer: Any, fake_consumer: Any
+) -> None:
+    producer = make_fake_producer(fail_topics=("dlq",))
+    producer.hold_reports = True
+    offsets = pipeline(fake_consumer, producer)
+    offsets.submit(batch({("orders", 0): 3}))
+    offsets.submit(batch({("orders", 0): 10}, deliveries=1, producer=producer))
+    offsets.submit(batch({("orders", 0): 20}))
+    producer.hold_reports = False
+
+    with pytest.raises(DeliveryError, match="Broker: refused"):
+        offsets.advance()
+
+    assert fake_consumer.stored == [("orders", 0, 3)]
+
+
+def test_too_many_batches_in_flight_wait_for_every_acknowledgement(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    fake_producer.hold_reports = True
+    offsets = pipeline(fake_consumer, fake_producer, max_in_flight=2)
+    offsets.submit(batch({("orders", 0): 1}, deliveries=1, producer=fake_producer))
+    offsets.submit(batch({("orders", 0): 2}, deliveries=1, producer=fake_producer))
+    assert fake_consumer.stored == []
+
+    fake_producer.hold_reports = False  # the third submit flushes the router
+    offsets.submit(batch({("orders", 0): 3}, deliveries=1, producer=fake_producer))
+
+    assert fake_consumer.stored == [("orders", 0, 1), ("orders", 0, 2), ("orders", 0, 3)]
+
+
+def test_records_never_acknowledged_at_shutdown_stop_the_consumer(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    fake_producer.hold_reports = True
+    offsets = pipeline(fake_consumer, fake_producer)
+    offsets.submit(batch({("orders", 0): 9}, deliveries=1, producer=fake_producer))
+
+    with pytest.raises(DeliveryError, match="1 retry/DLQ records unacknowledged"):
+        offsets.advance(wait=True)
+
+    assert fake_consumer.stored == []
+
+
+def test_the_stored_callback_sees_each_durable_batch(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    seen: list[PendingBatch] = []
+    offsets = pipeline(fake_consumer, fake_producer, on_stored=seen.append)
+    b = batch({("orders", 0): 4})
+    b.oldest_timestamp_ms = 123
+
+    offsets.submit(b)
+
+    assert seen == [b]
+
+
+def test_commit_on_revoke_makes_handled_batches_durable_then_commits(
+    fake_consumer: Any, fake_producer: Any
+) -> None:
+    fake_producer.hold_reports = True
+    offsets = pipeline(fake_consumer, fake_producer)
+    offsets.submit(batch({("orders", 0): 7}, deliveries=1, producer=fake_producer))
+    fake_producer.hold_reports = False
+
+    offsets.commit_on_revoke([])
+
+    assert fake_consumer.stored == [("orders", 0, 7)]
+    assert fake_consumer.commits == 1
+
+
+def test_rewind_moves_the_fetch_position_back(fake_consumer: Any, fake_producer: Any) -> None:
+    offsets = pipeline(fake_consumer, fake_producer)
+
+    offsets.rewind("orders.retry.1", 2, 41)
+
+    assert fake_consumer.seeks == [("orders.retry.1", 2, 41)]
+    assert fake_consumer.stored == []  # a rewind is not a stored offset

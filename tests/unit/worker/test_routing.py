@@ -1,0 +1,113 @@
+"""Routing: what a retry record and a dead letter carry, and a full producer queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from orderproc.config import Settings
+from orderproc.dlq.envelope import Failure
+from orderproc.errors import BusinessRuleError, DeserializationError
+from orderproc.models import Order, Source
+from orderproc.worker.routing import FailureRouter
+
+pytestmark = pytest.mark.unit
+
+SOURCE = Source("orders", 2, 40, 1_700_000_000_000)
+
+
+def failure(attempts: int = 1, *, order: Order | None = Order("o-1", "item1", 150.0)) -> Failure:
+    error = (
+        BusinessRuleError("Simulated error: high price")
+        if order
+        else DeserializationError("undecodable", b"\x01")
+    )
+    return Failure(
+        error=error,
+        attempts=attempts,
+        first_failure_ms=1_700_000_001_000,
+        last_failure_ms=1_700_000_002_000,
+        source=SOURCE,
+        consumer_group="order-group",
+        order=order,
+        raw_value=b"\x01raw",
+        key=b"o-1",
+    )
+
+
+STALE = [
+    ("orderproc.attempts", b"9"),
+    ("orderproc.source.topic", b"elsewhere"),
+    ("trace-id", b"abc"),
+]
+
+
+def test_a_retry_record_carries_the_original_bytes_fresh_provenance_and_its_due_time(
+    fake_producer: Any,
+) -> None:
+    router = FailureRouter(Settings(), producer=fake_producer)
+
+    router.to_retry(failure(2), "orders.retry.2", 1_700_000_005_000, STALE)
+
+    [sent] = fake_producer.produced
+    headers = sent["headers"]
+    names = [k for k, _ in headers]
+    assert sent["topic"] == "orders.retry.2"
+    assert sent["key"] == b"o-1" and sent["value"] == b"\x01raw"
+    assert ("trace-id", b"abc") in headers  # the record's own headers travel on
+    assert names.count("orderproc.attempts") == 1  # replaced, not appended
+    assert dict(headers)["orderproc.attempts"] == b"2"
+    assert dict(headers)["orderproc.source.topic"] == b"orders"
+    assert dict(headers)["orderproc.retry.due.ms"] == b"1700000005000"
+
+
+def test_a_dead_letter_carries_the_envelope_and_the_original_key(fake_producer: Any) -> None:
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=fake_producer)
+
+    router.to_dlq(failure(3), STALE, now_ms=1_700_000_009_000)
+
+    [sent] = fake_producer.produced
+    envelope = json.loads(sent["value"])
+    assert sent["topic"] == "orders_dlq"
+    assert sent["key"] == b"o-1"
+    assert envelope["failed_order"] == {"orderId": "o-1", "product": "item1", "price": 150.0}
+    assert envelope["reason"] == "Simulated error: high price"
+    assert envelope["attempts"] == 3
+    assert envelope["source"] == {"topic": "orders", "partition": 2, "offset": 40,
+                                  "timestamp": 1_700_000_000_000}  # fmt: skip
+    assert "orderproc.retry.due.ms" not in dict(sent["headers"])
+
+
+def test_an_undecodable_record_is_dead_lettered_with_its_raw_bytes(fake_producer: Any) -> None:
+    router = FailureRouter(Settings(), producer=fake_producer)
+
+    router.to_dlq(failure(order=None), [], now_ms=1)
+
+    envelope = json.loads(fake_producer.produced[0]["value"])
+    assert envelope["failed_order"] is None
+    assert envelope["raw_value_b64"] == "AXJhdw=="  # base64 of b"\x01raw"
+    assert envelope["error"]["category"] == "deserialization"
+
+
+def test_a_full_producer_queue_is_waited_out_not_dropped(make_fake_producer: Any) -> None:
+    producer = make_fake_producer(full_for=3)
+    router = FailureRouter(Settings(), producer=producer)
+
+    router.to_dlq(failure(), [], now_ms=1)
+
+    assert len(producer.produced) == 1
+    assert len(producer.polls) == 3  # served delivery reports to make room, three times
+
+
+def test_deliveries_without_a_callback_are_remembered_when_they_fail(
+    make_fake_producer: Any,
+) -> None:
+    producer = make_fake_producer(fail_topics=("orders_dlq",))
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+
+    router.to_dlq(failure(), [], now_ms=1)
+    router.poll()
+
+    assert router.errors == ["orders_dlq: Broker: refused"]
