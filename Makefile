@@ -32,7 +32,7 @@ bench: install  ## throughput ratios against raw confluent-kafka + fastavro base
 	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.run
 
-airflow: install  ## airflow standalone on 127.0.0.1 with the project's DAGs, plugins and connections
+airflow: install  ## a local Airflow on 127.0.0.1 with the project's DAGs, plugins and connections
 	@scripts/airflow-local.sh
 
 up: install

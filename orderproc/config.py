@@ -18,6 +18,13 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orderproc.logs import LIBRDKAFKA_LOG
+
+
+def _dev_kafka_port() -> str:
+    port = os.environ.get("ORDERPROC_KAFKA_PORT", "").strip()
+    return port if port.isdigit() else "9092"
+
 
 def default_data_dir() -> Path:
     """Where files live when no setting says otherwise: the user's XDG data folder."""
@@ -35,10 +42,13 @@ class RetryMode(StrEnum):
 class Settings(BaseSettings):
     """orderproc settings; environment variables are ``ORDERPROC_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="ORDERPROC_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERPROC_", frozen=True, extra="ignore", allow_inf_nan=False
+    )
 
-    # Kafka connection
-    bootstrap_servers: str = "127.0.0.1:9092"
+    # Kafka connection. The default is the local dev broker, on ORDERPROC_KAFKA_PORT if that
+    # moved it, so `orderproc dev up` and every other command talk to the same broker.
+    bootstrap_servers: str = Field(default_factory=lambda: f"127.0.0.1:{_dev_kafka_port()}")
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -119,6 +129,8 @@ class Settings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            # librdkafka's lines go through Python logging, repeats quietened (orderproc.logs).
+            "logger": LIBRDKAFKA_LOG,
         }
         optional = {
             "sasl.mechanism": self.sasl_mechanism,

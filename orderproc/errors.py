@@ -32,6 +32,7 @@ class ErrorCategory(StrEnum):
     VALIDATION = "validation"
     BUSINESS_RULE = "business_rule"
     TRANSIENT = "transient"
+    INTERNAL = "internal"
     UNKNOWN = "unknown"
 
 
@@ -55,7 +56,11 @@ class DeliveryError(OrderProcError):
 
 
 class StoreError(OrderProcError):
-    """The database refused or could not be reached."""
+    """The database could not be reached, or failed as a whole (not because of one row)."""
+
+
+class RowsRefusedError(StoreError):
+    """The database is up but refused the data: some row breaks a type, length or constraint."""
 
 
 class DrainError(OrderProcError):
@@ -121,6 +126,18 @@ class DeserializationError(PermanentError):
 
 class ValidationError(PermanentError):
     """The record decoded but is not a valid order (empty id, NaN price, ...)."""
+
+    category = ErrorCategory.VALIDATION
+
+
+class InternalError(PermanentError):
+    """orderproc itself failed on this record (a bug): dead-letter it, keep the stream going."""
+
+    category = ErrorCategory.INTERNAL
+
+
+class StoreRefusedError(PermanentError):
+    """The database is up but refused this order's row."""
 
     category = ErrorCategory.VALIDATION
 

@@ -66,6 +66,26 @@ MAX_TEXT = 512
 """Free text in a header (the error message) is cut to this many bytes."""
 
 
+UNREADABLE = "a header name is not valid UTF-8; the record's headers cannot be read"
+
+
+def read(msg: Any) -> tuple[list[Header], str | None]:
+    """The headers of a ``confluent_kafka.Message``, read exactly once: ``(headers, problem)``.
+
+    confluent-kafka (2.16) cannot represent a header *name* that is not valid UTF-8:
+    the first ``msg.headers()`` raises (``SystemError`` or the ``UnicodeDecodeError``
+    behind it) and caches a list holding a NULL name, which crashes the interpreter
+    when a later call hands it out and it is touched. So this is the only place
+    that calls ``headers()``, once per message; an unreadable record gets no headers
+    and a ``problem`` to dead-letter it with.
+    """
+    try:
+        raw = msg.headers()
+    except (SystemError, UnicodeDecodeError, ValueError):
+        return [], UNREADABLE
+    return normalize(raw), None
+
+
 def normalize(raw: Any) -> list[Header]:
     """Kafka message headers (list or dict, ``None`` values allowed) as ``(name, bytes)`` pairs."""
     if not raw:

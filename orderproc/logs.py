@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,3 +40,34 @@ def configure_logging(*, json_output: bool = False, level: str | int = "INFO") -
     root.setLevel(level)
     # librdkafka's own lines are routed through `logger=` at WARNING; keep our INFO lines readable.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class LibrdkafkaLog:
+    """librdkafka's own log lines, through Python logging, without the flood.
+
+    Given to every client as its ``logger`` setting. librdkafka logs each failed
+    connection attempt: a broker that is down for a minute makes hundreds of
+    identical lines. The first line of a kind is logged at its own level (at most
+    WARNING: the client retries by itself); repeats within ``quiet_s`` go to DEBUG.
+    confluent-kafka calls ``log(level, fmt, facility, client name, message)``.
+    """
+
+    def __init__(self, name: str = "orderproc.librdkafka", quiet_s: float = 60.0) -> None:
+        self._log = logging.getLogger(name)
+        self._quiet_s = quiet_s
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        facility = str(args[0]) if args else ""
+        text = str(args[-1]) if args else fmt
+        kind = f"{facility}:{text.split(':', 1)[0]}"
+        now = time.monotonic()
+        seen = self._last.get(kind)
+        self._last[kind] = now
+        if seen is not None and now - seen < self._quiet_s:
+            level = logging.DEBUG
+        self._log.log(min(level, logging.WARNING), "librdkafka %s: %s", facility, text)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog()
+"""The one adapter every client's ``logger`` setting points at."""

@@ -18,6 +18,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from orderproc.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +121,10 @@ class MetricsServer:
         self._registry = registry
         self._health = health
         handler = self._handler()
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

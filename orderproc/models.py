@@ -9,7 +9,14 @@ from typing import Any, NamedTuple
 
 from orderproc.errors import ValidationError
 
-_INF = math.inf
+MAX_TEXT = 200
+"""The longest ``orderId`` and ``product`` the store holds (characters)."""
+
+MAX_REPLAY_ID = 64
+"""The longest replay id the store holds; the replay writes ids that fit (``replay_id_for``)."""
+
+MAX_PRICE = 3.4028234663852886e38
+"""The largest finite Avro ``float`` (32-bit): a larger price cannot be written back."""
 
 
 class Order(NamedTuple):
@@ -27,8 +34,12 @@ class Order(NamedTuple):
     def from_record(cls, record: Any) -> Order:
         """Build and validate an order from its Avro field names.
 
+        The limits are the store's: an order that passes can always be stored and
+        written back as Avro. The price is kept exactly as decoded (Avro ``float`` is
+        32-bit, so 45.67 arrives as 45.66999816894531); it is rounded only for display.
+
         Raises:
-            ValidationError: a field is missing, empty or out of range.
+            ValidationError: a field is missing, empty, too long, holds NUL, or is out of range.
         """
         if not isinstance(record, dict):
             raise ValidationError(f"missing fields: not a record but {type(record).__name__}")
@@ -38,13 +49,15 @@ class Order(NamedTuple):
             type(order_id) is str
             and type(product) is str
             and type(price) is float
-            and 0.0 <= price < _INF
-            and order_id
-            and product
+            and 0.0 <= price <= MAX_PRICE
+            and 0 < len(order_id) <= MAX_TEXT
+            and 0 < len(product) <= MAX_TEXT
             and not order_id.isspace()
             and not product.isspace()
+            and "\x00" not in order_id
+            and "\x00" not in product
         ):
-            return cls(order_id, product, round(price, 2))
+            return cls(order_id, product, price)
         return cls._validated(record)
 
     @classmethod
@@ -53,22 +66,35 @@ class Order(NamedTuple):
             order_id, product, price = record["orderId"], record["product"], record["price"]
         except (KeyError, TypeError) as exc:
             raise ValidationError(f"missing field {exc}") from exc
-        if not isinstance(order_id, str) or not order_id.strip():
-            raise ValidationError("orderId is empty")
-        if not isinstance(product, str) or not product.strip():
-            raise ValidationError("product is empty")
+        _check_text("orderId", order_id)
+        _check_text("product", product)
         if isinstance(price, bool) or not isinstance(price, int | float):
-            raise ValidationError(f"price is not a number: {price!r}")
+            raise ValidationError(f"price is not a number: {_short(price)}")
         if not math.isfinite(price):
             raise ValidationError(f"price is not finite: {price}")
         if price < 0:
             raise ValidationError(f"price is negative: {price}")
-        # Avro `float` is 32-bit: 45.67 arrives as 45.66999816894531. Prices are cents.
-        return cls(order_id=order_id, product=product, price=round(float(price), 2))
+        if price > MAX_PRICE:
+            raise ValidationError(f"price {price:g} is larger than an Avro float can hold")
+        return cls(order_id=order_id, product=product, price=float(price))
 
     def to_record(self) -> dict[str, Any]:
         """The order with its Avro field names (the original system's JSON shape)."""
         return {"orderId": self.order_id, "product": self.product, "price": self.price}
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} is empty")
+    if len(value) > MAX_TEXT:
+        raise ValidationError(f"{name} is {len(value)} characters long; the store holds {MAX_TEXT}")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains a NUL character, which the store cannot hold")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Source(NamedTuple):

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from orderproc import headers as h
 from orderproc.headers import Header
-from orderproc.models import Source
+from orderproc.models import MAX_REPLAY_ID, Source
 
 TP = tuple[str, int]
 """A topic partition as a hashable pair."""
@@ -38,19 +38,23 @@ class Record:
     value: bytes | None
     headers: list[Header]
     timestamp_ms: int | None = None
+    header_problem: str | None = None
+    """Why the headers could not be read (they are then empty); None when they could."""
 
     @classmethod
     def of(cls, msg: Any) -> Record:
-        """Copy a ``confluent_kafka.Message``."""
+        """Copy a ``confluent_kafka.Message``; its headers are read once (``headers.read``)."""
         kind, ts = msg.timestamp()
+        headers, problem = h.read(msg)
         return cls(
             msg.topic() or "",
             msg.partition() or 0,
             msg.offset() or 0,
             msg.key(),
             msg.value(),
-            h.normalize(msg.headers()),
+            headers,
             int(ts) if kind and ts > 0 else None,
+            problem,
         )
 
     @property
@@ -64,19 +68,37 @@ class Record:
 
     @property
     def replay_id(self) -> str | None:
-        """The replay run that published this record, if any (lineage header)."""
-        return h.text(self.headers, h.REPLAY_ID)
+        """The replay run that published this record, if any (lineage header).
+
+        Only an id the replay could have written counts (at most ``MAX_REPLAY_ID``
+        characters, no NUL): a foreign header must not make the store refuse the row.
+        """
+        value = h.text(self.headers, h.REPLAY_ID)
+        if value is None or len(value) > MAX_REPLAY_ID or "\x00" in value:
+            return None
+        return value
 
     @property
     def retry_due_ms(self) -> int | None:
         """When a retry-topic record is due (epoch ms), if it says so."""
         return h.integer(self.headers, h.RETRY_DUE_MS)
 
-    def provenance(self) -> Provenance:
-        """Attempts so far, first failure time and original source, from the headers.
+    @property
+    def own_source(self) -> Source:
+        """This record's own coordinates."""
+        return Source(self.topic, self.partition, self.offset, self.timestamp_ms)
 
-        A record without provenance headers (any record of the main topic that was
-        not re-published by hand) has none of them: 0 attempts, its own coordinates.
+    @property
+    def has_provenance_headers(self) -> bool:
+        """Whether the record carries any ``orderproc.*`` header (trusted or not)."""
+        return any(k.startswith(h.PREFIX) for k, _ in self.headers)
+
+    def provenance(self) -> Provenance:
+        """Attempts so far, first failure time and original source, *as the headers say*.
+
+        Headers are untrusted: the consumer checks what this returns against the
+        topic the record was read from (``orderproc.worker.decide``). A record
+        without complete provenance headers reads as 0 attempts at its own coordinates.
         """
         own = Provenance(
             0, None, Source(self.topic, self.partition, self.offset, self.timestamp_ms)

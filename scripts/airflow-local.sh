@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make airflow`: Airflow 3 standalone on http://127.0.0.1:${AIRFLOW_PORT:-8080} with the
+# `make airflow`: a local Airflow 3 (API server, scheduler, DAG processor, triggerer) on http://127.0.0.1:${AIRFLOW_PORT:-8080} with the
 # project's dags/ and plugins/, AIRFLOW_HOME=.devstack/airflow, and the kafka_default and
 # orderproc_db connections built from the ORDERPROC_* settings. Runs until Ctrl-C, which
 # stops every Airflow process. The logic is in orderproc/devstack/airflow.py.

@@ -9,6 +9,8 @@ for tool in java mvn; do
     command -v "$tool" >/dev/null || { echo "test: error: $tool is not installed (needed for the local Kafka broker)" >&2; exit 1; }
 done
 
+scripts/ensure-packages.sh
+
 echo "== lint" >&2
 $BIN/ruff check .
 $BIN/ruff format --check .

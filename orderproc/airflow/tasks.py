@@ -21,9 +21,9 @@ from orderproc.airflow.hooks import dlq_consumer, replay_producer
 from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams
 from orderproc.config import get_settings
 from orderproc.dlq.drain import run_drain
+from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.replay import ReplayRequest, replay_id_for, replay_with_settings
 from orderproc.dlq.replay import summary_markdown as replay_summary
-from orderproc.dlq.store import EventFilter
 from orderproc.errors import ConfigError
 from orderproc.report import generate_report
 from orderproc.report.render import format_table

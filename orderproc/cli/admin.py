@@ -39,13 +39,14 @@ def demo(
     keep_running: bool = typer.Option(False, help="Leave the local broker running afterwards."),
 ) -> None:
     """Run the main job end to end on the local broker and the embedded SQLite store."""
-    from orderproc.devstack.demo import demo_settings, run_batch_cycle, run_live_stream
+    from orderproc.devstack.demo import run_batch_cycle, run_live_stream
     from orderproc.devstack.kafka import KafkaBroker, metadata_answers
+    from orderproc.devstack.settings import with_dev_data_dir
     from orderproc.kafka.topics import ensure_topics
     from orderproc.store.engine import open_engine, redacted
     from orderproc.store.migrate import upgrade
 
-    settings = demo_settings(settings_with())
+    settings = with_dev_data_dir(settings_with())
     broker = KafkaBroker()
     # A broker already answering at ORDERPROC_BOOTSTRAP_SERVERS is used as it is.
     external = metadata_answers(settings.bootstrap_servers, 3.0)

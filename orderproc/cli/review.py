@@ -21,7 +21,8 @@ from tabulate import tabulate
 from orderproc.cli.common import echo, settings_with
 from orderproc.clock import as_utc
 from orderproc.dlq.corrections import coerce_field
-from orderproc.dlq.store import DlqStore, EventFilter
+from orderproc.dlq.filters import EventFilter
+from orderproc.dlq.store import DlqStore
 from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
 from orderproc.store.engine import open_engine, store_error

@@ -35,7 +35,10 @@ def produce(
         str | None, typer.Option(help="Target topic (default: ORDERPROC_ORDERS_TOPIC).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-order lines.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed, for reproducible runs.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed for products and prices (order ids are always new uuid4s)."),
+    ] = None,
     json_logs: JsonLogs = None,
     log_level: LogLevel = "INFO",
 ) -> None:

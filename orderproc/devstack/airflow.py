@@ -1,13 +1,22 @@
-"""A local Airflow 3 (``airflow standalone``) on loopback for the project's DAGs.
+"""A local Airflow 3 on loopback for the project's DAGs.
 
 ``make airflow`` runs ``python -m orderproc.devstack.airflow [--port 8080]``. It
 runs in the foreground until Ctrl-C (or SIGTERM), which stops every Airflow
-process it started (Ctrl-C again: at once). Layout under ``<devstack_dir>/airflow``
-(``AIRFLOW_HOME``)::
+process it started (Ctrl-C again: at once).
+
+It starts what ``airflow standalone`` starts (API server, scheduler, DAG
+processor, triggerer) but each part itself, in one process group, because
+standalone always opens the scheduler's and triggerer's log servers on every
+interface (ports 8793/8794, no host setting): here they are skipped
+(``--skip-serve-logs``; the API server reads task logs from the local files), so
+only the API server listens, on 127.0.0.1. Parallelism is sized to the machine
+(LocalExecutor forks that many workers up front: 32 by default).
+
+Layout under ``<devstack_dir>/airflow`` (``AIRFLOW_HOME``)::
 
     airflow.cfg, airflow.db                            Airflow's own config and metadata DB
     simple_auth_manager_passwords.json.generated       the admin password (kept across starts)
-    standalone.log                                     all Airflow output (previous: .log.1)
+    airflow.log                                        all Airflow output (previous: .log.1)
 
 The ``kafka_default`` and ``orderproc_db`` connections come from the orderproc
 settings as ``AIRFLOW_CONN_*`` environment variables, so they never sit in the
@@ -40,6 +49,7 @@ from orderproc.devstack.settings import (
     DevstackError,
     DevstackSettings,
     get_devstack_settings,
+    with_dev_data_dir,
 )
 from orderproc.errors import OrderProcError
 from orderproc.store.engine import redacted
@@ -69,7 +79,7 @@ class AirflowPaths:
 
     @property
     def log(self) -> Path:
-        return self.home / "standalone.log"
+        return self.home / "airflow.log"
 
     @property
     def metadata_db(self) -> Path:
@@ -106,8 +116,8 @@ def database_connection(database_url: str) -> str:
 def airflow_env(
     settings: Settings, paths: AirflowPaths, port: int, base: dict[str, str]
 ) -> dict[str, str]:
-    """The environment of ``airflow standalone``: ``base`` plus the local stack's config."""
-    venv_bin = str(Path(sys.executable).parent)  # standalone starts its parts as `airflow ...`
+    """The environment of the local Airflow: ``base`` plus the local stack's config."""
+    venv_bin = str(Path(sys.executable).parent)  # the parts start their own `airflow ...`
     return {
         **base,
         "PATH": os.pathsep.join([venv_bin, base.get("PATH", "")]),
@@ -116,6 +126,8 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(CHECKOUT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism()),
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__API__PORT": str(port),
         # Tasks report to the API server; on a port other than 8080 they would stay queued.
@@ -124,7 +136,25 @@ def airflow_env(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(paths.passwords_file),
         "AIRFLOW_CONN_KAFKA_DEFAULT": kafka_connection(settings),
         "AIRFLOW_CONN_ORDERPROC_DB": database_connection(settings.effective_database_url),
+        # The tasks' own settings: reports go where `make demo` and `orderproc report` put them.
+        "ORDERPROC_DATA_DIR": str(settings.data_dir),
     }
+
+
+def parallelism() -> int:
+    """Task slots for the local Airflow: one per core, at least two."""
+    return max(2, os.cpu_count() or 2)
+
+
+PARTS = """
+"$AIRFLOW" db migrate || exit 1
+"$AIRFLOW" api-server &
+"$AIRFLOW" scheduler --skip-serve-logs &
+"$AIRFLOW" dag-processor &
+"$AIRFLOW" triggerer --skip-serve-logs &
+wait -n  # one part ending ends the local Airflow; stop() takes the rest of the group
+"""
+"""The shell that starts Airflow's parts; the devstack signals its process group."""
 
 
 def health_url(port: int) -> str:
@@ -141,7 +171,7 @@ def answers(port: int, timeout_s: float = 2.0) -> bool:
 
 
 class LocalAirflow:
-    """``airflow standalone`` in its own process group, stopped as one."""
+    """The local Airflow's parts in their own process group, stopped as one."""
 
     def __init__(
         self,
@@ -172,15 +202,15 @@ class LocalAirflow:
         ]
 
     def start(self) -> int:
-        """Spawn ``airflow standalone`` (output to the log file); returns its pid."""
+        """Spawn Airflow's parts (output to the log file); returns the group leader's pid."""
         log = self.paths.log
         if log.exists():
             log.replace(log.with_name(log.name + ".1"))
         env = airflow_env(self.settings, self.paths, self.port, dict(os.environ))
-        airflow = str(Path(sys.executable).with_name("airflow"))
+        env["AIRFLOW"] = str(Path(sys.executable).with_name("airflow"))
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [airflow, "standalone"],
+                ["bash", "-c", PARTS],
                 cwd=self.paths.home,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -225,18 +255,16 @@ class LocalAirflow:
             _signal_group(self.proc.pid, signal.SIGKILL)
             return
         self.stopping = True
-        # SIGINT is standalone's clean path: it terminates its parts and waits for them.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGINT)
+        # Every part shuts down cleanly on SIGTERM (the scheduler stops its task runners).
+        _signal_group(self.proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        """Stop standalone, then anything left of its process group; waits for all of it."""
+        """Stop every part of the process group; waits for all of it, then kills leftovers."""
         self.request_stop()
         if self.proc is None:
             return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_GRACE_S)
-        # What outlives standalone's own shutdown (idle LocalExecutor workers) goes too.
+        if _group_gone(self.proc, STOP_GRACE_S):
+            return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not _signal_group(self.proc.pid, sig) or _group_gone(self.proc, 10.0):
                 return
@@ -312,7 +340,7 @@ def run(settings: Settings, port: int) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"starting airflow standalone (log: {local.paths.log}) ...", flush=True)
+    print(f"starting airflow (log: {local.paths.log}) ...", flush=True)
     local.start()
     try:
         local.wait_ready()
@@ -321,7 +349,7 @@ def run(settings: Settings, port: int) -> int:
         code = local.wait()
     finally:
         local.stop()
-    if code is None:
+    if code is None or local.stopping:
         print("airflow stopped", flush=True)
         return 0
     print(f"airflow exited with code {code}; see {local.paths.log}", file=sys.stderr)
@@ -334,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API server port")
     args = parser.parse_args(argv)
     try:
-        return run(get_settings(), args.port)
+        return run(with_dev_data_dir(get_settings()), args.port)
     except OrderProcError as exc:
         print(f"airflow: error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orderproc.config import Settings
-from orderproc.devstack.settings import get_devstack_settings
 
 Echo = Callable[[str], None]
 
@@ -63,14 +62,6 @@ class Service:
         return code
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """The demo keeps its embedded store and reports in the dev stack folder, unless
-    ``ORDERPROC_DATA_DIR`` says otherwise."""
-    if "data_dir" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"data_dir": get_devstack_settings().devstack_dir})
-
-
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of the demo's worker processes: this one, with the demo's data folder."""
     return {**os.environ, "ORDERPROC_DATA_DIR": str(settings.data_dir)}
@@ -106,8 +97,9 @@ def _summary(lines: list[str]) -> dict[str, str]:
 def run_batch_cycle(settings: Settings, *, echo: Echo) -> None:
     """What Airflow runs in production: drain, review (a correction), replay, report."""
     from orderproc.dlq.drain import run_drain
+    from orderproc.dlq.filters import EventFilter
     from orderproc.dlq.replay import ReplayRequest, replay_with_settings
-    from orderproc.dlq.store import DlqStore, EventFilter
+    from orderproc.dlq.store import DlqStore
     from orderproc.report import generate_report
     from orderproc.report.render import format_table
     from orderproc.store.engine import open_engine

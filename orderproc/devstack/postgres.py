@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from orderproc.devstack.settings import DevstackError
+from orderproc.store.engine import redacted
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5432
@@ -50,7 +51,7 @@ class PostgresStatus:
         if self.version is None:
             return "postgres not installed"
         state = "running" if self.running else "stopped"
-        return f"postgres {self.version} {state} port={self.port} url={self.url}"
+        return f"postgres {self.version} {state} port={self.port} url={redacted(self.url)}"
 
 
 def database_url(port: int = DEFAULT_PORT) -> str:

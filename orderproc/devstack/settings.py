@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orderproc.config import Settings
 from orderproc.errors import OrderProcError
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,14 @@ class DevstackSettings(BaseSettings):
     def bootstrap(self) -> str:
         """Bootstrap servers of the local broker."""
         return f"127.0.0.1:{self.kafka_port}"
+
+
+def with_dev_data_dir(settings: Settings) -> Settings:
+    """``settings`` whose embedded store and reports live in the dev stack folder, unless
+    ``ORDERPROC_DATA_DIR`` says otherwise (``make demo`` and ``make airflow`` share them)."""
+    if "data_dir" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"data_dir": get_devstack_settings().devstack_dir})
 
 
 @lru_cache(maxsize=1)

@@ -28,12 +28,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from orderproc.clock import utcnow
 from orderproc.config import Settings
-from orderproc.dlq.envelope import event_row
+from orderproc.dlq.envelope import event_row, raw_event_row
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import DrainError
 from orderproc.kafka.clients import drain_consumer_config
 from orderproc.records import Record
 from orderproc.store.engine import open_engine
+from orderproc.store.isolate import write_isolating
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,7 @@ def _store_and_commit(
     actor: str,
     after_db_commit: AfterCommit | None,
 ) -> None:
-    now = utcnow()
-    inserted = store.insert_events([event_row(r, drained_at=now) for r in records], actor=actor)
+    inserted = _store(store, records, actor)
     result.consumed += len(records)
     result.inserted += len(inserted)
     result.duplicates += len(records) - len(inserted)
@@ -193,6 +193,23 @@ def _store_and_commit(
     if failed:
         raise DrainError(f"offset commit failed for {failed[0].topic}[{failed[0].partition}]")
     result.committed.update({p: o for (_, p), o in next_offsets.items()})
+
+
+def _store(store: DlqStore, records: list[Record], actor: str) -> list[int]:
+    """Store the rows of ``records``; a row the database refuses is stored raw instead.
+
+    One bad record never fails a run: its parsed row is isolated (``write_isolating``)
+    and replaced by a row holding only its coordinates and raw bytes.
+    """
+    now = utcnow()
+    rows = [event_row(r, drained_at=now) for r in records]
+    written, refused = write_isolating(rows, lambda part: store.insert_events(part, actor=actor))
+    inserted = [event_id for ids in written for event_id in ids]
+    for row, exc in refused:
+        log.warning("dlq record %s[%s]@%s kept raw: %s",
+                    row["dlq_topic"], row["dlq_partition"], row["dlq_offset"], exc)  # fmt: skip
+        inserted += store.insert_events([raw_event_row(row, str(exc))], actor=actor)
+    return inserted
 
 
 def run_drain(

@@ -13,6 +13,7 @@ hand-written record) is kept raw, with whatever its headers tell.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -29,7 +30,20 @@ from orderproc.records import Record
 ENVELOPE_VERSION = 1
 
 MAX_REASON = 4000
-"""Reasons longer than this are cut when stored: a foreign value can say anything."""
+"""Reasons longer than this are cut (written and stored): an error message can say anything."""
+
+MAX_KEY_TEXT = 1000
+"""The envelope's ``key`` field shows at most this many characters of the record key."""
+
+MAX_KEY_BYTES = 16 * 1024
+"""A DLQ record keeps the original key up to this size; a longer one is replaced by its
+SHA-256 (hex), so a hostile key cannot make the dead letter too large to write."""
+
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+MAX_FOREIGN_HEADER_BYTES = 64 * 1024
+"""The original record's own headers travel with it up to this total size."""
 
 
 def error_class_name(error: ProcessingError) -> str:
@@ -67,16 +81,16 @@ class Failure:
 
 
 def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
-    """The DLQ record's JSON value."""
-    raw_b64 = None
-    if failure.order is None and failure.raw_value is not None:
-        raw_b64 = base64.b64encode(failure.raw_value).decode("ascii")
-    return {
+    """The DLQ record's JSON value, with the raw value whole (see ``dead_letter``)."""
+    raw = failure.raw_value if failure.order is None else None
+    key = failure.key.decode("utf-8", "replace") if failure.key is not None else None
+    reason = _clip(failure.reason, MAX_REASON) or ""
+    envelope = {
         "failed_order": failure.order.to_record() if failure.order else None,
-        "reason": failure.reason,
+        "reason": reason,
         "error": {
             "class": error_class_name(failure.error),
-            "message": failure.reason,
+            "message": reason,
             "category": failure.category.value,
             "retryable": failure.error.retryable,
         },
@@ -85,15 +99,92 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
         "last_failure_at": iso_ms(failure.last_failure_ms),
         "dead_lettered_at": iso_ms(now_ms),
         "source": failure.source.to_dict(),
-        "key": failure.key.decode("utf-8", "replace") if failure.key is not None else None,
+        "key": key[:MAX_KEY_TEXT] if key is not None else None,
         "consumer_group": failure.consumer_group,
-        "raw_value_b64": raw_b64,
+        "raw_value_b64": base64.b64encode(raw).decode("ascii") if raw is not None else None,
         "envelope_version": ENVELOPE_VERSION,
     }
+    if raw is not None:
+        envelope["raw_value_length"] = len(raw)
+        envelope["raw_value_sha256"] = hashlib.sha256(raw).hexdigest()
+    if key is not None and len(key) > MAX_KEY_TEXT:
+        envelope["key_truncated"] = True
+    return envelope
 
 
 def encode_envelope(envelope: dict[str, Any]) -> bytes:
     return json.dumps(envelope, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A dead letter as it is produced: key, JSON value and headers, within a size limit."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[Header]
+
+    @property
+    def size(self) -> int:
+        return (
+            len(self.key or b"")
+            + len(self.value)
+            + sum(len(k.encode()) + len(v) for k, v in self.headers)
+        )
+
+
+def dead_letter(
+    failure: Failure,
+    headers: list[Header],
+    *,
+    now_ms: int,
+    max_bytes: int,
+    reduced: str | None = None,
+) -> DeadLetterRecord:
+    """The DLQ record for ``failure``, never larger than ``max_bytes``.
+
+    The original key and the record's own headers travel with it, bounded
+    (``MAX_KEY_BYTES``, ``MAX_FOREIGN_HEADER_BYTES``). When the whole still does not
+    fit, the raw value in the envelope is cut: ``raw_value_truncated`` is set and
+    ``raw_value_length``/``raw_value_sha256`` describe the whole value, which can be
+    read back from the source coordinates while the topic's retention lasts.
+
+    ``reduced`` (the broker's reason) asks for the smallest form, used when a full
+    dead letter was refused: no raw value at all, no foreign headers.
+    """
+    envelope = build_envelope(failure, now_ms=now_ms)
+    key = failure.key
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        key = hashlib.sha256(key).hexdigest().encode()
+        envelope["key_replaced_by_sha256"] = True
+    own = provenance_headers(failure)
+    foreign = [] if reduced else _bounded(h.foreign(headers), MAX_FOREIGN_HEADER_BYTES)
+    if len(foreign) < len(h.foreign(headers)):
+        envelope["headers_dropped"] = len(h.foreign(headers)) - len(foreign)
+    if reduced:
+        envelope["reduced"] = reduced[:200]
+        if envelope["raw_value_b64"] is not None:
+            envelope["raw_value_b64"] = ""
+            envelope["raw_value_truncated"] = True
+    record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
+    excess = record.size - max_bytes
+    raw_b64 = envelope["raw_value_b64"]
+    if excess > 0 and raw_b64:
+        keep = max(0, len(raw_b64) - excess - 64) // 4 * 4  # whole base64 quanta
+        envelope["raw_value_b64"] = raw_b64[:keep]
+        envelope["raw_value_truncated"] = True
+        record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
+    return record
+
+
+def _bounded(headers: list[Header], limit: int) -> list[Header]:
+    kept, used = [], 0
+    for name, value in headers:
+        used += len(name.encode()) + len(value)
+        if used > limit:
+            break
+        kept.append((name, value))
+    return kept
 
 
 def provenance_headers(failure: Failure) -> list[Header]:
@@ -149,10 +240,24 @@ def event_row(record: Record, *, drained_at: datetime) -> dict[str, Any]:
         "envelope": envelope or None,
         "drained_at": drained_at,
         "status": DlqStatus.NEW.value,
-        "replay_count": max(h.integer(record.headers, h.REPLAY_COUNT) or 0, 0),
+        "replay_count": _in_range(h.integer(record.headers, h.REPLAY_COUNT), 0, MAX_INT32) or 0,
         **_order_fields(_dict(envelope.get("failed_order"))),
         **_failure_fields(envelope, meta, problem),
         **_source_fields(envelope, meta),
+    }
+
+
+def raw_event_row(row: dict[str, Any], why: str) -> dict[str, Any]:
+    """The smallest row for a DLQ record whose parsed row the database refused: its
+    coordinates, its raw bytes and why; nothing parsed."""
+    keep = ("dlq_topic", "dlq_partition", "dlq_offset", "raw_value", "drained_at", "status")
+    return {
+        **{k: row[k] for k in keep},
+        "reason": _clip(f"stored raw: the parsed record was refused ({why})", MAX_REASON),
+        "category": ErrorCategory.UNKNOWN.value,
+        "retryable": False,
+        "attempts": 0,
+        "replay_count": 0,
     }
 
 
@@ -177,7 +282,7 @@ def _failure_fields(
         "error_class": _clip(_text(error.get("class")) or meta.get(h.ERROR_CLASS), 200),
         "category": _category(error.get("category"), problem),
         "retryable": _flag(error.get("retryable", meta.get(h.ERROR_RETRYABLE))),
-        "attempts": h.parse_int(envelope.get("attempts", meta.get(h.ATTEMPTS))) or 0,
+        "attempts": _in_range(envelope.get("attempts", meta.get(h.ATTEMPTS)), 0, MAX_INT32) or 0,
         "first_failure_at": _time(envelope.get("first_failure_at"))
         or _from_ms(meta.get(h.FIRST_FAILURE_MS)),
         "last_failure_at": _time(envelope.get("last_failure_at"))
@@ -192,8 +297,10 @@ def _source_fields(envelope: dict[str, Any], meta: dict[str, str]) -> dict[str, 
     return {
         "consumer_group": _clip(group, 249),
         "source_topic": _clip(_text(source.get("topic")) or meta.get(h.SOURCE_TOPIC), 249),
-        "source_partition": h.parse_int(source.get("partition", meta.get(h.SOURCE_PARTITION))),
-        "source_offset": h.parse_int(source.get("offset", meta.get(h.SOURCE_OFFSET))),
+        "source_partition": _in_range(
+            source.get("partition", meta.get(h.SOURCE_PARTITION)), 0, MAX_INT32
+        ),
+        "source_offset": _in_range(source.get("offset", meta.get(h.SOURCE_OFFSET)), 0, MAX_INT64),
         "source_timestamp": _from_ms(source.get("timestamp", meta.get(h.SOURCE_TIMESTAMP_MS))),
     }
 
@@ -212,8 +319,18 @@ def _text(value: Any) -> str | None:
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    # PostgreSQL text cannot hold NUL characters; a foreign record must not block the drain.
-    return value.replace("\x00", "")[:limit] if value is not None else None
+    """Text a column can hold: no NUL (PostgreSQL refuses it), no lone surrogate (JSON allows
+    one, UTF-8 does not), at most ``limit`` characters. A foreign record must not block the
+    drain."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:limit]
+
+
+def _in_range(value: Any, low: int, high: int) -> int | None:
+    """An integer the column can hold (Integer: 32-bit, BigInteger: 64-bit), else None."""
+    number = h.parse_int(value)
+    return number if number is not None and low <= number <= high else None
 
 
 def _number(value: Any) -> float | None:

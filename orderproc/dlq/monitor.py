@@ -9,10 +9,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from orderproc import headers as h
 from orderproc.config import Settings
+from orderproc.errors import BrokerError
 from orderproc.kafka.clients import monitor_consumer_config
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,7 @@ def describe(msg: Message) -> dict[str, Any]:
     return {
         "dlq": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         "key": key.decode("utf-8", "replace") if key is not None else None,
-        "headers": _provenance(h.normalize(msg.headers())),
+        "headers": _provenance(h.read(msg)[0]),
         "event": envelope,
     }
 
@@ -74,7 +82,24 @@ class DlqMonitor:
         self._echo(json.dumps(record["event"], indent=2))
 
     def run(self, *, max_messages: int | None = None, idle_exit_s: float | None = None) -> int:
-        """Print DLQ events until stopped; return how many were printed."""
+        """Print DLQ events until stopped; return how many were printed.
+
+        Raises:
+            BrokerError: the broker does not answer, or the DLQ topic does not exist.
+        """
+        try:
+            topics = self.consumer.list_topics(
+                self.settings.dlq_topic, timeout=self.settings.admin_timeout_s
+            ).topics
+        except KafkaException as exc:
+            self.consumer.close()
+            raise BrokerError(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc.args[0].str()}"
+            ) from exc
+        info = topics.get(self.settings.dlq_topic)
+        if info is None or info.error is not None:
+            self.consumer.close()
+            raise BrokerError(f"DLQ topic {self.settings.dlq_topic} does not exist")
         self.consumer.subscribe([self.settings.dlq_topic], on_assign=self._on_assign)
         last = time.monotonic()
         try:

@@ -35,7 +35,8 @@ from orderproc import headers as h
 from orderproc.clock import Pacer, utcnow
 from orderproc.config import Settings
 from orderproc.dlq.corrections import payload_of, validated_order
-from orderproc.dlq.store import Delivered, DlqStore, EventFilter
+from orderproc.dlq.filters import EventFilter
+from orderproc.dlq.store import Delivered, DlqStore
 from orderproc.errors import DeliveryError, ReviewError
 from orderproc.headers import Header
 from orderproc.kafka.clients import produce, reliable_producer_config

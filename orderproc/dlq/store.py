@@ -15,20 +15,22 @@ claimed by at most one run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from orderproc.clock import as_utc, utcnow
 from orderproc.dlq.corrections import payload_of, validated_order
-from orderproc.errors import ReviewError, StoreError
+from orderproc.dlq.filters import EventFilter
+from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
-from orderproc.store.engine import upsert_ignore
+from orderproc.store.engine import store_error, upsert_ignore
 from orderproc.store.tables import AuditLog, DlqEvent
 
 REVIEWABLE = (DlqStatus.NEW.value,)
@@ -41,40 +43,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which DLQ events to list or replay; empty fields do not filter.
-
-    ``since``/``until`` bound the time the record was dead-lettered (or drained,
-    for records whose envelope had no time).
-    """
-
-    status: str | None = None
-    order_ids: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def clauses(self) -> list[ColumnElement[bool]]:
-        """SQL conditions for this filter."""
-        failed_at = func.coalesce(DlqEvent.dead_lettered_at, DlqEvent.drained_at)
-        conditions: list[ColumnElement[bool]] = []
-        if self.status:
-            conditions.append(DlqEvent.status == self.status)
-        if self.order_ids:
-            conditions.append(DlqEvent.order_id.in_(self.order_ids))
-        if self.reasons:
-            conditions.append(DlqEvent.reason.in_(self.reasons))
-        if self.categories:
-            conditions.append(DlqEvent.category.in_(self.categories))
-        if self.since:
-            conditions.append(failed_at >= as_utc(self.since))
-        if self.until:
-            conditions.append(failed_at < as_utc(self.until))
-        return conditions
-
-
-@dataclass(frozen=True, slots=True)
 class Delivered:
     """Where the broker stored the replayed copy of a DLQ event."""
 
@@ -82,6 +50,10 @@ class Delivered:
     topic: str
     partition: int
     offset: int
+
+
+class _NotAll(Exception):
+    """A conditional update did not match every event it should have."""
 
 
 class DlqStore:
@@ -110,8 +82,8 @@ class DlqStore:
                 ids = [int(r[0]) for r in conn.execute(self._insert, prepared)]
                 _audit(conn, ids, "drained", actor, at=now)
                 return ids
-        except SQLAlchemyError as exc:
-            raise StoreError(f"could not store {len(rows)} DLQ events: {exc}") from exc
+        except (SQLAlchemyError, UnicodeEncodeError, ValueError) as exc:
+            raise store_error(f"could not store {len(rows)} DLQ events", exc) from exc
 
     # -- queries -------------------------------------------------------------------
 
@@ -162,10 +134,9 @@ class DlqStore:
             .where(DlqEvent.claimed_by.is_(None))
             .values(status=target.value, reviewed_by=actor[:200], reviewed_at=now, review_note=note)
         )
-        with self.engine.begin() as conn:
+        with self._all_or_nothing(verb, wanted, REVIEWABLE) as conn:
             if conn.execute(stmt).rowcount != len(wanted):
-                # Leaving the block by an exception rolls the whole batch back.
-                raise ReviewError(f"cannot {verb}: {_why_not(conn, wanted, REVIEWABLE)}")
+                raise _NotAll
             _audit(conn, wanted, target.value, actor, at=now, note=note)
 
     def edit(
@@ -198,11 +169,26 @@ class DlqStore:
             .values(corrected_payload=corrected)
         )
         details = {"before": before, "after": corrected, "changes": dict(changes)}
-        with self.engine.begin() as conn:
+        with self._all_or_nothing("edit", [event_id], EDITABLE) as conn:
             if conn.execute(stmt).rowcount != 1:
-                raise ReviewError(f"cannot edit: {_why_not(conn, [event_id], EDITABLE)}")
+                raise _NotAll
             _audit(conn, [event_id], "edited", actor, at=now, note=note, details=details)
         return corrected
+
+    @contextmanager
+    def _all_or_nothing(
+        self, verb: str, ids: Sequence[int], allowed: Sequence[str]
+    ) -> Iterator[Connection]:
+        """A transaction that is rolled back whole when the block raises ``_NotAll``; the
+        error then names the first event that blocked it, as the events are *after* the
+        rollback (never one this call changed and then undid)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except _NotAll:
+            with self.engine.connect() as conn:
+                why = _why_not(conn, ids, allowed)
+            raise ReviewError(f"cannot {verb}, nothing changed: {why}") from None
 
     # -- replay --------------------------------------------------------------------
 

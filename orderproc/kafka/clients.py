@@ -18,6 +18,31 @@ from orderproc.headers import Header
 OnDelivery = Callable[[KafkaError | None, Message], None]
 """A delivery report callback: ``(error or None, message)``."""
 
+Acknowledge = Callable[[KafkaError | None, Message | None], None]
+"""A delivery callback that also takes ``None`` for the message: the record was refused
+before it was sent, and the caller reports that through the same callback."""
+
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the producer refuses larger records itself."""
+
+PER_RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError._BAD_MSG,
+        KafkaError._INVALID_ARG,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+"""Errors about one record (its size or contents), not about the broker or the topic."""
+
+
+def refuses_record(err: KafkaError | None) -> bool:
+    """True when the broker or the client refused this record, not every record."""
+    return err is not None and err.code() in PER_RECORD_ERRORS
+
 
 def reliable_producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """An idempotent producer that waits for all in-sync replicas."""

@@ -6,7 +6,11 @@ import logging
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from orderproc.config import Settings
@@ -24,6 +28,20 @@ def required_topics(settings: Settings) -> dict[str, dict[str, str]]:
     topics.update({name: {} for name in settings.retry_topics})
     topics[settings.dlq_topic] = dict(DLQ_TOPIC_CONFIG)
     return topics
+
+
+def max_message_bytes(settings: Settings, topic: str, default: int) -> int:
+    """The topic's ``max.message.bytes`` (what the broker accepts), or ``default`` if unknown."""
+    admin = AdminClient(settings.kafka_config())
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(
+            timeout=settings.admin_timeout_s
+        )
+        return int(configs["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.warning("could not read max.message.bytes of %s (%s); assuming %d", topic, exc, default)
+        return default
 
 
 def ensure_topics(

@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from orderproc.store.engine import store_errors
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -20,8 +22,14 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the schema to ``revision``.
+
+    Raises:
+        StoreError: the database cannot be reached or refused the migration (one line).
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    with store_errors(f"could not migrate the store at {where}"):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:

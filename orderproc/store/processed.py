@@ -10,8 +10,7 @@ from psycopg import Error as DBAPIError
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from orderproc.errors import StoreError
-from orderproc.store.engine import upsert_ignore
+from orderproc.store.engine import store_error, store_errors, upsert_ignore
 from orderproc.store.tables import ProcessedOrder
 
 
@@ -67,6 +66,10 @@ class OrderRepository:
 
         A row whose ``orderId`` is already stored (a redelivery after a crash) is
         ignored, so callers can count only what this call really added.
+
+        Raises:
+            RowsRefusedError: the database refused some row's data (nothing was written).
+            StoreError: the database could not be reached or failed as a whole.
         """
         if not rows:
             return set()
@@ -76,29 +79,35 @@ class OrderRepository:
                     return self._copy_merge(conn, rows)
                 result = conn.execute(self._insert, [row.as_params() for row in rows])
                 return {r[0] for r in result}
-        except (SQLAlchemyError, DBAPIError) as exc:
-            raise StoreError(f"could not record {len(rows)} processed orders: {exc}") from exc
+        except (SQLAlchemyError, DBAPIError, UnicodeEncodeError, ValueError) as exc:
+            raise store_error(f"could not record {len(rows)} processed orders", exc) from exc
 
     @staticmethod
     def _copy_merge(conn: Connection, rows: Sequence[ProcessedRow]) -> set[str]:
         pooled = conn.connection
         raw: Any = pooled.driver_connection
-        with raw.cursor() as cur:
-            if not pooled.info.get(_STAGE):
-                cur.execute(_PG_STAGE_DDL)
-                pooled.info[_STAGE] = True
-            with cur.copy(_PG_COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(_PG_MERGE)
-            return {r[0] for r in cur.fetchall()}
+        created = False
+        try:
+            with raw.cursor() as cur:
+                if not pooled.info.get(_STAGE):
+                    cur.execute(_PG_STAGE_DDL)
+                    pooled.info[_STAGE] = created = True
+                with cur.copy(_PG_COPY) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(_PG_MERGE)
+                return {r[0] for r in cur.fetchall()}
+        except BaseException:
+            if created:  # the failed transaction rolls the CREATE back with it
+                pooled.info.pop(_STAGE, None)
+            raise
 
     def price_totals(self) -> dict[str, tuple[int, float]]:
         """Count and sum of processed prices per product (to resume running averages)."""
         stmt = select(
             ProcessedOrder.product, func.count(), func.coalesce(func.sum(ProcessedOrder.price), 0)
         ).group_by(ProcessedOrder.product)
-        with self.engine.connect() as conn:
+        with store_errors("could not read processed orders"), self.engine.connect() as conn:
             return {product: (int(n), float(total)) for product, n, total in conn.execute(stmt)}
 
     def processed_ids(self) -> set[str]:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orderproc.models import DlqStatus
+from orderproc.models import MAX_REPLAY_ID, MAX_TEXT, DlqStatus
 
 
 class Base(DeclarativeBase):
@@ -33,14 +33,14 @@ class ProcessedOrder(Base):
 
     __tablename__ = "processed_orders"
 
-    order_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    product: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[str] = mapped_column(String(MAX_TEXT), primary_key=True)
+    product: Mapped[str] = mapped_column(String(MAX_TEXT))
     price: Mapped[float] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     source_topic: Mapped[str] = mapped_column(String(249))
     source_partition: Mapped[int] = mapped_column(Integer)
     source_offset: Mapped[int] = mapped_column(BigInteger)
-    replay_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    replay_id: Mapped[str | None] = mapped_column(String(MAX_REPLAY_ID), nullable=True)
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_processed_orders_product", "product"),)
@@ -56,8 +56,8 @@ class DlqEvent(Base):
     dlq_partition: Mapped[int] = mapped_column(Integer)
     dlq_offset: Mapped[int] = mapped_column(BigInteger)
     message_key: Mapped[str | None] = mapped_column(String(400), nullable=True)
-    order_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
-    product: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(MAX_TEXT), nullable=True, index=True)
+    product: Mapped[str | None] = mapped_column(String(MAX_TEXT), nullable=True)
     price: Mapped[float | None] = mapped_column(Float, nullable=True)
     raw_value: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     envelope: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -89,7 +89,7 @@ class DlqEvent(Base):
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    replay_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    replay_id: Mapped[str | None] = mapped_column(String(MAX_REPLAY_ID), nullable=True)
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     replay_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replay_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

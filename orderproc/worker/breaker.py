@@ -68,11 +68,13 @@ class FloodBreaker:
         """Record ``count`` equal outcomes at once; for successes, which never trip it."""
         if count <= 0:
             return
+        # The oldest ``overflow`` outcomes fall out of the window; when that is all of
+        # them (a fresh breaker meeting a large batch), the window holds only these.
         overflow = len(self._outcomes) + count - self.window
-        if overflow >= self.window:
+        if overflow >= len(self._outcomes):
             self._outcomes.clear()
             self._dead = 0
-            count = self.window
+            count = min(count, self.window)
         elif overflow > 0:
             self._dead -= sum(self._outcomes[i] for i in range(overflow))
         self._outcomes.extend([failed] * count)

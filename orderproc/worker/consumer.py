@@ -17,8 +17,17 @@ Retry modes (the decision itself is ``orderproc.worker.decide``):
   due time; the same consumer reads those topics and pauses a retry partition
   until its head record is due. The main topic never waits, at the price of
   ordering: a retried order is processed after orders that came later.
-* ``blocking``: the consumer sleeps the backoff and retries in place. Per
-  partition order is kept, but every order behind a failing one waits.
+* ``blocking``: a failing order is retried in place. Its partition is paused and
+  rewound to it for the backoff while the loop keeps polling (so the member is
+  never evicted for exceeding ``max.poll.interval.ms``) and everything handled
+  before it is committed; the retry state is kept in memory. Per partition order
+  is kept, but every order behind a failing one waits. After a restart the
+  waiting order starts its attempts over.
+
+No record stops the stream: an exception that escapes the decision for one
+record dead-letters that record (category ``internal``); a row the database
+refuses is dead-lettered (the other rows are stored); only the infrastructure
+(broker, database, a DLQ that refuses everything) stops or pauses the consumer.
 """
 
 from __future__ import annotations
@@ -35,9 +44,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from orderproc.clock import now_ms
 from orderproc.config import Settings
-from orderproc.errors import DeliveryError, OrderProcError
-from orderproc.kafka.clients import order_consumer_config
-from orderproc.kafka.topics import ensure_topics
+from orderproc.dlq.envelope import Failure
+from orderproc.errors import (
+    DeliveryError,
+    InternalError,
+    OrderProcError,
+)
+from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_config
+from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import TP, Record
 from orderproc.store.processed import OrderRepository, ProcessedRow
@@ -79,6 +93,7 @@ class _Batch(PendingBatch):
     """One consumed batch while it is handled: its rows and per-topic counts."""
 
     rows: list[ProcessedRow] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # the record of each row
     consumed: dict[str, int] = field(default_factory=dict)
 
 
@@ -112,11 +127,14 @@ class OrderConsumer:
         self.stats = ConsumerStats()
         self._echo = echo
         self._stop = threading.Event()
-        self.sink = ProcessedSink(repository, self.metrics, self._stop, echo)
+        self.sink = ProcessedSink(
+            repository, self.metrics, self._stop, echo, settings.consumer_group
+        )
         self._assigned = False
         self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
         self._retry_due = 0.0  # monotonic time the latest scheduled retry is due
+        self._in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         conf = order_consumer_config(
             settings, stats_cb=self.metrics.update_lag_from_stats, **(consumer_overrides or {})
         )
@@ -150,6 +168,9 @@ class OrderConsumer:
             StoreError: the database failed and a stop was requested before it recovered.
         """
         ensure_topics(self.settings)
+        self.router.max_record_bytes = max_message_bytes(
+            self.settings, self.settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
+        )
         topics = [self.settings.orders_topic, *self.settings.retry_topics]
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
@@ -219,13 +240,15 @@ class OrderConsumer:
         self.offsets.commit_on_revoke(partitions)
         self._owned = self._owned - revoked
         self.holds.forget(revoked)
+        for tp in revoked:
+            self._in_place.pop(tp, None)
         log.info("revoked %s", _fmt(partitions))
 
     # -- one batch: decide per record, act on the outcome ---------------------------
 
     def _handle_batch(self, messages: list[Message]) -> _Batch:
         batch = _Batch()
-        decide, holds = self.decider.decide, self.holds
+        holds = self.holds
         for i, msg in enumerate(messages):
             if msg.error() is not None:
                 self._on_message_error(msg)
@@ -233,7 +256,7 @@ class OrderConsumer:
             rec = Record.of(msg)
             if holds and rec.tp in holds:
                 continue  # held at an earlier offset of this batch; it will be fetched again
-            if not self._act(rec, decide(rec, now_ms()), batch):
+            if not self._act(rec, self._decide(rec), batch):
                 continue  # held back: read again when its partition resumes
             batch.next_offsets[rec.tp] = rec.offset + 1
             if self.flood.is_open:
@@ -243,23 +266,38 @@ class OrderConsumer:
         batch.oldest_timestamp_ms = messages[0].timestamp()[1]
         return batch
 
+    def _decide(self, rec: Record) -> Outcome:
+        """The decision for one record; whatever escapes it dead-letters only that record."""
+        now = now_ms()
+        try:
+            waiting = self._in_place.pop(rec.tp, None)
+            if waiting is not None and waiting[0] == rec.offset:
+                return self.decider.decide_again(rec, waiting[1], now)
+            return self.decider.decide(rec, now)
+        except Exception as exc:  # a bug of ours or of a library: never the whole stream's fate
+            log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
+            error = InternalError(f"internal error: {type(exc).__name__}: {exc}").about(rec)
+            error.__cause__ = exc
+            group = self.settings.consumer_group
+            failure = Failure(error, 1, now, now, rec.own_source, group, None, rec.value, rec.key)
+            return DeadLetter(failure)
+
     def _act(self, rec: Record, outcome: Outcome, batch: _Batch) -> bool:
         """Carry out one outcome; False when the record was held back, not handled."""
         main = rec.topic == self.settings.orders_topic
-        while type(outcome) is RetryInPlace:
-            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
-            if self._stop.wait(outcome.delay_s):  # interrupted: read it again after restart
-                self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic())
-                return False
-            outcome = self.decider.decide_again(rec, outcome.failure, now_ms())
         if type(outcome) is NotDue:
-            self.holds.hold(
-                rec.topic, rec.partition, rec.offset, until=time.monotonic() + outcome.wait_s
-            )
+            self._hold(rec, outcome.wait_s)
+            return False
+        if type(outcome) is RetryInPlace:
+            # Pause the partition at this record and keep polling; the batch so far is
+            # made durable and committed as usual while the backoff runs.
+            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
+            self._in_place[rec.tp] = (rec.offset, outcome.failure)
+            self._hold(rec, outcome.delay_s)
             return False
         batch.consumed[rec.topic] = batch.consumed.get(rec.topic, 0) + 1
         if type(outcome) is Processed:
-            self._processed(outcome, batch)
+            self._processed(rec, outcome, batch)
             if main:
                 self.flood.ok()
             return True
@@ -267,16 +305,18 @@ class OrderConsumer:
             self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
             due_in_s = max(0.0, (outcome.due_ms - now_ms()) / 1000)
             self._retry_due = max(self._retry_due, time.monotonic() + due_in_s)
-            self.router.to_retry(
-                outcome.failure, outcome.topic, outcome.due_ms, rec.headers, batch.expect_delivery()
-            )
+            self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
+                                 now_ms=now_ms(), expect=batch.expect_delivery)  # fmt: skip
         elif type(outcome) is DeadLetter:
-            self._dead_letter(rec, outcome, batch)
+            self._dead_letter(rec, outcome.failure, batch)
         if main and self.flood.failed():
             self.stats.flood_breaker_trips += 1
         return True
 
-    def _processed(self, outcome: Processed, batch: _Batch) -> None:
+    def _hold(self, rec: Record, wait_s: float) -> None:
+        self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic() + wait_s)
+
+    def _processed(self, rec: Record, outcome: Processed, batch: _Batch) -> None:
         order, source = outcome.order, outcome.source
         batch.rows.append(
             ProcessedRow(
@@ -285,6 +325,7 @@ class OrderConsumer:
                 datetime.now(UTC), outcome.replay_id,
             )
         )  # fmt: skip
+        batch.records.append(rec)
 
     def _count_retry(self, attempts: int, reason: str) -> None:
         if self._echo is not None:
@@ -292,11 +333,8 @@ class OrderConsumer:
         self.stats.retried += 1
         self._retried_metric.inc()
 
-    def _dead_letter(self, rec: Record, outcome: DeadLetter, batch: _Batch) -> None:
-        failure = outcome.failure
-        self.router.to_dlq(
-            failure, rec.headers, now_ms=now_ms(), on_delivery=batch.expect_delivery()
-        )
+    def _dead_letter(self, rec: Record, failure: Failure, batch: _Batch) -> None:
+        self.router.to_dlq(failure, rec.headers, now_ms=now_ms(), expect=batch.expect_delivery)
         category = failure.category.value
         self.stats.dead_lettered += 1
         by_category = self.stats.dead_lettered_by_category
@@ -309,9 +347,11 @@ class OrderConsumer:
     # -- making a batch durable ----------------------------------------------------
 
     def _make_durable(self, batch: _Batch) -> None:
-        processed, duplicates = self.sink.write(batch.rows)
-        self.stats.processed += processed
-        self.stats.duplicates += duplicates
+        written = self.sink.write(batch.rows, batch.records)
+        self.stats.processed += written.processed
+        self.stats.duplicates += written.duplicates
+        for rec, failure in written.refused:  # the database is up but refused these rows
+            self._dead_letter(rec, failure, batch)
         for topic, n in batch.consumed.items():
             self.stats.consumed += n
             self.metrics.consumed.labels(topic).inc(n)
@@ -328,13 +368,7 @@ class OrderConsumer:
     def _hold_all(self, *, after: list[Message]) -> None:
         """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
         until = time.monotonic() + self.flood.breaker.cooldown_s
-        for msg in after:
-            if msg.error() is not None:
-                continue
-            rec = Record.of(msg)
-            if rec.tp not in self.holds:
-                self.holds.hold(rec.topic, rec.partition, rec.offset, until=until)
-        self.holds.pause_rest(self.consumer.assignment(), until=until)
+        self.holds.hold_all(after, self.consumer.assignment(), until=until)
 
     def _resume_due(self) -> None:
         if self.flood.may_consume():

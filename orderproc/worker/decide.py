@@ -18,14 +18,15 @@ Outcomes:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from orderproc.config import RetryMode, Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import ProcessingError
+from orderproc.errors import DeserializationError, ProcessingError
 from orderproc.models import Order, Source
-from orderproc.records import Record
+from orderproc.records import Provenance, Record
 from orderproc.serde import OrderSerde
 from orderproc.worker.handler import OrderHandler
 from orderproc.worker.retry import RetryPolicy, classify
@@ -69,6 +70,11 @@ class NotDue(NamedTuple):
 
 Outcome = Processed | RetryLater | RetryInPlace | DeadLetter | NotDue
 
+log = logging.getLogger(__name__)
+
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Decider:
@@ -78,7 +84,9 @@ class Decider:
     policy: RetryPolicy
     mode: RetryMode
     consumer_group: str
-    retry_topics: frozenset[str]
+    orders_topic: str
+    retry_topics: dict[str, int]
+    """Retry topic -> how many attempts a record there has made (``<prefix>.<n>``)."""
     retry_topic_prefix: str
     serde: OrderSerde
 
@@ -91,18 +99,23 @@ class Decider:
             policy=policy or RetryPolicy.from_settings(settings),
             mode=settings.retry_mode,
             consumer_group=settings.consumer_group,
-            retry_topics=frozenset(settings.retry_topics),
+            orders_topic=settings.orders_topic,
+            retry_topics={t: n for n, t in enumerate(settings.retry_topics, start=1)},
             retry_topic_prefix=settings.retry_topic_prefix,
             serde=OrderSerde(),
         )
 
     def decide(self, rec: Record, now_ms: int) -> Outcome:
         """The outcome of reading ``rec`` now (epoch ms ``now_ms``)."""
-        if rec.topic in self.retry_topics:
-            due_ms = rec.retry_due_ms
-            if due_ms is not None and due_ms > now_ms:
-                return NotDue((due_ms - now_ms) / 1000)
-        attempts, first_failure_ms, source = rec.provenance()
+        if rec.header_problem is not None:
+            error = DeserializationError(rec.header_problem, rec.value)
+            return DeadLetter(self._failure(rec, error, 1, None, rec.own_source, None, now_ms))
+        attempt = self.retry_topics.get(rec.topic)
+        if attempt is not None:
+            wait_s = self._wait_s(rec, now_ms)
+            if wait_s > 0:
+                return NotDue(wait_s)
+        attempts, first_failure_ms, source = self._provenance(rec, attempt, now_ms)
         try:
             order = self.serde.decode(rec.value)
         except ProcessingError as error:
@@ -110,6 +123,51 @@ class Decider:
                 self._failure(rec, error, attempts + 1, first_failure_ms, source, None, now_ms)
             )
         return self._attempt(rec, order, attempts, first_failure_ms, source, now_ms)
+
+    def _wait_s(self, rec: Record, now_ms: int) -> float:
+        """How long a retry-topic record must still wait; a due time no backoff could
+        have set (a hand-written header) is not trusted, the record is due now."""
+        due_ms = rec.retry_due_ms
+        if due_ms is None or due_ms <= now_ms:
+            return 0.0
+        wait_s = (due_ms - now_ms) / 1000
+        if wait_s > self.policy.max_s * (1 + self.policy.jitter) + 1:
+            log.warning("%s: due time %d is beyond any backoff; treated as due", rec.coordinates,
+                        due_ms)  # fmt: skip
+            return 0.0
+        return wait_s
+
+    def _provenance(self, rec: Record, attempt: int | None, now_ms: int) -> Provenance:
+        """What the record's provenance headers say, where they can be trusted.
+
+        Anyone can publish to the main topic: provenance headers there are ignored.
+        On retry topic ``<prefix>.<n>`` the topic says how many attempts were made;
+        the source coordinates and first failure time are kept only when plausible
+        (the main topic, partition and offset in range, not in the future).
+        """
+        if attempt is None:
+            if rec.has_provenance_headers:
+                log.warning("%s: ignoring orderproc.* headers on a record of %s",
+                            rec.coordinates, rec.topic)  # fmt: skip
+            return Provenance(0, None, rec.own_source)
+        told = rec.provenance()
+        if told.attempts not in (0, attempt):
+            log.warning("%s: header says %d attempts, the topic %d; the topic wins",
+                        rec.coordinates, told.attempts, attempt)  # fmt: skip
+        source = told.source if self._plausible(told.source) else rec.own_source
+        first = told.first_failure_ms
+        if first is not None and not 0 < first <= now_ms:
+            first = None
+        return Provenance(attempt, first, source)
+
+    def _plausible(self, source: Source) -> bool:
+        ts = source.timestamp_ms
+        return (
+            source.topic == self.orders_topic
+            and 0 <= source.partition <= MAX_INT32
+            and 0 <= source.offset <= MAX_INT64
+            and (ts is None or 0 <= ts <= MAX_INT64)
+        )
 
     def decide_again(self, rec: Record, previous: Failure, now_ms: int) -> Outcome:
         """Blocking mode: the outcome of the next in-place attempt after ``previous``."""

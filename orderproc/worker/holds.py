@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -40,6 +41,17 @@ class PartitionHolds:
         self.offsets.rewind(topic, partition, offset)
         self._until[(topic, partition)] = until
         self._on_change(len(self._until))
+
+    def hold_all(
+        self, unhandled: Iterable[Any], assigned: Iterable[TopicPartition], *, until: float
+    ) -> None:
+        """Hold every partition: those with ``unhandled`` messages at the first of them
+        (messages of one partition come in offset order), the rest where they are."""
+        for msg in unhandled:
+            tp = (msg.topic(), msg.partition())
+            if msg.error() is None and tp not in self._until:
+                self.hold(tp[0], tp[1], msg.offset(), until=until)
+        self.pause_rest(assigned, until=until)
 
     def pause_rest(self, assigned: Iterable[TopicPartition], *, until: float) -> None:
         """Pause every assigned partition not held yet (nothing of theirs was handled)."""

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from orderproc.errors import DeliveryError
+from orderproc.kafka.clients import Acknowledge, refuses_record
 from orderproc.records import TP
 from orderproc.worker.routing import FailureRouter
 
 log = logging.getLogger(__name__)
+
+Refused = Callable[[KafkaError], None]
 
 
 @dataclass
@@ -39,15 +42,35 @@ class PendingBatch:
     pending: int = 0
     errors: list[str] = field(default_factory=list)
 
-    def expect_delivery(self) -> Callable[[KafkaError | None, Message], None]:
-        """Count one routed record; the returned callback is its ``on_delivery``."""
-        self.pending += 1
-        return self._acknowledged
+    def expect_delivery(self, on_refused: Refused | None = None) -> Acknowledge:
+        """Count one routed record; the returned callback is its ``on_delivery``.
 
-    def _acknowledged(self, err: KafkaError | None, msg: Message) -> None:
+        ``on_refused`` is called instead of failing the batch when the record itself
+        was refused (its size or contents, ``refuses_record``); it sends a
+        replacement, counted by its own ``expect_delivery``, before this one is
+        taken off the count, so the batch never looks complete in between.
+        """
+        self.pending += 1
+        if on_refused is None:
+            return self._acknowledged
+
+        def acknowledged(err: KafkaError | None, msg: Message | None) -> None:
+            if not refuses_record(err):
+                self._acknowledged(err, msg)
+                return
+            try:
+                on_refused(err)  # type: ignore[arg-type]  # refuses_record: err is not None
+            except Exception as exc:  # the replacement could not be sent: the batch fails
+                self.errors.append(f"replacement for a refused record: {exc}")
+            self.pending -= 1
+
+        return acknowledged
+
+    def _acknowledged(self, err: KafkaError | None, msg: Message | None) -> None:
         self.pending -= 1
         if err is not None:
-            self.errors.append(f"{msg.topic()}: {err.str()}")
+            topic = msg.topic() if msg is not None else "?"
+            self.errors.append(f"{topic}: {err.str()}")
 
 
 class OffsetPipeline:

@@ -3,30 +3,70 @@
 An offset may only move past a failed order once its next home has it, so the
 consumer counts these acknowledgements per batch (``orderproc.worker.offsets``)
 before storing offsets.
+
+A dead letter always fits: it is built within ``max_record_bytes`` (derived from
+the DLQ topic's ``max.message.bytes`` and the producer's own limit), and when the
+broker still refuses it for a reason of its own (size, contents) it is sent again
+in its smallest form. A retry record the broker refuses goes to the DLQ instead.
+Only a DLQ that refuses every record stops the consumer.
 """
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, Message, Producer
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from orderproc import headers as h
 from orderproc.config import Settings
-from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope, provenance_headers
+from orderproc.dlq.envelope import DeadLetterRecord, Failure, dead_letter, provenance_headers
 from orderproc.headers import Header
-from orderproc.kafka.clients import OnDelivery, produce, reliable_producer_config
+from orderproc.kafka.clients import (
+    PRODUCER_MAX_MESSAGE_BYTES,
+    Acknowledge,
+    produce,
+    refuses_record,
+    reliable_producer_config,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_OVERHEAD = 512
+"""Bytes kept free under the size limit for the record batch framing."""
+
+Expect = Callable[..., Acknowledge]
+"""``expect(on_refused=None)``: count one more delivery of the batch, get its callback."""
 
 
 class FailureRouter:
-    """Produces retry and DLQ records; the caller's ``on_delivery`` learns each outcome."""
+    """Produces retry and DLQ records; ``expect`` counts each one and learns its outcome."""
 
-    def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer | None = None,
+        *,
+        max_record_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.settings = settings
         self.producer = producer or Producer(reliable_producer_config(settings))
-        self.errors: list[str] = []  # failed deliveries of records sent without a callback
+        self.max_record_bytes = max_record_bytes
+        self.errors: list[str] = []  # failed deliveries of records sent outside a batch
 
-    def _remember(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err.str()}")
+    @property
+    def limit(self) -> int:
+        """The largest record the router writes (key + value + headers)."""
+        return max(1024, min(self.max_record_bytes, PRODUCER_MAX_MESSAGE_BYTES) - RECORD_OVERHEAD)
+
+    def _unbatched(self, on_refused: Callable[[KafkaError], None] | None = None) -> Acknowledge:
+        def remember(err: KafkaError | None, msg: Message | None) -> None:
+            if err is not None and on_refused is not None and refuses_record(err):
+                on_refused(err)
+            elif err is not None:
+                self.errors.append(f"{msg.topic() if msg else '?'}: {err.str()}")
+
+        return remember
 
     def to_retry(
         self,
@@ -34,19 +74,24 @@ class FailureRouter:
         topic: str,
         due_ms: int,
         headers: list[Header],
-        on_delivery: OnDelivery | None = None,
+        *,
+        now_ms: int,
+        expect: Expect | None = None,
     ) -> None:
-        """Send the original bytes to a retry topic, due at ``due_ms``."""
+        """Send the original bytes to a retry topic, due at ``due_ms``.
+
+        If the broker refuses the record itself, the order is dead-lettered instead
+        (it could never be retried through that topic).
+        """
+        expect = expect or self._unbatched
         out = h.foreign(headers) + provenance_headers(failure)
         out.append((h.RETRY_DUE_MS, h.number(due_ms)))
-        produce(
-            self.producer,
-            topic,
-            key=failure.key,
-            value=failure.raw_value,
-            headers=out,
-            on_delivery=on_delivery or self._remember,
-        )
+
+        def instead(err: KafkaError) -> None:
+            log.warning("%s refused a retry record (%s); dead-lettering it", topic, err.str())
+            self.to_dlq(failure, headers, now_ms=now_ms, expect=expect)
+
+        self._send(topic, failure.key, failure.raw_value, out, expect(instead))
 
     def to_dlq(
         self,
@@ -54,17 +99,41 @@ class FailureRouter:
         headers: list[Header],
         *,
         now_ms: int,
-        on_delivery: OnDelivery | None = None,
+        expect: Expect | None = None,
     ) -> None:
-        """Send the envelope to the DLQ, keeping the original key and headers."""
-        produce(
-            self.producer,
-            self.settings.dlq_topic,
-            key=failure.key,
-            value=encode_envelope(build_envelope(failure, now_ms=now_ms)),
-            headers=h.foreign(headers) + provenance_headers(failure),
-            on_delivery=on_delivery or self._remember,
-        )
+        """Send the dead letter, keeping the original key and headers within the size limit."""
+        expect = expect or self._unbatched
+        record = dead_letter(failure, headers, now_ms=now_ms, max_bytes=self.limit)
+
+        def reduced(err: KafkaError) -> None:
+            log.warning("the DLQ refused a dead letter (%s); sending it reduced", err.str())
+            small = dead_letter(
+                failure, headers, now_ms=now_ms, max_bytes=self.limit, reduced=err.str()
+            )
+            self._send_record(small, expect())
+
+        self._send_record(record, expect(reduced))
+
+    def _send_record(self, record: DeadLetterRecord, on_delivery: Acknowledge) -> None:
+        self._send(self.settings.dlq_topic, record.key, record.value, record.headers, on_delivery)
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[Header],
+        on_delivery: Acknowledge,
+    ) -> None:
+        try:
+            produce(self.producer, topic, key=key, value=value, headers=headers,
+                    on_delivery=on_delivery)  # fmt: skip
+        except KafkaException as exc:
+            if not refuses_record(exc.args[0]):
+                raise
+            # The client refused it before sending (e.g. larger than message.max.bytes):
+            # report it through the record's own callback, as the broker would have.
+            on_delivery(exc.args[0], None)
 
     def poll(self) -> None:
         """Serve delivery reports that have arrived (never blocks)."""
