@@ -57,7 +57,7 @@ _SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point Airflow and orderproc's data folder at a scratch directory for this session.
+    """Point Airflow, orderproc's data folder and matplotlib's cache at a scratch directory.
 
     Runs before collection, so Airflow (which reads its configuration when it is first
     imported) sees it; nothing is set while a module is imported. Files written by a
@@ -73,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "ORDERPROC_DATA_DIR": str(scratch / "data"),
+        "MPLCONFIGDIR": str(scratch / "matplotlib"),  # its font cache, not in the home folder
     }
     config.stash[_SCRATCH] = scratch
     config.stash[_SAVED_ENV] = {name: os.environ.get(name) for name in values}

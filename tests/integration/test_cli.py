@@ -15,6 +15,8 @@ import pytest
 from confluent_kafka import Producer
 
 from orderproc.config import Settings
+from orderproc.errors import BrokerError
+from orderproc.kafka.topics import ensure_topics
 from orderproc.metrics import MetricsServer
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
@@ -154,6 +156,9 @@ def test_unreachable_broker_is_one_clear_line(
         "Failed to get metadata: Local: Broker transport failure"
     )
     assert "Traceback" not in result.stderr
+    # In process it is a BrokerError: callers can tell a broker outage from a bad setting.
+    with pytest.raises(BrokerError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1: "):
+        ensure_topics(settings)
 
 
 def test_invalid_setting_is_one_clear_line(
