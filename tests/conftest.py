@@ -4,37 +4,92 @@
   devstack broker is started (and stopped at the end if this session started it).
 * ``ORDERPROC_TEST_DATABASE_URL`` reuses a PostgreSQL server; otherwise the
   devstack PostgreSQL is started. Each test gets its own schema.
+
+Helpers that several test modules need are fixtures here (test modules never
+import each other): reading topics, the environment of a CLI subprocess, DLQ
+records written as the consumer writes them, DLQ rows stored as the drain stores
+them, and the report's known input with the numbers it must give.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
+from orderproc.clock import now_ms, utcnow
 from orderproc.config import RetryMode, Settings
+from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope, event_row
+from orderproc.dlq.store import DlqStore
+from orderproc.errors import HIGH_PRICE_REASON, BusinessRuleError, DeserializationError
+from orderproc.headers import Header
+from orderproc.models import Order, Source
+from orderproc.records import Record
+from orderproc.report.aggregate import DlqReport
+from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
+from orderproc.store.tables import DlqEvent, ProcessedOrder
+from orderproc.worker.routing import FailureRouter
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Airflow reads its configuration at import: point it at a scratch home before any test imports it.
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="orderproc-airflow-"))
-os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
-os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+_SCRATCH = pytest.StashKey[Path]()
+_SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Airflow, orderproc's data folder and matplotlib's cache at a scratch directory.
+
+    Runs before collection, so Airflow (which reads its configuration when it is first
+    imported) sees it; nothing is set while a module is imported. Files written by a
+    test that forgets its own ``data_dir`` land in the scratch folder, not the home folder.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="orderproc-tests-"))
+    airflow_home = scratch / "airflow"
+    airflow_home.mkdir()
+    values = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "ORDERPROC_DATA_DIR": str(scratch / "data"),
+        "MPLCONFIGDIR": str(scratch / "matplotlib"),  # its font cache, not in the home folder
+    }
+    config.stash[_SCRATCH] = scratch
+    config.stash[_SAVED_ENV] = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the environment back as it was and remove the scratch directory."""
+    for name, value in config.stash.get(_SAVED_ENV, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    scratch = config.stash.get(_SCRATCH, None)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _uid() -> str:
@@ -53,7 +108,7 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     from orderproc.devstack.kafka import KafkaBroker
 
-    broker = KafkaBroker(Settings())
+    broker = KafkaBroker()
     result = broker.up()
     yield broker.bootstrap
     if result.started:
@@ -123,6 +178,81 @@ def make_consumer(kafka_bootstrap: str) -> Iterator[Callable[..., Consumer]]:
             consumer.close()
 
 
+@pytest.fixture
+def drain_topic(make_consumer: Callable[..., Consumer]) -> Callable[..., list[Message]]:
+    """``drain_topic(topic, expected, timeout_s=60)``: read ``expected`` records (bounded).
+
+    Each call reads from the beginning in a consumer group of its own.
+    """
+
+    def drain(topic: str, expected: int, timeout_s: float = 60.0) -> list[Message]:
+        consumer = make_consumer()
+        consumer.subscribe([topic])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(expected - len(out), timeout=1.0):
+                if msg.error() is None:
+                    out.append(msg)
+        return out
+
+    return drain
+
+
+@pytest.fixture
+def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
+    """``read_all(topic)``: every record of ``topic`` up to its current end, by partition."""
+
+    def read(topic: str, timeout_s: float = 60.0) -> list[Message]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": kafka_bootstrap,
+                "group.id": f"read-all-{_uid()}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in partitions
+            }
+            todo = {p for p, (low, high) in ends.items() if high > low}
+            consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+            out: list[Message] = []
+            deadline = time.monotonic() + timeout_s
+            while todo and time.monotonic() < deadline:
+                for msg in consumer.consume(500, timeout=1.0):
+                    if msg.error() is None:
+                        out.append(msg)
+                        if msg.offset() + 1 >= ends[msg.partition()][1]:
+                            todo.discard(msg.partition())
+            assert not todo, f"could not read {topic} to its end"
+            return out
+        finally:
+            consumer.close()
+
+    return read
+
+
+@pytest.fixture
+def headers_of() -> Callable[[Message], dict[str, str]]:
+    """A record's headers as text (the last value of a name wins)."""
+
+    def decode(msg: Message) -> dict[str, str]:
+        return {k: (v or b"").decode() for k, v in msg.headers() or []}
+
+    return decode
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 # -- Databases -----------------------------------------------------------------------
 
 
@@ -162,7 +292,7 @@ def pg_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Any) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'orderproc.db'}"
     engine = make_engine(url)
     upgrade(engine)
@@ -190,14 +320,25 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+@pytest.fixture
+def count_rows() -> Callable[..., int]:
+    """``count_rows(engine, model=DlqEvent)``: rows of one table."""
+
+    def count(engine: Engine, model: Any = DlqEvent) -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(model)) or 0)
+
+    return count
+
+
 # -- Settings for one test -------------------------------------------------------------
 
 
 @pytest.fixture
 def make_settings(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Any
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
 ) -> Callable[..., Settings]:
-    """Settings whose topics and groups belong to this test alone (topics created)."""
+    """Settings whose topics, groups and files belong to this test alone (topics created)."""
 
     def make(*, partitions: int = 1, create: bool = True, **overrides: Any) -> Settings:
         uid = _uid()
@@ -209,13 +350,13 @@ def make_settings(
             "consumer_group": f"order-group-{uid}",
             "dlq_group": f"dlq-group-{uid}",
             "topic_partitions": partitions,
+            "data_dir": tmp_path / f"data-{uid}",
             "database_url": f"sqlite:///{tmp_path / f'{uid}.db'}",
             "retry_mode": RetryMode.NON_BLOCKING,
             "backoff_initial_s": 0.2,
             "backoff_max_s": 1.0,
             "backoff_jitter": 0.0,
             "poll_timeout_s": 0.2,
-            "devstack_dir": tmp_path / "devstack",
         }
         values.update(overrides)
         settings = Settings(**values)
@@ -226,3 +367,284 @@ def make_settings(
         return settings
 
     return make
+
+
+@pytest.fixture
+def settings_env() -> Callable[[Settings], dict[str, str]]:
+    """The environment of an ``orderproc`` subprocess run with these settings (and no others)."""
+
+    def env(settings: Settings) -> dict[str, str]:
+        out = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
+        for name, value in settings.model_dump().items():
+            if value is None:
+                continue
+            out[f"ORDERPROC_{name.upper()}"] = (
+                value.value if isinstance(value, Enum) else str(value)
+            )
+        return out
+
+    return env
+
+
+# -- Orders and dead letters -----------------------------------------------------------
+
+
+@pytest.fixture
+def make_orders() -> Callable[..., list[Order]]:
+    """``make_orders(n, price=150.0, prefix="o")``: orders ``<prefix>-0`` .. of one Laptop each."""
+
+    def make(n: int, *, price: float = 150.0, prefix: str = "o") -> list[Order]:
+        return [Order(f"{prefix}-{i}", "Laptop", price) for i in range(n)]
+
+    return make
+
+
+@pytest.fixture
+def dead_letter() -> Callable[..., None]:
+    """``dead_letter(settings, orders, headers=None, reason=...)``: DLQ records written exactly
+    as the live consumer writes them (through ``FailureRouter``), acknowledged."""
+
+    def write(
+        settings: Settings,
+        orders: Sequence[Order],
+        *,
+        headers: list[Header] | None = None,
+        reason: str = HIGH_PRICE_REASON,
+    ) -> None:
+        router = FailureRouter(settings)
+        now = now_ms()
+        for i, order in enumerate(orders):
+            failure = Failure(
+                error=BusinessRuleError(reason),
+                attempts=3,
+                first_failure_ms=now - 1000,
+                last_failure_ms=now,
+                source=Source(settings.orders_topic, 0, i, now - 2000),
+                consumer_group=settings.consumer_group,
+                order=order,
+                raw_value=OrderSerde().encode(order),
+                key=order.order_id.encode(),
+            )
+            router.to_dlq(failure, headers or [], now_ms=now)
+        assert router.flush(30) == 0
+        assert router.errors == []
+
+    return write
+
+
+@pytest.fixture
+def produce_raw() -> Callable[[Settings, Sequence[bytes]], None]:
+    """``produce_raw(settings, values)``: records in the DLQ that did not come from orderproc."""
+
+    def produce(settings: Settings, values: Sequence[bytes]) -> None:
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        for value in values:
+            producer.produce(settings.dlq_topic, value=value)
+        assert producer.flush(30) == 0
+
+    return produce
+
+
+@pytest.fixture
+def seed_dlq() -> Callable[..., list[int]]:
+    """``seed_dlq(store, items, first_offset=0, headers=())``: DLQ rows stored as the drain
+    stores them, without going through Kafka; returns their ids.
+
+    An ``Order`` item failed the price rule; ``None`` is a value that did not decode.
+    """
+
+    def seed(
+        store: DlqStore,
+        items: Sequence[Order | None],
+        *,
+        first_offset: int = 0,
+        headers: Sequence[Header] = (),
+    ) -> list[int]:
+        rows = []
+        for i, order in enumerate(items):
+            error = (
+                BusinessRuleError(HIGH_PRICE_REASON)
+                if order
+                else DeserializationError("undecodable Avro", b"\xff")
+            )
+            source = Source("orders", 0, i, None)
+            failure = Failure(error, 3, 0, 0, source, "g", order, b"\xff", None)
+            envelope = encode_envelope(build_envelope(failure, now_ms=now_ms()))
+            key = order.order_id.encode() if order else None
+            record = Record("orders_dlq", 0, first_offset + i, key, envelope, list(headers))
+            rows.append(event_row(record, drained_at=utcnow()))
+        return store.insert_events(rows, actor="test-drain")
+
+    return seed
+
+
+@pytest.fixture
+def dlq_rows() -> Callable[[DlqStore], dict[int, DlqEvent]]:
+    """``dlq_rows(store)``: every DLQ row, by id."""
+
+    def rows(store: DlqStore) -> dict[int, DlqEvent]:
+        return {e.id: e for e in store.list_events(limit=1000)}
+
+    return rows
+
+
+@pytest.fixture
+def end_offset() -> Callable[[Settings], int]:
+    """``end_offset(settings)``: how many records the orders topic holds (all partitions)."""
+
+    def total(settings: Settings) -> int:
+        topic = settings.orders_topic
+        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "peek"})
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.partitions
+            )
+        finally:
+            consumer.close()
+
+    return total
+
+
+# -- The report's known input ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownReportInput:
+    """A store content whose report numbers are known exactly (``seed``, then ``check``).
+
+    Used on SQLite (unit), PostgreSQL (integration) and through the report DAG.
+    """
+
+    t0: datetime = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    high: str = HIGH_PRICE_REASON
+    decode: str = "cannot decode Avro value"
+
+    def at(self, hours: float) -> datetime:
+        """``hours`` after ``t0``."""
+        return self.t0 + timedelta(hours=hours)
+
+    @property
+    def now(self) -> datetime:
+        """The report's time: one day and one hour after ``t0``."""
+        return self.at(25)
+
+    def processed(self) -> list[tuple[str, str, float, datetime, str | None]]:
+        """order_id, product, price, processed_at, replay_id."""
+        return [
+            ("o-1", "widget", 10.0, self.at(1), None),
+            ("o-2", "widget", 20.0, self.at(2), None),
+            ("o-3", "gadget", 30.0, self.at(3), None),
+            ("o-4", "gadget", 70.0, self.at(4), "replay-1"),  # o-4 replayed, price 150 -> 70
+            ("o-9", "widget", 90.0, self.at(5.5), "replay-8"),  # o-9 got through on replay 2
+        ]
+
+    def dead_lettered(self) -> list[tuple[Any, ...]]:
+        """order_id, product, price, reason, category, status, dead_lettered_at, replayed_at.
+
+        The n-th row (from 1), if replayed, was replayed by the run ``replay-<n>``.
+        """
+        high, at = self.high, self.at
+        return [
+            ("o-4", "gadget", 150.0, high, "business_rule", "replayed", at(0.5), at(1)),
+            ("o-5", "widget", 200.0, high, "business_rule", "replayed", at(1.5), at(5)),
+            ("o-6", "widget", 120.0, high, "business_rule", "new", at(1), None),
+            ("o-7", "gadget", 300.0, high, "business_rule", "approved", at(2), None),
+            (None, None, None, self.decode, "deserialization", "rejected", None, None),  # +6h
+            ("o-8", "widget", 180.0, high, "business_rule", "parked", at(0), None),
+            ("o-9", "widget", 225.0, high, "business_rule", "replayed", at(2.5), at(3)),
+            # replay-7's copy failed again and came back; replay-8 (corrected) got through.
+            ("o-9", "widget", 225.0, high, "business_rule", "replayed", at(3.2), at(5.2)),
+        ]
+
+    def seed(self, engine: Engine) -> None:
+        """Insert the known rows into a migrated, empty store."""
+        processed = [
+            {"order_id": oid, "product": product, "price": price, "attempts": 1,
+             "source_topic": "orders", "source_partition": 0, "source_offset": offset,
+             "processed_at": at, "replay_id": replay_id}
+            for offset, (oid, product, price, at, replay_id) in enumerate(self.processed())
+        ]  # fmt: skip
+        dead = [self._dlq_row(offset, *row) for offset, row in enumerate(self.dead_lettered())]
+        with engine.begin() as conn:
+            conn.execute(insert(ProcessedOrder), processed)
+            conn.execute(insert(DlqEvent), dead)
+
+    def _dlq_row(self, offset: int, *values: Any) -> dict[str, Any]:
+        order_id, product, price, reason, category, status, failed_at, replayed_at = values
+        return {
+            "dlq_topic": "orders_dlq", "dlq_partition": 0, "dlq_offset": offset,
+            "order_id": order_id, "product": product, "price": price, "reason": reason,
+            "category": category, "retryable": False, "attempts": 3, "status": status,
+            "dead_lettered_at": failed_at, "drained_at": failed_at or self.at(6),
+            "replayed_at": replayed_at, "replay_count": 1 if replayed_at else 0,
+            "replay_id": f"replay-{offset + 1}" if replayed_at else None,
+        }  # fmt: skip
+
+    def check(self, report: DlqReport) -> None:
+        """The all-time report of the known input, as of ``now``."""
+        assert dict(report.inflow_by_reason) == {self.high: 7, self.decode: 1}
+        assert dict(report.inflow_by_category) == {"business_rule": 7, "deserialization": 1}
+        assert dict(report.inflow_by_product) == {"widget": 5, "gadget": 2, "(unknown)": 1}
+        assert report.dlq_total == 8
+        assert (report.failed_prices.count, report.failed_prices.min) == (7, 120.0)
+        assert (report.failed_prices.max, report.failed_prices.mean) == (300.0, 200.0)
+        assert report.failed_prices.median == 200.0
+        assert (report.processed_prices.count, report.processed_prices.min) == (5, 10.0)
+        assert (report.processed_prices.max, report.processed_prices.mean) == (90.0, 44.0)
+        assert report.processed_prices.median == 30.0
+        assert report.running_average == 44.0
+        assert dict(report.running_average_by_product) == {"gadget": 50.0, "widget": 40.0}
+        assert [avg for _, avg in report.running_average_curve] == [10.0, 15.0, 20.0, 32.5, 44.0]
+        assert report.running_average_curve[-1][0] == self.at(5.5)
+        assert dict(report.backlog) == {
+            "new": 1, "approved": 1, "rejected": 1, "replayed": 4, "parked": 1
+        }  # fmt: skip
+        assert report.oldest_unresolved_at == self.at(1)  # o-6 (new); o-8 parked, o-4 replayed
+        assert report.oldest_unresolved_age == timedelta(hours=24)
+        # o-4 and o-9's second replay succeeded; o-9's first copy failed again, o-5 is pending.
+        assert (report.replay.replayed, report.replay.succeeded) == (4, 2)
+        assert report.replay.success_rate == 0.5
+
+
+@pytest.fixture
+def known_input() -> KnownReportInput:
+    """The report's known input and the numbers it must give."""
+    return KnownReportInput()
+
+
+@pytest.fixture
+def read_report_csv() -> Callable[[Path], dict[tuple[str, str, str], str]]:
+    """``read_report_csv(path)``: a written report CSV keyed by ``(section, key, metric)``."""
+
+    def read(path: Path) -> dict[tuple[str, str, str], str]:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return {(r["section"], r["key"], r["metric"]): r["value"] for r in csv.DictReader(fh)}
+
+    return read
+
+
+@pytest.fixture
+def table_rows() -> Callable[[str], list[list[str]]]:
+    """``table_rows(text)``: the cells of every line of a rendered table, stripped.
+
+    Reads tabulate's ``simple`` and ``plain`` tables (cells two or more spaces apart)
+    and Markdown tables (cells between unescaped pipes), so tests check the values a
+    reader sees, not the padding.
+    """
+
+    def rows(text: str) -> list[list[str]]:
+        out = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or set(line) <= set("-|: "):
+                continue  # blank, or a rule under the headers
+            if line.startswith("|"):
+                cells = re.split(r"(?<!\\)\|", line.strip("|"))
+                out.append([c.strip().replace("\\|", "|") for c in cells])
+            else:
+                out.append(re.split(r"\s{2,}", line))
+        return out
+
+    return rows

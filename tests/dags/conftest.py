@@ -1,7 +1,7 @@
 """Running the project's DAGs with ``dag.test()``: metadata DB, connections, settings.
 
-``tests/conftest.py`` already points ``AIRFLOW_HOME``, the metadata DB and the DAGs
-folder at a scratch directory before Airflow is imported; here the metadata DB is
+``tests/conftest.py`` points ``AIRFLOW_HOME``, the metadata DB and the DAGs folder at a
+scratch directory (``pytest_configure``, before Airflow is imported); here the metadata DB is
 migrated once per session and each test gets its own connections and topics
 through environment variables, the way a deployment provides them.
 """
@@ -79,7 +79,6 @@ def dag_settings(
     pg_url: str,
     kafka_connection: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
 ) -> Iterator[Settings]:
     """This test's topics as ``ORDERPROC_*`` variables; the store as ``orderproc_db``."""
     settings = make_settings(partitions=2, database_url=pg_url)
@@ -87,7 +86,7 @@ def dag_settings(
         monkeypatch.setenv(f"ORDERPROC_{name.upper()}", str(getattr(settings, name)))
     # No ORDERPROC_DATABASE_URL: the DAGs must find the store through the connection.
     monkeypatch.delenv("ORDERPROC_DATABASE_URL", raising=False)
-    monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", str(tmp_path / "not-used"))
+    monkeypatch.setenv("ORDERPROC_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
     get_settings.cache_clear()
     yield settings

@@ -9,17 +9,12 @@ import pytest
 from sqlalchemy import Engine, select
 
 from orderproc.config import Settings
-from orderproc.drain import run_drain
+from orderproc.dlq.drain import run_drain
 from orderproc.store.tables import AuditLog
-from tests.integration.test_drain import (
-    closed_port,
-    count_rows,
-    dead_letter,
-    orders,
-    produce_raw,
-)
 
 pytestmark = pytest.mark.integration
+
+Helper = Callable[..., Any]
 
 DAG_ID = "orders_dlq_drain"
 
@@ -35,9 +30,15 @@ def test_the_dag_is_scheduled_bounded_and_documented(load_dag: Callable[[str], A
 
 
 def test_every_record_is_stored_once_across_runs(
-    load_dag: Callable[[str], Any], dag_settings: Settings, pg_engine: Engine
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    pg_engine: Engine,
+    make_orders: Helper,
+    dead_letter: Helper,
+    produce_raw: Helper,
+    count_rows: Helper,
 ) -> None:
-    dead_letter(dag_settings, orders(6))
+    dead_letter(dag_settings, make_orders(6))
     produce_raw(dag_settings, [b"\x00 not an envelope"])
     dag = load_dag(DAG_ID)
 
@@ -52,9 +53,14 @@ def test_every_record_is_stored_once_across_runs(
 
 
 def test_a_run_after_a_crash_between_the_commits_completes_without_duplicates(
-    load_dag: Callable[[str], Any], dag_settings: Settings, pg_engine: Engine
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    pg_engine: Engine,
+    make_orders: Helper,
+    dead_letter: Helper,
+    count_rows: Helper,
 ) -> None:
-    dead_letter(dag_settings, orders(10))
+    dead_letter(dag_settings, make_orders(10))
 
     def crash(_records: Sequence[Any]) -> None:
         raise RuntimeError("worker killed after the database commit")
@@ -75,8 +81,10 @@ def test_the_task_fails_when_the_broker_is_unreachable(
     dag_settings: Settings,
     kafka_connection: Callable[..., None],
     pg_engine: Engine,
+    closed_port: int,
+    count_rows: Helper,
 ) -> None:
-    kafka_connection(f"127.0.0.1:{closed_port()}", **{"socket.timeout.ms": 1000})
+    kafka_connection(f"127.0.0.1:{closed_port}", **{"socket.timeout.ms": 1000})
     dag = load_dag(DAG_ID)
     dag.task_dict["drain"].retries = 0  # dag.test() would wait out the retry delay
 

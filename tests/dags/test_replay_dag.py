@@ -6,19 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from sqlalchemy import Engine
 
-import orderproc.replay
+from orderproc.clock import Pacer
 from orderproc.config import Settings
+from orderproc.dlq.store import DlqStore
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
-from orderproc.store.review import DlqStore
-from tests.integration.test_drain import orders
-from tests.integration.test_replay import by_id, end_offset, headers_of, seed
-from tests.support import drain_topic
 
 pytestmark = pytest.mark.integration
+
+Helper = Callable[..., Any]
 
 DAG_ID = "orders_dlq_replay"
 
@@ -53,11 +51,16 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     store: DlqStore,
-    make_consumer: Callable[..., Consumer],
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+    headers_of: Helper,
+    drain_topic: Helper,
 ) -> None:
-    approved = seed(store, orders(2))
-    untouched = seed(store, [Order("not-reviewed", "Laptop", 150.0)], first_offset=10)
-    tired = seed(store, [Order("tired", "Laptop", 150.0)], first_offset=20,
+    approved = seed_dlq(store, make_orders(2))
+    untouched = seed_dlq(store, [Order("not-reviewed", "Laptop", 150.0)], first_offset=10)
+    tired = seed_dlq(store, [Order("tired", "Laptop", 150.0)], first_offset=20,
                  headers=[("replay.count", b"3")])  # fmt: skip
     store.approve(approved + tired, actor="alice")
     store.edit(approved[0], {"price": 42.5}, actor="alice")
@@ -66,12 +69,12 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
 
     assert run.state == "success"
     assert end_offset(dag_settings) == 2
-    msgs = drain_topic(make_consumer(), dag_settings.orders_topic, expected=2)
+    msgs = drain_topic(dag_settings.orders_topic, expected=2)
     prices = {OrderSerde().decode(m.value()).order_id: OrderSerde().decode(m.value()).price
               for m in msgs}  # fmt: skip
     assert prices == {"o-0": 42.5, "o-1": 150.0}
     assert {headers_of(m)["replay.id"] for m in msgs} == {run.run_id}
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [rows[i].status for i in approved] == ["replayed", "replayed"]
     assert rows[untouched[0]].status == "new"
     assert rows[tired[0]].status == "parked"
@@ -79,16 +82,22 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
 
 
 def test_dry_run_changes_nothing(
-    load_dag: Callable[[str], Any], dag_settings: Settings, store: DlqStore
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    store: DlqStore,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
 ) -> None:
-    ids = seed(store, orders(3))
+    ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
-    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
 
     run = load_dag(DAG_ID).test(run_conf={"dry_run": True})
 
     assert run.state == "success"
-    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
     assert after == before
     assert [a.action for a in store.audit_trail(ids[0])] == ["drained", "approved"]
     assert end_offset(dag_settings) == 0
@@ -98,9 +107,14 @@ def test_max_messages_and_a_second_run_never_republish_a_row(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     store: DlqStore,
-    make_consumer: Callable[..., Consumer],
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+    headers_of: Helper,
+    drain_topic: Helper,
 ) -> None:
-    ids = seed(store, orders(3))
+    ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
     dag = load_dag(DAG_ID)
 
@@ -111,24 +125,27 @@ def test_max_messages_and_a_second_run_never_republish_a_row(
 
     assert second.state == "success"
     assert end_offset(dag_settings) == 3
-    msgs = drain_topic(make_consumer(), dag_settings.orders_topic, expected=3)
+    msgs = drain_topic(dag_settings.orders_topic, expected=3)
     assert sorted(headers_of(m)["replay.dlq.offset"] for m in msgs) == ["0", "1", "2"]
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [rows[i].replay_id for i in ids] == [first.run_id, first.run_id, second.run_id]
 
 
-def test_the_rate_param_drives_the_limiter(
+def test_the_rate_param_drives_the_pacer(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     store: DlqStore,
     monkeypatch: pytest.MonkeyPatch,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    end_offset: Helper,
 ) -> None:
-    ids = seed(store, orders(3))
+    ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
     sleeps: list[float] = []
 
-    class FakeClockLimiter(orderproc.replay.RateLimiter):
-        """The real limiter on a clock that only moves when it sleeps."""
+    class FakeClockPacer(Pacer):
+        """The real pacer on a clock that only moves when it sleeps."""
 
         def __init__(self, rate_per_sec: float, **_: Any) -> None:
             now = [0.0]
@@ -140,7 +157,7 @@ def test_the_rate_param_drives_the_limiter(
             super().__init__(rate_per_sec, clock=lambda: now[0], sleep=sleep)
 
     # dag.test() runs the task in this process, so the patch reaches it.
-    monkeypatch.setattr(orderproc.replay, "RateLimiter", FakeClockLimiter)
+    monkeypatch.setattr("orderproc.dlq.replay.Pacer", FakeClockPacer)
 
     run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4})
 
@@ -150,7 +167,7 @@ def test_the_rate_param_drives_the_limiter(
 
 
 def test_a_bad_param_is_refused_before_anything_runs(
-    load_dag: Callable[[str], Any], dag_settings: Settings
+    load_dag: Callable[[str], Any], dag_settings: Settings, end_offset: Helper
 ) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 

@@ -15,9 +15,10 @@ from sqlalchemy import Engine
 
 from orderproc.config import get_settings
 from orderproc.devstack.airflow import database_connection
-from tests.unit.test_report import HIGH, read_csv, seed_known_input
 
 pytestmark = pytest.mark.integration
+
+CsvReader = Callable[[Path], dict[tuple[str, str, str], str]]
 
 
 @pytest.fixture
@@ -33,46 +34,57 @@ def reports(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(
-    pg_url: str, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pg_url: str,
+    pg_engine: Engine,
+    known_input: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> Iterator[Engine]:
     """The known input in this test's PostgreSQL schema, as connection ``orderproc_db``."""
-    seed_known_input(pg_engine)
+    known_input.seed(pg_engine)
     monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
     # Not the settings' store: the DAG must find the data through the connection.
     monkeypatch.delenv("ORDERPROC_DATABASE_URL", raising=False)
-    monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", str(tmp_path / "not-used"))
+    monkeypatch.setenv("ORDERPROC_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     yield pg_engine
     get_settings.cache_clear()
 
 
 def test_report_run_writes_files_with_the_known_numbers(
-    report_dag: Any, store: Engine, reports: Path
+    report_dag: Any,
+    store: Engine,
+    reports: Path,
+    known_input: Any,
+    read_report_csv: CsvReader,
+    table_rows: Callable[[str], list[list[str]]],
 ) -> None:
     dag_run = report_dag.test(run_conf={"reports_dir": str(reports)})
 
     assert dag_run.state == "success"
     (folder,) = reports.glob("dlq-report-*")
     assert {p.name for p in folder.iterdir()} == {"report.md", "report.csv", "chart.png"}
-    values = read_csv(folder / "report.csv")
-    assert values["inflow_by_reason", HIGH, "count"] == "7"
+    values = read_report_csv(folder / "report.csv")
+    assert values["inflow_by_reason", known_input.high, "count"] == "7"
     assert values["prices", "failed", "mean"] == "200.0"
     assert values["prices", "processed", "median"] == "30.0"
     assert values["backlog", "new", "count"] == "1"
     assert values["replay", "(all)", "success_rate"] == "0.5"
     markdown = (folder / "report.md").read_text(encoding="utf-8")
-    assert "| replay success rate | 50.0% |" in markdown
+    assert ["replay success rate", "50.0%"] in table_rows(markdown)
     assert (folder / "chart.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_since_param_limits_the_window(report_dag: Any, store: Engine, reports: Path) -> None:
+def test_since_param_limits_the_window(
+    report_dag: Any, store: Engine, reports: Path, known_input: Any, read_report_csv: CsvReader
+) -> None:
     conf = {"reports_dir": str(reports), "since": "2026-03-01T09:30:00+00:00"}
     dag_run = report_dag.test(run_conf=conf)
 
     assert dag_run.state == "success"
     (csv_path,) = reports.glob("dlq-report-*/report.csv")
-    values = read_csv(csv_path)
-    assert values["inflow_by_reason", HIGH, "count"] == "4"
+    values = read_report_csv(csv_path)
+    assert values["inflow_by_reason", known_input.high, "count"] == "4"
     assert values["replay", "(all)", "replayed"] == "3"
     assert values["replay", "(all)", "succeeded"] == "1"
 

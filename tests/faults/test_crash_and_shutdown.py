@@ -10,32 +10,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from orderproc.config import Settings
-from orderproc.producer import OrderGenerator
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import OrderRepository
-from tests.support import read_all, settings_env
+from orderproc.store.migrate import upgrade
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.producer import OrderGenerator
 
 pytestmark = pytest.mark.integration
 
 SCALE = int(os.environ.get("ORDERPROC_TEST_SCALE", "1"))
 
+StartConsumer = Callable[..., subprocess.Popen[str]]
 
-def start_consumer(settings: Settings, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orderproc", "consume", "--quiet", *args],
-        env=settings_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+
+@pytest.fixture
+def start_consumer(settings_env: Callable[[Settings], dict[str, str]]) -> StartConsumer:
+    """``start_consumer(settings, *args)``: ``orderproc consume --quiet <args>`` as a process."""
+
+    def start(settings: Settings, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orderproc", "consume", "--quiet", *args],
+            env=settings_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    return start
 
 
 def produce_orders(producer: Producer, settings: Settings, n: int) -> dict[str, float]:
@@ -60,16 +67,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         time.sleep(0.1)
 
 
-def dead_lettered_ids(settings: Settings) -> list[str]:
-    events = [
-        json.loads(m.value()) for m in read_all(settings.bootstrap_servers, settings.dlq_topic)
-    ]
-    return [e["failed_order"]["orderId"] for e in events]
+def dead_lettered_ids(records: list[Any]) -> list[str]:
+    """The order ids of DLQ records."""
+    return [json.loads(m.value())["failed_order"]["orderId"] for m in records]
 
 
 def test_kill_9_mid_stream_then_restart_loses_no_order(
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
+    start_consumer: StartConsumer,
+    read_all: Callable[..., list[Any]],
     pg_url: str,
 ) -> None:
     settings = make_settings(
@@ -98,7 +105,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_order(
     assert second.returncode == 0, err
 
     processed = repo.processed_ids()
-    dead = dead_lettered_ids(settings)
+    dead = dead_lettered_ids(read_all(settings.dlq_topic))
 
     assert processed == set(prices) - expensive  # every cheap order, exactly once (primary key)
     assert (
@@ -110,15 +117,13 @@ def test_kill_9_mid_stream_then_restart_loses_no_order(
 def test_sigterm_finishes_in_flight_work_and_commits(
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
-    tmp_path: Path,
+    start_consumer: StartConsumer,
 ) -> None:
     settings = make_settings(partitions=2, batch_size=50, max_attempts=1)
     prices = produce_orders(make_producer(), settings, 2000 * SCALE)
     repo_url = settings.effective_database_url
 
     first = start_consumer(settings)
-    from orderproc.store.migrate import upgrade
-
     engine = make_engine(repo_url)
     upgrade(engine)
     repo = OrderRepository(engine)

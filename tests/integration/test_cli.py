@@ -9,37 +9,47 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from orderproc.config import Settings
-from orderproc.consumer import OrderConsumer
+from orderproc.errors import BrokerError
+from orderproc.kafka.topics import ensure_topics
 from orderproc.metrics import MetricsServer
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
-from orderproc.store.engine import make_engine
+from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
-from orderproc.store.repository import OrderRepository
-from tests.support import read_all, settings_env
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
-def run_cli(
-    settings: Settings, *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orderproc", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+
+@pytest.fixture
+def run_cli(settings_env: Callable[[Settings], dict[str, str]]) -> RunCli:
+    """``run_cli(settings, *args)``: ``orderproc <args>`` as a process with these settings."""
+
+    def run(
+        settings: Settings, *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orderproc", *args],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
 
 
 def test_produce_prints_the_original_lines_and_delivers_every_order(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], run_cli: RunCli, read_all: Callable[..., list[Any]]
 ) -> None:
     settings = make_settings(partitions=2)
 
@@ -56,14 +66,14 @@ def test_produce_prints_the_original_lines_and_delivers_every_order(
         re.fullmatch(rf"Delivered to {settings.orders_topic} \[[01]\]", d) for d in delivered
     )
     assert "produced=6 delivered=6 failed=0" in result.stderr
-    records = read_all(settings.bootstrap_servers, settings.orders_topic)
+    records = read_all(settings.orders_topic)
     keys = {m.key().decode() for m in records}
     ids = {OrderSerde().decode(m.value()).order_id for m in records}
     assert keys == ids and len(ids) == 6  # keyed by orderId
 
 
 def test_dlq_tail_prints_events_like_the_original_and_as_json(
-    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer], run_cli: RunCli
 ) -> None:
     settings = make_settings()
     envelope = {
@@ -112,19 +122,19 @@ def test_metrics_and_health_endpoints_report_the_consumer(
             settings.orders_topic, key=order.order_id.encode(), value=serde.encode(order)
         )
     assert producer.flush(30) == 0
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
-    consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
-    server = MetricsServer(consumer.metrics.registry, consumer.health, "127.0.0.1", 0).start()
-    try:
-        worker = threading.Thread(target=consumer.run, kwargs={"idle_exit_s": 2})
-        worker.start()
-        worker.join(120)
-        base = f"http://127.0.0.1:{server.port}"
-        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-        health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
-    finally:
-        server.stop()
+    with open_engine(settings.effective_database_url) as engine:
+        upgrade(engine)
+        consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
+        server = MetricsServer(consumer.metrics.registry, consumer.health, "127.0.0.1", 0).start()
+        try:
+            worker = threading.Thread(target=consumer.run, kwargs={"idle_exit_s": 2})
+            worker.start()
+            worker.join(120)
+            base = f"http://127.0.0.1:{server.port}"
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+            health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+        finally:
+            server.stop()
 
     assert "orderproc_orders_processed_total 2.0" in metrics
     assert 'orderproc_orders_dead_lettered_total{category="business_rule"} 1.0' in metrics
@@ -133,7 +143,9 @@ def test_metrics_and_health_endpoints_report_the_consumer(
     assert health == {"status": "ok", "detail": "ok"}
 
 
-def test_unreachable_broker_is_one_clear_line(make_settings: Callable[..., Settings]) -> None:
+def test_unreachable_broker_is_one_clear_line(
+    make_settings: Callable[..., Settings], run_cli: RunCli
+) -> None:
     settings = make_settings(create=False, bootstrap_servers="127.0.0.1:1", admin_timeout_s=2)
 
     result = run_cli(settings, "consume", "--max-messages", "1")
@@ -144,9 +156,14 @@ def test_unreachable_broker_is_one_clear_line(make_settings: Callable[..., Setti
         "Failed to get metadata: Local: Broker transport failure"
     )
     assert "Traceback" not in result.stderr
+    # In process it is a BrokerError: callers can tell a broker outage from a bad setting.
+    with pytest.raises(BrokerError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1: "):
+        ensure_topics(settings)
 
 
-def test_invalid_setting_is_one_clear_line(make_settings: Callable[..., Settings]) -> None:
+def test_invalid_setting_is_one_clear_line(
+    make_settings: Callable[..., Settings], settings_env: Callable[[Settings], dict[str, str]]
+) -> None:
     settings = make_settings(create=False)
     env = settings_env(settings) | {"ORDERPROC_RETRY_MODE": "sideways"}
 

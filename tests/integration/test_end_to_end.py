@@ -8,15 +8,15 @@ import pytest
 from confluent_kafka import Producer
 
 from orderproc.config import Settings
-from orderproc.consumer import OrderConsumer
-from orderproc.drain import run_drain
+from orderproc.dlq.drain import run_drain
+from orderproc.dlq.replay import ReplayRequest, replay_with_settings
+from orderproc.dlq.store import DlqStore, EventFilter
 from orderproc.models import Order
-from orderproc.replay import ReplayRequest, replay_with_settings
-from orderproc.report import build_report
+from orderproc.report.aggregate import build_report
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import OrderRepository
-from orderproc.store.review import DlqStore, EventFilter
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 

@@ -6,19 +6,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
-from orderproc.store.repository import OrderRepository, ProcessedRow
-from tests.support import drain_topic
+from orderproc.store.processed import OrderRepository, ProcessedRow
 
 pytestmark = pytest.mark.integration
 
 
-def test_avro_order_round_trips_bit_exact(topic_factory, make_producer, make_consumer) -> None:
+def test_avro_order_round_trips_bit_exact(
+    topic_factory: Callable[..., str],
+    make_producer: Callable[..., Producer],
+    drain_topic: Callable[..., list[Message]],
+) -> None:
     topic = topic_factory("smoke")
     serde = OrderSerde()
     sent = serde.encode(Order("0b1c7f0e-aaaa-4bbb-8ccc-123456789abc", "item3", 45.67))
@@ -26,7 +30,7 @@ def test_avro_order_round_trips_bit_exact(topic_factory, make_producer, make_con
     producer.produce(topic, key=b"k1", value=sent)
     assert producer.flush(30) == 0
 
-    [msg] = drain_topic(make_consumer(), topic, 1)
+    [msg] = drain_topic(topic, 1)
 
     assert msg.value() == sent
     assert msg.key() == b"k1"

@@ -9,7 +9,8 @@ import pydantic
 import pytest
 from pydantic import SecretStr
 
-from orderproc.config import PROJECT_ROOT, RetryMode, Settings
+from orderproc.config import RetryMode, Settings
+from orderproc.devstack.settings import DevstackSettings
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +48,7 @@ def test_environment_overrides_use_the_orderproc_prefix(monkeypatch: pytest.Monk
     monkeypatch.setenv("ORDERPROC_PRICE_THRESHOLD", "250.5")
     monkeypatch.setenv("ORDERPROC_RETRY_MODE", "blocking")
     monkeypatch.setenv("ORDERPROC_LOG_JSON", "true")
-    monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", "/var/lib/orderproc")
+    monkeypatch.setenv("ORDERPROC_DATA_DIR", "/var/lib/orderproc")
 
     s = Settings()
 
@@ -57,7 +58,22 @@ def test_environment_overrides_use_the_orderproc_prefix(monkeypatch: pytest.Monk
     assert s.price_threshold == 250.5
     assert s.retry_mode is RetryMode.BLOCKING
     assert s.log_json is True
-    assert s.devstack_dir == Path("/var/lib/orderproc")
+    assert s.data_dir == Path("/var/lib/orderproc")
+
+
+def test_dev_stack_settings_are_not_production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERPROC_DEVSTACK_DIR", "/srv/dev")
+    monkeypatch.setenv("ORDERPROC_KAFKA_PORT", "19092")
+
+    dev = DevstackSettings()
+
+    assert (dev.devstack_dir, dev.kafka_port, dev.bootstrap) == (
+        Path("/srv/dev"),
+        19092,
+        "127.0.0.1:19092",
+    )
+    dev_only = {"devstack_dir", "kafka_port", "kafka_controller_port", "kafka_start_timeout_s"}
+    assert dev_only.isdisjoint(Settings.model_fields)
 
 
 def test_unprefixed_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,12 +191,36 @@ def test_retry_topics_cover_every_attempt_but_the_last() -> None:
     ]
 
 
-def test_default_database_is_sqlite_under_the_devstack_dir() -> None:
-    assert Settings().effective_database_url == (
-        f"sqlite:///{PROJECT_ROOT / '.devstack' / 'orderproc.db'}"
+def test_default_files_live_in_the_users_data_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    s = Settings()
+
+    assert s.data_dir == tmp_path / ".local" / "share" / "orderproc"
+    assert s.effective_database_url == f"sqlite:///{s.data_dir / 'orderproc.db'}"
+    assert s.effective_reports_dir == s.data_dir / "reports"
+
+
+def test_xdg_data_home_moves_the_default_data_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+    assert (
+        Settings().effective_database_url
+        == f"sqlite:///{tmp_path / 'xdg' / 'orderproc' / 'orderproc.db'}"
     )
-    custom = Settings(devstack_dir=Path("/srv/orderproc/dev"))
-    assert custom.effective_database_url == "sqlite:////srv/orderproc/dev/orderproc.db"
+
+
+def test_data_dir_and_reports_dir_settings_win() -> None:
+    custom = Settings(data_dir=Path("/srv/orderproc"))
+    assert custom.effective_database_url == "sqlite:////srv/orderproc/orderproc.db"
+    assert custom.effective_reports_dir == Path("/srv/orderproc/reports")
+    reports = Settings(data_dir=Path("/srv/orderproc"), reports_dir=Path("/var/reports"))
+    assert reports.effective_reports_dir == Path("/var/reports")
 
 
 def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""A consumed record and what its headers say: never an exception, a damaged header reads as absent."""
+"""A consumed record and its headers: never an exception, a damaged header reads as absent."""
 
 from __future__ import annotations
 

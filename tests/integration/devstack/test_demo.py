@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from orderproc.config import Settings
-from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_end_to_end(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(
+    make_settings: Callable[..., Settings],
+    settings_env: Callable[[Settings], dict[str, str]],
+    tmp_path: Path,
+) -> None:
     settings = make_settings(partitions=2, reports_dir=tmp_path / "reports", backoff_initial_s=0.2)
 
     result = subprocess.run(

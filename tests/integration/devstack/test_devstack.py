@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -21,15 +22,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
 from orderproc.cli import app as cli_app
-from orderproc.config import KAFKA_VERSION, Settings, get_settings
 from orderproc.devstack.kafka import KafkaBroker
 from orderproc.devstack.maven import kafka_home
 from orderproc.devstack.postgres import database_url, postgres_down, postgres_status
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import (
+    KAFKA_VERSION,
+    DevstackError,
+    DevstackSettings,
+    get_devstack_settings,
+)
 
 pytestmark = pytest.mark.integration
 
-SHARED_LIBS = kafka_home(Settings().devstack_dir) / "libs"
 # The console script's body, run with this interpreter: no PATH or venv layout assumed.
 CLI = [sys.executable, "-c", "from orderproc.cli import main; main()"]
 
@@ -46,26 +50,33 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(tmp_path_factory: pytest.TempPathFactory) -> DevstackSettings:
     port, controller_port = _free_ports(2)
-    return Settings(
+    return DevstackSettings(
         devstack_dir=tmp_path_factory.mktemp("devstack"),
         kafka_port=port,
         kafka_controller_port=controller_port,
-        bootstrap_servers=f"127.0.0.1:{port}",
     )
 
 
+@pytest.fixture(scope="module")
+def shared_libs() -> Path:
+    """The jars of the default devstack folder: fetched once, shared by every devstack."""
+    return kafka_home(DevstackSettings().devstack_dir) / "libs"
+
+
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[KafkaBroker]:
+def broker(settings: DevstackSettings, shared_libs: Path) -> Iterator[KafkaBroker]:
     """A broker handle for this module's devstack; stopped (by pid) after each test."""
-    handle = KafkaBroker(settings, libs_dir=SHARED_LIBS)
+    handle = KafkaBroker(settings, libs_dir=shared_libs)
     yield handle
     handle.down()
 
 
 @pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def cli_env(
+    settings: DevstackSettings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
     """Environment that points the CLI at this module's devstack."""
     env = {
         "ORDERPROC_DEVSTACK_DIR": str(settings.devstack_dir),
@@ -74,9 +85,9 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    get_devstack_settings.cache_clear()
     yield env
-    get_settings.cache_clear()
+    get_devstack_settings.cache_clear()
 
 
 def _create_topic(bootstrap: str, topic: str) -> None:
@@ -151,7 +162,7 @@ def test_up_twice_and_down_twice_are_harmless(broker: KafkaBroker) -> None:
     assert not broker.status().running
 
 
-def test_taken_port_is_a_clear_error(broker: KafkaBroker, settings: Settings) -> None:
+def test_taken_port_is_a_clear_error(broker: KafkaBroker, settings: DevstackSettings) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", settings.kafka_port))
         squatter.listen()
@@ -162,7 +173,9 @@ def test_taken_port_is_a_clear_error(broker: KafkaBroker, settings: Settings) ->
     assert not broker.paths.pid_file.exists()
 
 
-def test_cli_reports_a_taken_port_in_one_line(settings: Settings, cli_env: dict[str, str]) -> None:
+def test_cli_reports_a_taken_port_in_one_line(
+    settings: DevstackSettings, cli_env: dict[str, str]
+) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", settings.kafka_controller_port))
         squatter.listen()

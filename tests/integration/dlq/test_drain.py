@@ -2,79 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, func, select
 
 from orderproc.config import Settings
-from orderproc.dlq import Failure, Header
-from orderproc.drain import DrainError, drain_consumer_overrides, run_drain
-from orderproc.errors import BusinessRuleError
-from orderproc.handler import HIGH_PRICE_REASON
-from orderproc.models import Order, Source
-from orderproc.routing import FailureRouter
-from orderproc.serde import OrderSerde
+from orderproc.dlq.drain import run_drain
+from orderproc.errors import DrainError
+from orderproc.kafka.clients import drain_consumer_overrides
 from orderproc.store.tables import AuditLog, DlqEvent
 
 pytestmark = pytest.mark.integration
 
-
-# -- helpers shared with the replay and DAG tests ------------------------------------------
-
-
-def dead_letter(
-    settings: Settings,
-    orders: Sequence[Order],
-    *,
-    headers: list[Header] | None = None,
-    reason: str = HIGH_PRICE_REASON,
-) -> None:
-    """Write DLQ records exactly as the live consumer does (through ``FailureRouter``)."""
-    router = FailureRouter(settings)
-    now = int(time.time() * 1000)
-    for i, order in enumerate(orders):
-        failure = Failure(
-            error=BusinessRuleError(reason),
-            attempts=3,
-            first_failure_ms=now - 1000,
-            last_failure_ms=now,
-            source=Source(settings.orders_topic, 0, i, now - 2000),
-            consumer_group=settings.consumer_group,
-            order=order,
-            raw_value=OrderSerde().encode(order),
-            key=order.order_id.encode(),
-        )
-        router.to_dlq(failure, headers, now_ms=now)
-    router.flush(30)
-
-
-def produce_raw(settings: Settings, values: Sequence[bytes]) -> None:
-    """Records in the DLQ that did not come from orderproc."""
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
-    for value in values:
-        producer.produce(settings.dlq_topic, value=value)
-    assert producer.flush(30) == 0
-
-
-def orders(n: int, *, price: float = 150.0, prefix: str = "o") -> list[Order]:
-    return [Order(f"{prefix}-{i}", "Laptop", price) for i in range(n)]
-
-
-def count_rows(engine: Engine, model: Any = DlqEvent) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+Helper = Callable[..., Any]
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
@@ -99,9 +42,14 @@ def settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
 
 
 def test_every_record_is_stored_once_and_a_rerun_adds_nothing(
-    settings: Settings, engine: Engine
+    settings: Settings,
+    engine: Engine,
+    dead_letter: Helper,
+    produce_raw: Helper,
+    make_orders: Helper,
+    count_rows: Helper,
 ) -> None:
-    dead_letter(settings, orders(10))
+    dead_letter(settings, make_orders(10))
     produce_raw(settings, [b"\xffnot json", b'{"something": "else"}'])
 
     first = run_drain(settings)
@@ -127,9 +75,9 @@ def test_every_record_is_stored_once_and_a_rerun_adds_nothing(
 
 
 def test_crash_between_db_commit_and_offset_commit_stores_nothing_twice(
-    settings: Settings, engine: Engine
+    settings: Settings, engine: Engine, dead_letter: Helper, make_orders: Helper, count_rows: Helper
 ) -> None:
-    dead_letter(settings, orders(12))
+    dead_letter(settings, make_orders(12))
 
     def crash(_records: Sequence[Any]) -> None:
         raise RuntimeError("killed after the database commit")
@@ -148,9 +96,9 @@ def test_crash_between_db_commit_and_offset_commit_stores_nothing_twice(
 
 
 def test_max_messages_bounds_a_run_and_the_next_run_continues(
-    settings: Settings, engine: Engine
+    settings: Settings, engine: Engine, dead_letter: Helper, make_orders: Helper, count_rows: Helper
 ) -> None:
-    dead_letter(settings, orders(9))
+    dead_letter(settings, make_orders(9))
 
     first = run_drain(settings, max_messages=5)
     assert (first.consumed, first.caught_up) == (5, False)
@@ -162,10 +110,10 @@ def test_max_messages_bounds_a_run_and_the_next_run_continues(
 
 
 def test_an_unreachable_broker_fails_instead_of_looking_empty(
-    make_settings: Callable[..., Settings], sqlite_url: str
+    make_settings: Callable[..., Settings], sqlite_url: str, closed_port: int
 ) -> None:
     settings = make_settings(create=False, database_url=sqlite_url)
-    down = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port()}"})
+    down = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port}"})
 
     with pytest.raises(DrainError, match="cannot reach Kafka"):
         run_drain(down, metadata_timeout_s=1.0)
@@ -179,13 +127,14 @@ def test_a_missing_dlq_topic_fails(make_settings: Callable[..., Settings], sqlit
 
 
 def test_a_replayed_order_that_fails_again_keeps_counting_replays(
-    settings: Settings, engine: Engine
+    settings: Settings, engine: Engine, dead_letter: Helper, make_orders: Helper
 ) -> None:
     # Replayed twice already: the consumer kept the replay's lineage headers on the DLQ record.
-    dead_letter(settings, orders(1), headers=[("replay.id", b"r2"), ("replay.count", b"2")])
+    lineage = [("replay.id", b"r2"), ("replay.count", b"2")]
+    dead_letter(settings, make_orders(1), headers=lineage)
     run_drain(settings)
     # The same order dead-lettered again without lineage headers inherits the count.
-    dead_letter(settings, orders(1))
+    dead_letter(settings, make_orders(1))
     run_drain(settings)
 
     with engine.connect() as conn:

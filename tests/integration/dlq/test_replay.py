@@ -3,57 +3,31 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 from sqlalchemy import Engine, func, select, text
 
 from orderproc.config import Settings
-from orderproc.consumer import OrderConsumer
-from orderproc.dlq import Failure, Header, build_envelope, encode_envelope
-from orderproc.drain import DlqRecord, event_row, run_drain
-from orderproc.errors import BusinessRuleError, DeliveryError, DeserializationError
-from orderproc.models import Order, Source
-from orderproc.replay import ReplayRequest, ReplayResult, run_replay
+from orderproc.dlq.drain import run_drain
+from orderproc.dlq.replay import ReplayRequest, ReplayResult, run_replay
+from orderproc.dlq.store import DlqStore, EventFilter
+from orderproc.errors import DeliveryError
+from orderproc.models import Order
 from orderproc.serde import OrderSerde
-from orderproc.store.repository import OrderRepository
-from orderproc.store.review import DlqStore, EventFilter, utcnow
-from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
-from tests.integration.test_drain import closed_port, orders
-from tests.support import drain_topic
+from orderproc.store.processed import OrderRepository
+from orderproc.store.tables import AuditLog, ProcessedOrder
+from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 
 APPROVED = ReplayRequest()
+Helper = Callable[..., Any]
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def seed(
-    store: DlqStore,
-    items: Sequence[Order | None],
-    *,
-    first_offset: int = 0,
-    headers: Sequence[Header] = (),
-) -> list[int]:
-    """Store DLQ rows as the drain would, without going through Kafka; returns their ids."""
-    rows = []
-    for i, order in enumerate(items):
-        error = (
-            BusinessRuleError("Simulated error: high price")
-            if order
-            else DeserializationError("undecodable Avro", b"\xff")
-        )
-        failure = Failure(error, 3, 0, 0, Source("orders", 0, i, None), "g", order, b"\xff", None)
-        envelope = encode_envelope(build_envelope(failure, now_ms=int(time.time() * 1000)))
-        key = order.order_id.encode() if order else None
-        record = DlqRecord("orders_dlq", 0, first_offset + i, key, envelope, tuple(headers))
-        rows.append(event_row(record, drained_at=utcnow()))
-    return store.insert_events(rows, actor="test-drain")
 
 
 def producer_for(settings: Settings) -> Callable[[], Producer]:
@@ -65,26 +39,6 @@ def replay(
 ) -> ReplayResult:
     kwargs.setdefault("producer", producer_for(settings))
     return run_replay(store, request, topic=settings.orders_topic, **kwargs)
-
-
-def end_offset(settings: Settings) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "peek"})
-    try:
-        meta = consumer.list_topics(settings.orders_topic, timeout=10).topics[settings.orders_topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(settings.orders_topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
-    finally:
-        consumer.close()
-
-
-def headers_of(msg: Message) -> dict[str, str]:
-    return {k: v.decode() for k, v in msg.headers() or []}
-
-
-def by_id(store: DlqStore) -> dict[int, DlqEvent]:
-    return {e.id: e for e in store.list_events(limit=1000)}
 
 
 def audits(engine: Engine, action: str) -> int:
@@ -110,9 +64,17 @@ def settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
 
 
 def test_replays_exactly_the_approved_rows_with_corrections_and_lineage(
-    store: DlqStore, settings: Settings, engine: Engine, make_consumer: Callable[..., Consumer]
+    store: DlqStore,
+    settings: Settings,
+    engine: Engine,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+    headers_of: Helper,
+    drain_topic: Helper,
 ) -> None:
-    ids = seed(store, orders(5))
+    ids = seed_dlq(store, make_orders(5))
     store.approve(ids[:3], actor="alice", note="fixed upstream")
     store.edit(ids[1], {"price": 42.5}, actor="alice")
     store.reject([ids[3]], actor="alice")
@@ -120,10 +82,10 @@ def test_replays_exactly_the_approved_rows_with_corrections_and_lineage(
     result = replay(store, settings, replay_id="run-1")
 
     assert end_offset(settings) == 3  # nothing but the approved rows was published
-    msgs = drain_topic(make_consumer(), settings.orders_topic, expected=3)
+    msgs = drain_topic(settings.orders_topic, expected=3)
     assert len(msgs) == 3
     got = {OrderSerde().decode(m.value()).order_id: m for m in msgs}
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert set(got) == {rows[i].order_id for i in ids[:3]}
     assert OrderSerde().decode(got[rows[ids[1]].order_id].value()).price == 42.5
     assert OrderSerde().decode(got[rows[ids[0]].order_id].value()).price == 150.0
@@ -145,9 +107,11 @@ def test_replays_exactly_the_approved_rows_with_corrections_and_lineage(
 
 
 def test_the_consumer_processes_corrections_and_a_second_failure_counts_the_replay(
-    store: DlqStore, settings: Settings, engine: Engine
+    store: DlqStore, settings: Settings, engine: Engine, seed_dlq: Helper
 ) -> None:
-    ids = seed(store, [Order("cheap-now", "Laptop", 150.0), Order("still-dear", "Laptop", 150.0)])
+    ids = seed_dlq(
+        store, [Order("cheap-now", "Laptop", 150.0), Order("still-dear", "Laptop", 150.0)]
+    )
     store.approve(ids, actor="alice")
     store.edit(ids[0], {"price": 42.5}, actor="alice")
     replay(store, settings, replay_id="run-7")
@@ -164,12 +128,21 @@ def test_the_consumer_processes_corrections_and_a_second_failure_counts_the_repl
     assert len(again) == 1 and again[0].replay_count == 1
 
 
-def test_dry_run_shows_the_plan_and_changes_nothing(store: DlqStore, settings: Settings) -> None:
-    ids = seed(store, [*orders(3), None])
+def test_dry_run_shows_the_plan_and_changes_nothing(
+    store: DlqStore,
+    settings: Settings,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+) -> None:
+    ids = seed_dlq(store, [*make_orders(3), None])
     store.approve(ids, actor="alice")
-    seed(store, [Order("tired", "Laptop", 1.0)], first_offset=50, headers=[("replay.count", b"3")])
-    store.approve([max(by_id(store))], actor="alice")
-    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    seed_dlq(
+        store, [Order("tired", "Laptop", 1.0)], first_offset=50, headers=[("replay.count", b"3")]
+    )
+    store.approve([max(dlq_rows(store))], actor="alice")
+    before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
     audit_rows = len(store.audit_trail(ids[0])) + len(store.audit_trail(ids[3]))
 
     def no_producer() -> Producer:
@@ -184,7 +157,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(store: DlqStore, settings: S
         (ids[3], "reject"),
         (max(before), "park"),
     ]
-    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in by_id(store).items()}
+    after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
     assert after == before
     assert len(store.audit_trail(ids[0])) + len(store.audit_trail(ids[3])) == audit_rows
     assert end_offset(settings) == 0
@@ -194,23 +167,37 @@ def test_dry_run_shows_the_plan_and_changes_nothing(store: DlqStore, settings: S
     assert sorted(d.event_id for d in real.delivered) == ids[:3]
 
 
-def test_max_messages_bounds_a_run(store: DlqStore, settings: Settings) -> None:
-    ids = seed(store, orders(5))
+def test_max_messages_bounds_a_run(
+    store: DlqStore,
+    settings: Settings,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+) -> None:
+    ids = seed_dlq(store, make_orders(5))
     store.approve(ids, actor="alice")
 
     result = replay(store, settings, ReplayRequest(max_messages=2))
 
     assert sorted(d.event_id for d in result.delivered) == ids[:2]
     assert end_offset(settings) == 2
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [rows[i].status for i in ids] == ["replayed"] * 2 + ["approved"] * 3
     assert all(rows[i].claimed_by is None for i in ids)
 
 
 def test_two_concurrent_replays_never_publish_the_same_row(
-    store: DlqStore, settings: Settings, make_consumer: Callable[..., Consumer]
+    store: DlqStore,
+    settings: Settings,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+    headers_of: Helper,
+    drain_topic: Helper,
 ) -> None:
-    ids = seed(store, orders(40))
+    ids = seed_dlq(store, make_orders(40))
     store.approve(ids, actor="alice")
     start = threading.Barrier(2)
     results: dict[str, ReplayResult] = {}
@@ -228,24 +215,30 @@ def test_two_concurrent_replays_never_publish_the_same_row(
     published = [d.event_id for r in results.values() for d in r.delivered]
     assert sorted(published) == ids  # every row once, by one of the runs
     assert end_offset(settings) == 40
-    msgs = drain_topic(make_consumer(), settings.orders_topic, expected=40)
+    msgs = drain_topic(settings.orders_topic, expected=40)
     offsets = [headers_of(m)["replay.dlq.offset"] for m in msgs]
     assert len(msgs) == 40 and len(set(offsets)) == 40
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert {rows[i].replay_id for i in ids} <= {"run-a", "run-b"}
     assert all(rows[i].replay_count == 1 for i in ids)
 
 
 def test_rows_at_the_replay_cap_are_parked_not_published(
-    store: DlqStore, settings: Settings, engine: Engine
+    store: DlqStore,
+    settings: Settings,
+    engine: Engine,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
 ) -> None:
-    tired = seed(store, orders(2), headers=[("replay.count", b"3")])
-    fresh = seed(store, [Order("fresh", "Laptop", 1.0)], first_offset=10)
+    tired = seed_dlq(store, make_orders(2), headers=[("replay.count", b"3")])
+    fresh = seed_dlq(store, [Order("fresh", "Laptop", 1.0)], first_offset=10)
     store.approve(tired + fresh, actor="alice")
 
     result = replay(store, settings, ReplayRequest(max_replays=3))
 
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [rows[i].status for i in tired] == ["parked", "parked"]
     assert rows[fresh[0]].status == "replayed"
     assert [d.event_id for d in result.delivered] == fresh
@@ -254,29 +247,37 @@ def test_rows_at_the_replay_cap_are_parked_not_published(
     assert "replay cap reached" in (store.audit_trail(tired[0])[-1].note or "")
 
 
-def test_rows_without_a_valid_order_are_rejected(store: DlqStore, settings: Settings) -> None:
-    (broken,) = seed(store, [None])
+def test_rows_without_a_valid_order_are_rejected(
+    store: DlqStore, settings: Settings, seed_dlq: Helper, dlq_rows: Helper, end_offset: Helper
+) -> None:
+    (broken,) = seed_dlq(store, [None])
     store.approve([broken], actor="alice")
 
     result = replay(store, settings)
 
-    assert by_id(store)[broken].status == "rejected"
+    assert dlq_rows(store)[broken].status == "rejected"
     assert result.delivered == [] and end_offset(settings) == 0
     trail = store.audit_trail(broken)
     assert trail[-1].action == "rejected" and "not replayable" in (trail[-1].note or "")
 
 
 def test_failed_deliveries_fail_the_run_and_leave_the_rows_replayable(
-    store: DlqStore, settings: Settings, engine: Engine
+    store: DlqStore,
+    settings: Settings,
+    engine: Engine,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    closed_port: int,
 ) -> None:
-    ids = seed(store, orders(3))
+    ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
-    conf = {"bootstrap.servers": f"127.0.0.1:{closed_port()}", "message.timeout.ms": 1500}
+    conf = {"bootstrap.servers": f"127.0.0.1:{closed_port}", "message.timeout.ms": 1500}
 
     with pytest.raises(DeliveryError, match="3 of 3 replayed records were not acknowledged"):
         replay(store, settings, producer=lambda: Producer(conf), flush_timeout_s=10)
 
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [(rows[i].status, rows[i].claimed_by, rows[i].replay_count) for i in ids] == [
         ("approved", None, 0)
     ] * 3
@@ -286,9 +287,9 @@ def test_failed_deliveries_fail_the_run_and_leave_the_rows_replayable(
 
 
 def test_the_rate_limit_spaces_records_on_the_injected_clock(
-    store: DlqStore, settings: Settings
+    store: DlqStore, settings: Settings, seed_dlq: Helper, make_orders: Helper
 ) -> None:
-    ids = seed(store, orders(4))
+    ids = seed_dlq(store, make_orders(4))
     store.approve(ids, actor="alice")
     now = [0.0]
     sleeps: list[float] = []
@@ -306,10 +307,10 @@ def test_the_rate_limit_spaces_records_on_the_injected_clock(
 
 
 def test_claims_skip_rows_another_run_is_claiming(
-    pg_engine: Engine, make_settings: Callable[..., Settings]
+    pg_engine: Engine, make_settings: Callable[..., Settings], seed_dlq: Helper, make_orders: Helper
 ) -> None:
     store = DlqStore(pg_engine)
-    ids = seed(store, orders(6))
+    ids = seed_dlq(store, make_orders(6))
     store.approve(ids, actor="alice")
     claimed: list[int] = []
 
@@ -351,16 +352,22 @@ class StopsAfter:
 
 
 def test_a_run_killed_half_way_records_what_was_delivered_and_frees_the_rest(
-    store: DlqStore, settings: Settings, engine: Engine
+    store: DlqStore,
+    settings: Settings,
+    engine: Engine,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
 ) -> None:
-    ids = seed(store, orders(4))
+    ids = seed_dlq(store, make_orders(4))
     store.approve(ids, actor="alice")
     real = producer_for(settings)
 
     with pytest.raises(RuntimeError, match="task killed"):
         replay(store, settings, producer=lambda: StopsAfter(real(), 3))
 
-    rows = by_id(store)
+    rows = dlq_rows(store)
     assert [rows[i].status for i in ids] == ["replayed", "replayed", "approved", "approved"]
     assert [rows[i].replay_offset is not None for i in ids[:2]] == [True, True]
     assert all(rows[i].claimed_by is None for i in ids)
@@ -371,9 +378,9 @@ def test_a_run_killed_half_way_records_what_was_delivered_and_frees_the_rest(
 
 
 def test_a_retry_of_the_same_run_does_not_take_rows_an_earlier_attempt_holds(
-    store: DlqStore, settings: Settings
+    store: DlqStore, settings: Settings, seed_dlq: Helper, make_orders: Helper, end_offset: Helper
 ) -> None:
-    ids = seed(store, orders(3))
+    ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
     held = store.claim(APPROVED.selection, claimer="run-1#attempt-1", limit=10)
     assert sorted(e.id for e in held) == ids

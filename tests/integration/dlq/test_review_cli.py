@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,10 @@ from typer.testing import CliRunner, Result
 
 from orderproc.cli.review import register
 from orderproc.config import get_settings
+from orderproc.dlq.store import DlqStore
+from orderproc.errors import ReviewError
 from orderproc.models import Order
 from orderproc.store.engine import make_engine
-from orderproc.store.review import DlqStore, ReviewError
-from tests.integration.test_replay import seed
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,8 @@ def store(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DlqStore]:
 
 
 @pytest.fixture
-def ids(store: DlqStore) -> list[int]:
-    return seed(store, [Order("o-1", "Laptop", 150.0), Order("o-2", "Phone", 120.0), None])
+def ids(store: DlqStore, seed_dlq: Callable[..., list[int]]) -> list[int]:
+    return seed_dlq(store, [Order("o-1", "Laptop", 150.0), Order("o-2", "Phone", 120.0), None])
 
 
 def cli(*args: str) -> Result:
@@ -52,15 +52,20 @@ def refused(result: Result) -> str:
     return message
 
 
-def test_list_shows_a_table_and_filters(ids: list[int]) -> None:
+def test_list_shows_a_table_and_filters(
+    ids: list[int], table_rows: Callable[[str], list[list[str]]]
+) -> None:
     table = cli("list")
     assert table.exit_code == 0, table.output
-    lines = table.output.splitlines()
-    assert lines[0].split() == [
+    rows = table_rows(table.output)
+    assert rows[0] == [
         "ID", "STATUS", "ORDER", "PRODUCT", "PRICE", "FIX", "CATEGORY", "REPLAYS", "REASON",
     ]  # fmt: skip
-    assert "o-1" in lines[1] and "150.00" in lines[1] and "business_rule" in lines[1]
-    assert lines[-1] == "(3 event(s))"
+    assert rows[1] == [
+        str(ids[0]), "new", "o-1", "Laptop", "150.00", "-", "business_rule", "0",
+        "Simulated error: high price",
+    ]  # fmt: skip
+    assert rows[-1] == ["(3 event(s))"]
 
     only = json.loads(cli("list", "--order-id", "o-2", "--json").output)
     assert [(e["id"], e["order_id"], e["price"]) for e in only] == [(ids[1], "o-2", 120.0)]
@@ -104,7 +109,7 @@ def test_review_actions_only_apply_to_new_events_all_or_none(
 
 
 def test_edit_stores_a_validated_correction_with_an_audit_row(
-    store: DlqStore, ids: list[int]
+    store: DlqStore, ids: list[int], table_rows: Callable[[str], list[list[str]]]
 ) -> None:
     result = cli("edit", str(ids[0]), "--set", "price=42.5", "--note", "typo in price")
 
@@ -115,7 +120,8 @@ def test_edit_stores_a_validated_correction_with_an_audit_row(
     last = store.audit_trail(ids[0])[-1]
     assert (last.action, last.note) == ("edited", "typo in price")
     assert last.details is not None and last.details["before"]["price"] == 150.0
-    assert "42.50" in cli("list", "--order-id", "o-1").output
+    [listed] = table_rows(cli("list", "--order-id", "o-1").output)[1:-1]
+    assert (listed[4], listed[5]) == ("150.00", "42.50")  # the price, and the correction
 
 
 @pytest.mark.parametrize(
@@ -179,6 +185,7 @@ def test_a_store_that_is_not_migrated_is_one_clear_line(tmp_path: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
     env["ORDERPROC_DATABASE_URL"] = f"sqlite:///{tmp_path / 'empty.db'}"
+    env["ORDERPROC_DATA_DIR"] = str(tmp_path / "data")
 
     result = subprocess.run(
         [sys.executable, "-m", "orderproc", "dlq", "list"], env=env, capture_output=True, text=True

@@ -6,24 +6,28 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from orderproc.config import RetryMode, Settings
-from orderproc.consumer import OrderConsumer
 from orderproc.errors import DeliveryError
+from orderproc.metrics import ConsumerMetrics
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
-from orderproc.store.repository import OrderRepository
-from tests.support import drain_topic
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 
 SERDE = OrderSerde()
+ReadTopic = Callable[..., list[Message]]
+HeadersOf = Callable[[Message], dict[str, str]]
 
 
 def produce(
@@ -50,10 +54,6 @@ def make_order_consumer(
     return OrderConsumer(
         settings, OrderRepository(engine), echo=(lines.append if lines is not None else None), **kw
     )
-
-
-def dlq_events(make_consumer: Callable[..., Consumer], settings: Settings, n: int) -> list[Any]:
-    return drain_topic(make_consumer(), settings.dlq_topic, n)
 
 
 def committed(settings: Settings, topic: str, partitions: int = 1) -> list[int]:
@@ -93,7 +93,8 @@ def test_expensive_orders_are_retried_then_dead_lettered_with_full_envelope(
     mode: RetryMode,
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
-    make_consumer: Callable[..., Consumer],
+    read_all: ReadTopic,
+    headers_of: HeadersOf,
 ) -> None:
     settings = make_settings(retry_mode=mode, max_attempts=3, backoff_initial_s=0.3)
     [order] = orders(120.5, prefix=f"exp-{mode.value}")
@@ -109,7 +110,7 @@ def test_expensive_orders_are_retried_then_dead_lettered_with_full_envelope(
         "Attempt 2/3 failed: Simulated error: high price",
     ]
     assert f"DLQ: {order.order_id} -> Simulated error: high price" in lines
-    [msg] = dlq_events(make_consumer, settings, 1)
+    [msg] = read_all(settings.dlq_topic)
     envelope = json.loads(msg.value())
     assert envelope["failed_order"] == {
         "orderId": order.order_id,
@@ -139,12 +140,21 @@ def test_expensive_orders_are_retried_then_dead_lettered_with_full_envelope(
     assert len(names) == len(set(names)), (
         "provenance headers are replaced across hops, not appended"
     )
-    # Backoff is exponential: the time between first and last failure covers 0.3 s + 0.6 s.
-    from datetime import datetime
-
-    first = datetime.fromisoformat(envelope["first_failure_at"])
-    last = datetime.fromisoformat(envelope["last_failure_at"])
-    assert (last - first).total_seconds() >= 0.9
+    # Backoff is exponential (0.3 s, then 0.6 s), read from the times the consumer wrote.
+    if mode is RetryMode.NON_BLOCKING:
+        hops = [headers_of(m) for topic in settings.retry_topics for m in read_all(topic)]
+        assert [h["orderproc.attempts"] for h in hops] == ["1", "2"]
+        due = [int(h["orderproc.retry.due.ms"]) for h in hops]
+        failed = [int(h["orderproc.last.failure.ms"]) for h in hops]
+        assert [d - f for d, f in zip(due, failed, strict=True)] == [300, 600]
+        # Each attempt after a retry hop came no earlier than that hop was due.
+        failed.append(int(headers_of(msg)["orderproc.last.failure.ms"]))
+        assert failed[1] >= due[0] and failed[2] >= due[1]
+    else:
+        # Retried in place: the consumer's own failure times span both backoffs.
+        first = datetime.fromisoformat(envelope["first_failure_at"])
+        last = datetime.fromisoformat(envelope["last_failure_at"])
+        assert last - first >= timedelta(seconds=0.3 + 0.6)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +172,7 @@ def test_undecodable_values_go_to_dlq_with_raw_bytes(
     value: bytes | None,
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
-    make_consumer: Callable[..., Consumer],
+    read_all: ReadTopic,
 ) -> None:
     settings = make_settings()
     good = orders(20.0, prefix=label)
@@ -172,7 +182,7 @@ def test_undecodable_values_go_to_dlq_with_raw_bytes(
 
     assert stats.dead_lettered_by_category == {"deserialization": 1}
     assert stats.processed == 1 and stats.retried == 0  # permanent: no retry, consumer kept going
-    [msg] = dlq_events(make_consumer, settings, 1)
+    [msg] = read_all(settings.dlq_topic)
     envelope = json.loads(msg.value())
     assert envelope["failed_order"] is None
     assert envelope["error"]["retryable"] is False
@@ -199,7 +209,7 @@ def test_invalid_orders_are_dead_lettered_at_once(
     reason_part: str,
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
-    make_consumer: Callable[..., Consumer],
+    read_all: ReadTopic,
 ) -> None:
     settings = make_settings()
     raw = SERDE.encode_record(record)
@@ -208,7 +218,7 @@ def test_invalid_orders_are_dead_lettered_at_once(
     stats = make_order_consumer(settings).run(idle_exit_s=2)
 
     assert stats.dead_lettered_by_category == {"validation": 1}
-    [msg] = dlq_events(make_consumer, settings, 1)
+    [msg] = read_all(settings.dlq_topic)
     envelope = json.loads(msg.value())
     assert reason_part in envelope["reason"]
     assert envelope["error"]["category"] == "validation"
@@ -237,16 +247,60 @@ def test_non_blocking_retry_does_not_delay_orders_behind_a_failure(
     assert committed(settings, settings.orders_topic) == [4]  # the main topic moved past it
 
 
+@dataclass(frozen=True)
+class PauseChange:
+    """What the consumer had done when its number of paused partitions changed."""
+
+    paused: int
+    retried: int
+    dead_lettered: int
+
+
+class PauseProbe:
+    """Stands in for the paused-partitions gauge and records each change with the consumer's
+    counts at that moment; the consumer calls it on its own thread, so no sleep or lock."""
+
+    def __init__(self, metrics: ConsumerMetrics) -> None:
+        self.gauge = metrics.paused_partitions
+        self.changes: list[PauseChange] = []
+        self.consumer: OrderConsumer | None = None
+        metrics.paused_partitions = self
+
+    def set(self, value: float) -> None:
+        self.gauge.set(value)
+        assert self.consumer is not None
+        stats = self.consumer.stats
+        self.changes.append(PauseChange(int(value), stats.retried, stats.dead_lettered))
+
+
 def test_retry_partition_is_paused_until_due(
-    make_settings: Callable[..., Settings], make_producer: Callable[..., Producer]
+    make_settings: Callable[..., Settings],
+    make_producer: Callable[..., Producer],
+    read_all: ReadTopic,
+    headers_of: HeadersOf,
 ) -> None:
-    settings = make_settings(max_attempts=2, backoff_initial_s=1.0)
+    # A backoff long enough for the consumer to read the retry record well before it is due.
+    settings = make_settings(max_attempts=2, backoff_initial_s=3.0)
     produce(make_producer(), settings.orders_topic, encoded(orders(150.0, 5.0, prefix="due")))
-    consumer = make_order_consumer(settings)
+    metrics = ConsumerMetrics()
+    probe = PauseProbe(metrics)
+    consumer = probe.consumer = make_order_consumer(settings, metrics=metrics)
 
     stats = consumer.run(idle_exit_s=1)
 
-    # idle-exit waits while a retry is pending, so the due record was read again and dead-lettered.
+    # The retry partition was paused while its record waited: failed once, not yet retried.
+    paused = [c for c in probe.changes if c.paused]
+    assert paused, "the retry partition was never paused"
+    assert set(paused) == {PauseChange(paused=1, retried=1, dead_lettered=0)}
+    # ...and resumed when it was due: the second attempt failed no earlier than the due time
+    # the first attempt wrote on the retry record (both times written by the consumer).
+    last_pause = len(probe.changes) - 1 - probe.changes[::-1].index(paused[-1])
+    assert probe.changes[last_pause + 1].paused == 0
+    [retry] = read_all(settings.retry_topic(1))
+    [dead] = read_all(settings.dlq_topic)
+    due_ms = int(headers_of(retry)["orderproc.retry.due.ms"])
+    assert int(headers_of(dead)["orderproc.last.failure.ms"]) >= due_ms
+    assert int(headers_of(dead)["orderproc.attempts"]) == 2
     assert stats.retried == 1 and stats.dead_lettered == 1 and stats.processed == 1
 
 
@@ -274,7 +328,7 @@ def test_dlq_that_cannot_be_written_stops_consumer_with_nothing_committed(
 def test_flood_breaker_trips_and_pauses_instead_of_dead_lettering_everything(
     make_settings: Callable[..., Settings],
     make_producer: Callable[..., Producer],
-    make_consumer: Callable[..., Consumer],
+    read_all: ReadTopic,
 ) -> None:
     settings = make_settings(flood_window=10, flood_ratio=0.5, flood_cooldown_s=3600)
     produce(make_producer(), settings.orders_topic, [(b"g", b"\xffbroken") for _ in range(30)])
@@ -286,7 +340,7 @@ def test_flood_breaker_trips_and_pauses_instead_of_dead_lettering_everything(
     assert stats.dead_lettered == 10  # the window that tripped it, and no more
     assert consumer.metrics.flood_open._value.get() == 1
     assert committed(settings, settings.orders_topic) == [10]
-    assert len(drain_topic(make_consumer(), settings.dlq_topic, 11, timeout_s=5)) == 10
+    assert len(read_all(settings.dlq_topic)) == 10  # the whole DLQ, to its end offset
 
 
 def test_flood_breaker_does_not_trip_on_the_original_workload(
@@ -294,7 +348,7 @@ def test_flood_breaker_does_not_trip_on_the_original_workload(
 ) -> None:
     import random
 
-    from orderproc.producer import OrderGenerator
+    from orderproc.worker.producer import OrderGenerator
 
     settings = make_settings(max_attempts=1)  # no retries: each failure is a dead letter at once
     gen = iter(OrderGenerator(rng=random.Random(7)))
@@ -330,7 +384,7 @@ def test_two_instances_share_the_partitions_and_lose_nothing(
     import random
     import threading
 
-    from orderproc.producer import OrderGenerator
+    from orderproc.worker.producer import OrderGenerator
 
     settings = make_settings(partitions=4, max_attempts=1, batch_size=50, session_timeout_ms=6000)
     gen = iter(OrderGenerator(fail_share=0.1, rng=random.Random(5)))

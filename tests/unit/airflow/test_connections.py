@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orderproc.airflow_support import database_url
+from orderproc.airflow.connections import database_url
 from orderproc.config import Settings
 
 pytestmark = pytest.mark.unit

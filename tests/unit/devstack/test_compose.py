@@ -32,11 +32,12 @@ from packaging.specifiers import SpecifierSet
 from typer.testing import CliRunner
 
 from orderproc.cli import app as cli
-from orderproc.config import KAFKA_VERSION, Settings
+from orderproc.config import Settings
+from orderproc.devstack.settings import KAFKA_VERSION
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 

@@ -20,7 +20,7 @@ from orderproc.config import RetryMode, Settings
 
 pytestmark = pytest.mark.unit
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "systemd"
 ENV_EXAMPLE = DEPLOY / "orderproc.env.example"
 ENV_FILE = "/etc/orderproc/orderproc.env"
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from orderproc.config import KAFKA_VERSION, Settings
 from orderproc.devstack import maven, postgres
 from orderproc.devstack.kafka import KafkaBroker, KafkaStatus
 from orderproc.devstack.kafka_config import (
@@ -23,7 +22,7 @@ from orderproc.devstack.kafka_config import (
 )
 from orderproc.devstack.postgres import PostgresStatus, database_url
 from orderproc.devstack.process import port_in_use, tail
-from orderproc.errors import DevstackError
+from orderproc.devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +98,7 @@ def test_missing_java_is_a_clear_one_line_error(
     monkeypatch.setattr(
         shutil, "which", lambda name, *a, **k: None if name == "java" else real_which(name)
     )
-    broker = KafkaBroker(Settings(devstack_dir=tmp_path))
+    broker = KafkaBroker(DevstackSettings(devstack_dir=tmp_path))
 
     with pytest.raises(DevstackError) as info:
         broker.up()
@@ -118,7 +117,7 @@ def test_stale_pid_file_is_removed(tmp_path: Path) -> None:
         text=True,
     )
     (tmp_path / "kafka.pid").write_text(gone.stdout)
-    broker = KafkaBroker(Settings(devstack_dir=tmp_path, kafka_port=_free_port()))
+    broker = KafkaBroker(DevstackSettings(devstack_dir=tmp_path, kafka_port=_free_port()))
 
     status = broker.status()
 
@@ -131,7 +130,7 @@ def test_pid_of_an_unrelated_process_is_never_treated_as_the_broker(tmp_path: Pa
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
         try:
             (tmp_path / "kafka.pid").write_text(f"{other.pid}\n")
-            broker = KafkaBroker(Settings(devstack_dir=tmp_path))
+            broker = KafkaBroker(DevstackSettings(devstack_dir=tmp_path))
 
             assert broker.down() is None
             assert other.poll() is None, "down() must not signal a process it did not start"
@@ -155,8 +154,8 @@ def test_pom_default_matches_the_project_kafka_version() -> None:
 
 
 def test_libs_dir_defaults_under_devstack_and_can_be_shared(tmp_path: Path) -> None:
-    own = KafkaBroker(Settings(devstack_dir=tmp_path))
-    shared = KafkaBroker(Settings(devstack_dir=tmp_path), libs_dir=tmp_path / "cache")
+    own = KafkaBroker(DevstackSettings(devstack_dir=tmp_path))
+    shared = KafkaBroker(DevstackSettings(devstack_dir=tmp_path), libs_dir=tmp_path / "cache")
 
     assert own.paths.libs == tmp_path / f"kafka-{KAFKA_VERSION}" / "libs"
     assert shared.paths.libs == tmp_path / "cache"

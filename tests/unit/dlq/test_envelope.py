@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,30 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orderproc.dlq import (
-    HEADER_PREFIX,
-    MAX_HEADER_TEXT,
-    Failure,
-    build_envelope,
-    encode_envelope,
-    foreign_headers,
-    header_map,
-    normalize_headers,
-    provenance_headers,
-)
+from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope, provenance_headers
 from orderproc.errors import (
     BusinessRuleError,
     DeserializationError,
     ProcessingError,
     ValidationError,
 )
+from orderproc.headers import MAX_TEXT, PREFIX, Header, foreign, normalize, text_map
 from orderproc.models import Order, Source
-from orderproc.retry import classify
 from orderproc.serde import OrderSerde
+from orderproc.worker.retry import classify
 
 pytestmark = pytest.mark.unit
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlq_envelope.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "dlq_envelope.schema.json"
 
 FIRST_MS = 1_772_352_000_000  # 2026-03-01T08:00:00.000Z
 LAST_MS = FIRST_MS + 2_500
@@ -60,6 +50,11 @@ def _failure(**overrides: Any) -> Failure:
     }
     values.update(overrides)
     return Failure(**values)
+
+
+def _ours(headers: list[Header]) -> dict[str, str]:
+    """Our provenance headers as text, keyed without the prefix (the last value wins)."""
+    return {k.removeprefix(PREFIX): v for k, v in text_map(headers).items() if k.startswith(PREFIX)}
 
 
 def _undecodable(raw: bytes | None = b"\x01\x02garbage") -> Failure:
@@ -203,7 +198,7 @@ def test_nan_priced_record_reaches_the_dlq_without_an_order_so_the_envelope_enco
     "failure",
     [
         _failure(),
-        _failure(error=classify(ValueError("boom")), source=replace(SOURCE, timestamp_ms=None)),
+        _failure(error=classify(ValueError("boom")), source=SOURCE._replace(timestamp_ms=None)),
         _undecodable(),
         _undecodable(None),
         _failure(key=None),
@@ -233,12 +228,12 @@ def test_envelope_matches_the_published_json_schema(failure: Failure) -> None:
 def test_provenance_headers_are_all_prefixed_bytes() -> None:
     headers = provenance_headers(_failure())
 
-    assert all(k.startswith(HEADER_PREFIX) and isinstance(v, bytes) for k, v in headers)
+    assert all(k.startswith(PREFIX) and isinstance(v, bytes) for k, v in headers)
     assert len({k for k, _ in headers}) == len(headers)
 
 
 def test_provenance_headers_read_back_to_the_failure_facts() -> None:
-    meta = header_map(provenance_headers(_failure()))
+    meta = _ours(provenance_headers(_failure()))
 
     assert meta == {
         "error.class": "BusinessRuleError",
@@ -257,15 +252,15 @@ def test_provenance_headers_read_back_to_the_failure_facts() -> None:
 
 
 def test_missing_source_timestamp_is_an_empty_header() -> None:
-    failure = _failure(source=replace(SOURCE, timestamp_ms=None))
+    failure = _failure(source=SOURCE._replace(timestamp_ms=None))
 
-    assert header_map(provenance_headers(failure))["source.timestamp.ms"] == ""
+    assert _ours(provenance_headers(failure))["source.timestamp.ms"] == ""
 
 
 def test_wrapped_foreign_exception_class_travels_in_the_headers() -> None:
     headers = provenance_headers(_failure(error=classify(ZeroDivisionError("division by zero"))))
 
-    assert header_map(headers)["error.class"] == "ZeroDivisionError"
+    assert _ours(headers)["error.class"] == "ZeroDivisionError"
 
 
 def test_megabyte_error_message_still_gives_small_headers() -> None:
@@ -275,26 +270,26 @@ def test_megabyte_error_message_still_gives_small_headers() -> None:
 
     total = sum(len(k.encode()) + len(v) for k, v in headers)
     assert total < 2_048
-    message = dict(headers)[HEADER_PREFIX + "error.message"]
-    assert len(message) <= MAX_HEADER_TEXT
+    message = dict(headers)[PREFIX + "error.message"]
+    assert len(message) <= MAX_TEXT
     assert message.endswith(b"...")
 
 
 def test_clipping_multibyte_text_keeps_valid_utf8() -> None:
     failure = _failure(error=ProcessingError("prix trop élevé € " * 10_000))
 
-    message = dict(provenance_headers(failure))[HEADER_PREFIX + "error.message"]
+    message = dict(provenance_headers(failure))[PREFIX + "error.message"]
 
-    assert len(message) <= MAX_HEADER_TEXT
+    assert len(message) <= MAX_TEXT
     assert message.decode("utf-8").startswith("prix trop élevé € ")
 
 
 def test_message_that_fits_is_not_clipped() -> None:
-    text = "é" * (MAX_HEADER_TEXT // 2)  # exactly MAX_HEADER_TEXT bytes
+    text = "é" * (MAX_TEXT // 2)  # exactly MAX_TEXT bytes
 
     message = dict(provenance_headers(_failure(error=ProcessingError(text))))
 
-    assert message[HEADER_PREFIX + "error.message"] == text.encode()
+    assert message[PREFIX + "error.message"] == text.encode()
 
 
 @given(text=st.text(min_size=1, max_size=3_000))
@@ -305,8 +300,8 @@ def test_any_error_message_header_is_bounded_valid_utf8(text: str) -> None:
 
     message = dict(provenance_headers(_failure(error=ProcessingError(text))))
 
-    value = message[HEADER_PREFIX + "error.message"]
-    assert len(value) <= MAX_HEADER_TEXT
+    value = message[PREFIX + "error.message"]
+    assert len(value) <= MAX_TEXT
     value.decode("utf-8")  # strict: raises if a multi-byte character was cut
 
 
@@ -324,7 +319,7 @@ def test_foreign_headers_drop_only_our_prefixed_headers_and_keep_order() -> None
         ("OrderProc.attempts", b"case differs"),
     ]
 
-    assert foreign_headers(headers) == [
+    assert foreign(headers) == [
         ("traceparent", b"00-abc-01"),
         ("replay.id", b"r-1"),
         ("orderproc", b"not ours: no dot"),
@@ -334,21 +329,21 @@ def test_foreign_headers_drop_only_our_prefixed_headers_and_keep_order() -> None
 
 
 def test_foreign_headers_of_nothing_is_empty() -> None:
-    assert foreign_headers(None) == []
-    assert foreign_headers([]) == []
+    assert foreign(None) == []
+    assert foreign([]) == []
 
 
 def test_retry_hop_replaces_our_headers_instead_of_appending() -> None:
     first_hop = [("trace", b"t"), *provenance_headers(_failure(attempts=1))]
 
-    second_hop = foreign_headers(first_hop) + provenance_headers(_failure(attempts=2))
+    second_hop = foreign(first_hop) + provenance_headers(_failure(attempts=2))
 
-    assert [k for k, _ in second_hop].count(HEADER_PREFIX + "attempts") == 1
-    assert header_map(second_hop)["attempts"] == "2"
+    assert [k for k, _ in second_hop].count(PREFIX + "attempts") == 1
+    assert _ours(second_hop)["attempts"] == "2"
     assert second_hop[0] == ("trace", b"t")
 
 
-def test_header_map_strips_the_prefix_ignores_foreign_and_last_value_wins() -> None:
+def test_text_map_keeps_full_names_the_last_value_wins_and_bad_bytes_are_replaced() -> None:
     headers = [
         ("orderproc.attempts", b"1"),
         ("trace", b"t"),
@@ -356,22 +351,26 @@ def test_header_map_strips_the_prefix_ignores_foreign_and_last_value_wins() -> N
         ("orderproc.error.message", b"bad \xff byte"),
     ]
 
-    assert header_map(headers) == {"attempts": "2", "error.message": "bad \ufffd byte"}
+    assert text_map(headers) == {
+        "orderproc.attempts": "2",
+        "trace": "t",
+        "orderproc.error.message": "bad \ufffd byte",
+    }
 
 
-def test_header_map_of_nothing_is_empty() -> None:
-    assert header_map(None) == {}
+def test_text_map_of_nothing_is_empty() -> None:
+    assert text_map(None) == {}
 
 
 @pytest.mark.parametrize("raw", [None, [], {}])
 def test_normalize_headers_of_no_headers_is_empty(raw: Any) -> None:
-    assert normalize_headers(raw) == []
+    assert normalize(raw) == []
 
 
 def test_normalize_headers_accepts_a_list_with_str_bytes_and_none_values() -> None:
     raw = [("a", b"bytes"), ("b", "text"), ("c", None), ("a", b"again")]
 
-    assert normalize_headers(raw) == [
+    assert normalize(raw) == [
         ("a", b"bytes"),
         ("b", b"text"),
         ("c", b""),
@@ -382,7 +381,7 @@ def test_normalize_headers_accepts_a_list_with_str_bytes_and_none_values() -> No
 def test_normalize_headers_accepts_a_dict() -> None:
     raw = {"trace": "t-1", "orderproc.attempts": b"2", "empty": None}
 
-    assert normalize_headers(raw) == [
+    assert normalize(raw) == [
         ("trace", b"t-1"),
         ("orderproc.attempts", b"2"),
         ("empty", b""),

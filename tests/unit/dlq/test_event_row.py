@@ -7,10 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orderproc.dlq import Failure, build_envelope, encode_envelope, provenance_headers
-from orderproc.drain import DlqRecord, event_row, parse_envelope
+from orderproc.dlq.envelope import (
+    Failure,
+    build_envelope,
+    encode_envelope,
+    event_row,
+    parse_envelope,
+    provenance_headers,
+)
 from orderproc.errors import BusinessRuleError, DeserializationError
+from orderproc.headers import Header
 from orderproc.models import Order, Source
+from orderproc.records import Record
 
 pytestmark = pytest.mark.unit
 
@@ -31,8 +39,8 @@ def _failure(order: Order | None, error: Exception, raw: bytes | None = b"\x01\x
     )
 
 
-def _record(value: bytes | None, headers: tuple[tuple[str, bytes], ...] = ()) -> DlqRecord:
-    return DlqRecord("orders_dlq", 0, 7, b"o-1", value, headers)
+def _record(value: bytes | None, headers: tuple[Header, ...] = ()) -> Record:
+    return Record("orders_dlq", 0, 7, b"o-1", value, list(headers))
 
 
 def test_envelope_fields_become_columns() -> None:

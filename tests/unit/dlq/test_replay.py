@@ -1,25 +1,27 @@
-"""Pure parts of review and replay: planning, lineage, rate limiting, params, corrections."""
+"""Pure parts of review and replay: planning, lineage, pacing, params, corrections."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from orderproc.errors import OrderProcError
-from orderproc.replay import (
+from orderproc.airflow.params import ReplayParams
+from orderproc.airflow.tasks import replay_request
+from orderproc.clock import Pacer
+from orderproc.dlq.corrections import coerce_field, payload_of, validated_order
+from orderproc.dlq.replay import (
     PARK,
     PUBLISH,
     REJECT,
-    RateLimiter,
-    ReplayRequest,
     lineage_headers,
     plan_rows,
     replay_id_for,
     summary_markdown,
 )
-from orderproc.store.review import ReviewError, coerce_field, payload_of, validated_order
+from orderproc.errors import ConfigError, ReviewError
 from orderproc.store.tables import DlqEvent
 
 pytestmark = pytest.mark.unit
@@ -55,24 +57,24 @@ class FakeClock:
         self.now += seconds
 
 
-# -- rate limiter -------------------------------------------------------------------------
+# -- pacing -------------------------------------------------------------------------------
 
 
-def test_rate_limiter_spaces_calls_evenly() -> None:
+def test_pacer_spaces_calls_evenly() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(4.0, clock=clock, sleep=clock.sleep)
+    limiter = Pacer(4.0, clock=clock, sleep=clock.sleep)
     sent_at = []
     for _ in range(5):
-        limiter.wait()
+        assert limiter.wait() is True
         sent_at.append(clock.now - 100.0)
 
     assert sent_at == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert clock.sleeps == [0.25, 0.25, 0.25, 0.25]
 
 
-def test_rate_limiter_does_not_burst_after_a_stall() -> None:
+def test_pacer_does_not_burst_after_a_stall() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
+    limiter = Pacer(2.0, clock=clock, sleep=clock.sleep)
     limiter.wait()
     clock.now += 10.0  # the producer was slow for a while
     limiter.wait()
@@ -81,14 +83,14 @@ def test_rate_limiter_does_not_burst_after_a_stall() -> None:
     assert clock.sleeps == [0.5]
 
 
-def test_rate_limiter_rechecks_when_a_sleep_returns_early() -> None:
+def test_pacer_rechecks_when_a_sleep_returns_early() -> None:
     clock = FakeClock()
 
     def short_sleep(seconds: float) -> None:  # like producer.poll(): may return at once
         clock.sleeps.append(round(seconds, 9))
         clock.now += seconds / 2
 
-    limiter = RateLimiter(1.0, clock=clock, sleep=short_sleep)
+    limiter = Pacer(1.0, clock=clock, sleep=short_sleep)
     limiter.wait()
     limiter.wait()
 
@@ -98,11 +100,22 @@ def test_rate_limiter_rechecks_when_a_sleep_returns_early() -> None:
 
 def test_zero_rate_never_sleeps() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    limiter = Pacer(0, clock=clock, sleep=clock.sleep)
     for _ in range(100):
-        limiter.wait()
+        assert limiter.wait() is True
 
     assert clock.sleeps == []
+
+
+def test_a_sleep_that_says_stop_ends_the_wait_at_once() -> None:
+    clock = FakeClock()
+    stop = threading.Event()
+    stop.set()  # like a producer asked to stop: Event.wait returns True at once
+    limiter = Pacer(1.0, clock=clock, sleep=stop.wait)
+
+    assert limiter.wait() is True  # the first call never waits
+    assert limiter.wait() is False
+    assert clock.now == 100.0
 
 
 # -- planning -------------------------------------------------------------------------------
@@ -149,22 +162,25 @@ def test_replay_ids_fit_the_64_character_columns() -> None:
 # -- params ---------------------------------------------------------------------------------
 
 
-def test_request_from_params_parses_the_trigger_form() -> None:
-    request = ReplayRequest.from_params(
-        {
-            "status": "approved",
-            "order_ids": ["o-1", " ", "o-2"],
-            "reasons": [],
-            "categories": ["business_rule"],
-            "since": "2026-03-01T00:00:00Z",
-            "until": None,
-            "max_messages": 5,
-            "rate_per_sec": 2.5,
-            "dry_run": True,
-            "max_replays": 2,
-        }
+def test_trigger_form_params_become_a_replay_request() -> None:
+    request = replay_request(
+        ReplayParams.parse(
+            {
+                "status": "approved",
+                "order_ids": ["o-1", " ", "o-2"],
+                "reasons": [],
+                "categories": ["business_rule"],
+                "since": "2026-03-01T00:00:00Z",
+                "until": None,
+                "max_messages": 5,
+                "rate_per_sec": 2.5,
+                "dry_run": True,
+                "max_replays": 2,
+            }
+        )
     )
 
+    assert request.selection.status == "approved"
     assert request.selection.order_ids == ("o-1", "o-2")
     assert request.selection.categories == ("business_rule",)
     assert request.selection.since == datetime(2026, 3, 1, tzinfo=UTC)
@@ -176,9 +192,12 @@ def test_request_from_params_parses_the_trigger_form() -> None:
     "params",
     [{"status": "replayed"}, {"max_messages": 0}, {"rate_per_sec": -1}, {"since": "soon"}],
 )
-def test_request_refuses_bad_params(params: dict[str, Any]) -> None:
-    with pytest.raises(OrderProcError) as info:
-        ReplayRequest.from_params(params)
+def test_bad_params_are_refused_in_one_line_naming_the_parameter(params: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as info:
+        ReplayParams.parse(params)
+
+    (name,) = params
+    assert str(info.value).startswith(f"parameter {name}: ")
     assert "\n" not in str(info.value)
 
 
@@ -199,8 +218,10 @@ def test_summary_lists_every_row_with_its_outcome() -> None:
 
     text = summary_markdown(result)
 
-    assert "| 1 | o-1 | publish | 0 | 42.50 | partition 0 offset 9 |" in text
-    assert "| 2 | o-2 | park | 3 | - | replay cap reached (3 of 3) |" in text
+    assert text.startswith("replay r1 -> orders\n")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
+    assert ["1", "o-1", "publish", "0", "42.50", "partition 0 offset 9"] in rows
+    assert ["2", "o-2", "park", "3", "-", "replay cap reached (3 of 3)"] in rows
 
 
 # -- corrections ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fakes of the Kafka clients for the worker's unit tests (integration tests use the real broker)."""
+"""Fake Kafka clients for the worker's unit tests (integration tests use the real broker)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orderproc.breaker import FloodBreaker
+from orderproc.worker.breaker import FloodBreaker
 
 pytestmark = pytest.mark.unit
 

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import pytest
 
+from orderproc.devstack.settings import DevstackError
 from orderproc.errors import (
+    BrokerError,
     BusinessRuleError,
     ConfigError,
     DeliveryError,
     DeserializationError,
-    DevstackError,
+    DrainError,
     ErrorCategory,
     OrderProcError,
     PermanentError,
     ProcessingError,
     RetryableError,
+    ReviewError,
+    StoreError,
     ValidationError,
 )
-from orderproc.retry import classify
+from orderproc.worker.retry import classify
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +53,11 @@ def test_each_error_class_has_its_category_and_retry_flag(
     [
         ConfigError,
         DevstackError,
+        BrokerError,
         DeliveryError,
+        StoreError,
+        DrainError,
+        ReviewError,
         ProcessingError,
         PermanentError,
         RetryableError,

@@ -7,14 +7,10 @@ import types
 
 import pytest
 
-from orderproc.errors import BusinessRuleError, ConfigError
-from orderproc.handler import (
-    HIGH_PRICE_REASON,
-    OrderHandler,
-    PriceThresholdHandler,
-    load_handler,
-)
+from orderproc.errors import HIGH_PRICE_REASON, BusinessRuleError, ConfigError
 from orderproc.models import Order
+from orderproc.worker.handler import PriceThresholdHandler, load_handler
+from orderproc.worker.retry import classify
 
 pytestmark = pytest.mark.unit
 
@@ -48,8 +44,17 @@ def test_threshold_is_configurable() -> None:
         handler(_order(200.01))
 
 
-def test_price_threshold_handler_satisfies_the_handler_protocol() -> None:
-    assert isinstance(PriceThresholdHandler(), OrderHandler)
+def test_a_handler_loaded_by_spec_keeps_the_original_rule_and_reason() -> None:
+    handler = load_handler("orderproc.worker.handler:PriceThresholdHandler")
+
+    handler(_order(100.0))  # at the threshold: returns normally, the order is processed
+    with pytest.raises(BusinessRuleError) as caught:
+        handler(_order(100.01))
+
+    assert str(caught.value) == HIGH_PRICE_REASON
+    # The consumer keeps the handler's own error: retried, then dead-lettered with this reason.
+    assert classify(caught.value) is caught.value
+    assert caught.value.retryable is True
 
 
 # -- load_handler ----------------------------------------------------------------------
@@ -71,7 +76,7 @@ def handlers_module(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_class_spec_is_instantiated_with_its_defaults() -> None:
-    handler = load_handler("orderproc.handler:PriceThresholdHandler")
+    handler = load_handler("orderproc.worker.handler:PriceThresholdHandler")
 
     assert handler == PriceThresholdHandler(threshold=100.0)
 
@@ -94,12 +99,12 @@ def test_function_spec_is_used_as_is(handlers_module: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("orderproc.handler", "must look like 'package.module:attribute'"),
+        ("orderproc.worker.handler", "must look like 'package.module:attribute'"),
         (":PriceThresholdHandler", "must look like"),
-        ("orderproc.handler:", "must look like"),
+        ("orderproc.worker.handler:", "must look like"),
         ("", "must look like"),
         ("no_such_module_for_orderproc:handler", "cannot load handler"),
-        ("orderproc.handler:NoSuchHandler", "cannot load handler"),
+        ("orderproc.worker.handler:NoSuchHandler", "cannot load handler"),
         ("fake_handlers:NOT_CALLABLE", "is not callable"),
     ],
 )

@@ -10,7 +10,7 @@ from itertools import islice
 import pytest
 
 from orderproc.models import Order
-from orderproc.producer import PRICE_MAX, PRICE_MIN, PRODUCTS, OrderGenerator
+from orderproc.worker.producer import PRICE_MAX, PRICE_MIN, PRODUCTS, OrderGenerator
 
 pytestmark = pytest.mark.unit
 
@@ -34,9 +34,11 @@ def test_about_36_percent_of_original_orders_fail_the_default_threshold(
     assert share == pytest.approx(50 / 140, abs=0.015)  # uniform 10-150: 35.7 %
 
 
-def test_products_are_item1_to_item5_all_used(original: list[Order]) -> None:
-    assert PRODUCTS == ("item1", "item2", "item3", "item4", "item5")
-    assert {o.product for o in original} == set(PRODUCTS)
+def test_products_are_the_original_item1_to_item5_all_used(original: list[Order]) -> None:
+    used = {o.product for o in original}
+
+    assert used == set(PRODUCTS)
+    assert used == {"item1", "item2", "item3", "item4", "item5"}  # the original system's
 
 
 def test_ids_are_unique_uuid4_strings(original: list[Order]) -> None:
@@ -50,10 +52,13 @@ def test_ids_are_unique_uuid4_strings(original: list[Order]) -> None:
         assert str(parsed) == order_id
 
 
-def test_prices_have_two_decimals_within_10_and_150(original: list[Order]) -> None:
-    assert (PRICE_MIN, PRICE_MAX) == (10.0, 150.0)
-    assert all(10.0 <= o.price <= 150.0 for o in original)
-    assert all(re.fullmatch(r"\d+\.\d{1,2}", repr(o.price)) for o in original)
+def test_prices_have_two_decimals_and_span_10_to_150(original: list[Order]) -> None:
+    prices = [o.price for o in original]
+
+    assert all(PRICE_MIN <= p <= PRICE_MAX for p in prices)
+    # The original's uniform 10-150: both ends of the range are reached.
+    assert 10.0 <= min(prices) < 11.0 and 149.0 < max(prices) <= 150.0
+    assert all(re.fullmatch(r"\d+\.\d{1,2}", repr(p)) for p in prices)
 
 
 def test_generated_orders_pass_the_domain_validation(original: list[Order]) -> None:

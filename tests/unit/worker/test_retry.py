@@ -18,7 +18,7 @@ from orderproc.errors import (
     RetryableError,
     ValidationError,
 )
-from orderproc.retry import RetryPolicy, classify
+from orderproc.worker.retry import RetryPolicy, classify
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,10 @@ from orderproc.worker.routing import FailureRouter
 pytestmark = pytest.mark.unit
 
 SOURCE = Source("orders", 2, 40, 1_700_000_000_000)
+ORDER = Order("o-1", "item1", 150.0)
 
 
-def failure(attempts: int = 1, *, order: Order | None = Order("o-1", "item1", 150.0)) -> Failure:
+def failure(attempts: int = 1, *, order: Order | None = ORDER) -> Failure:
     error = (
         BusinessRuleError("Simulated error: high price")
         if order
