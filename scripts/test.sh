@@ -24,13 +24,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Captured first: `dev status | grep -q` under pipefail fails when grep stops reading early.
+status="$($BIN/orderproc dev status)"
 if [ -z "${ORDERPROC_TEST_BOOTSTRAP:-}" ]; then
-    if ! $BIN/orderproc dev status | grep -q "^kafka .* running"; then started_kafka=1; fi
+    if ! grep -q "^kafka .* running" <<<"$status"; then started_kafka=1; fi
     $BIN/orderproc dev up
     export ORDERPROC_TEST_BOOTSTRAP=127.0.0.1:${ORDERPROC_KAFKA_PORT:-9092}
 fi
 if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
-    if ! $BIN/orderproc dev status | grep -q "^postgres .* running"; then started_postgres=1; fi
+    if ! grep -q "^postgres .* running" <<<"$status"; then started_postgres=1; fi
     ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m orderproc.devstack.postgres up)"
     export ORDERPROC_TEST_DATABASE_URL
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pydantic import SecretStr
 
 from orderproc.config import RetryMode, Settings
 from orderproc.devstack.settings import DevstackSettings
+from orderproc.logs import LIBRDKAFKA_LOG, LibrdkafkaLog
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +122,7 @@ def test_secret_from_the_environment_is_a_secret(monkeypatch: pytest.MonkeyPatch
 def test_plaintext_kafka_config_has_no_sasl_or_ssl_keys() -> None:
     conf = Settings().kafka_config()
 
+    assert conf.pop("logger") is LIBRDKAFKA_LOG  # librdkafka's lines go through logging
     assert conf == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT"}
 
 
@@ -136,6 +139,7 @@ def test_sasl_ssl_kafka_config_carries_every_set_option_as_plain_text() -> None:
     )
 
     conf = s.kafka_config()
+    conf.pop("logger")
 
     assert conf == {
         "bootstrap.servers": "127.0.0.1:9092",
@@ -152,6 +156,7 @@ def test_sasl_ssl_kafka_config_carries_every_set_option_as_plain_text() -> None:
 
 def test_only_the_ssl_options_that_are_set_are_passed() -> None:
     conf = Settings(security_protocol="SSL", ssl_ca_location="/etc/ssl/ca.pem").kafka_config()
+    conf.pop("logger")
 
     assert conf == {
         "bootstrap.servers": "127.0.0.1:9092",
@@ -228,3 +233,42 @@ def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORDERPROC_DATABASE_URL", url)
 
     assert Settings().effective_database_url == url
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_float_setting_must_be_finite(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ORDERPROC_BACKOFF_INITIAL_S", value)
+
+    with pytest.raises(pydantic.ValidationError, match="finite"):
+        Settings()
+
+
+def test_the_default_broker_follows_the_dev_broker_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERPROC_KAFKA_PORT", "19092")
+
+    assert Settings().bootstrap_servers == "127.0.0.1:19092"
+    monkeypatch.setenv("ORDERPROC_BOOTSTRAP_SERVERS", "kafka:9092")
+    assert Settings().bootstrap_servers == "kafka:9092"  # an explicit setting wins
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str]] = []
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self.seen.append((level, msg % args))
+
+
+def test_librdkafka_lines_are_logged_once_then_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = LibrdkafkaLog()
+    sink = _Records()
+    monkeypatch.setattr(adapter, "_log", sink)
+    line = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+
+    for _ in range(50):
+        adapter.log(logging.ERROR, "%s [%s] %s: %s", "FAIL", "rdkafka#producer-1", line)
+
+    levels = [level for level, _ in sink.seen]
+    assert levels[0] == logging.WARNING  # the client retries by itself: not an error yet
+    assert levels[1:] == [logging.DEBUG] * 49
+    assert "Connection refused" in sink.seen[0][1]

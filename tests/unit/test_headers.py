@@ -55,3 +55,35 @@ def test_clip_bounds_bytes_at_a_character_boundary() -> None:
     assert clipped.endswith(b"...")
     clipped.decode("utf-8")  # still valid UTF-8
     assert h.clip("short") == b"short"
+
+
+class _Msg:
+    def __init__(self, outcome: object) -> None:
+        self.outcome, self.calls = outcome, 0
+
+    def headers(self) -> object:
+        self.calls += 1
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+UNREADABLE = [
+    SystemError("returned a result with an exception set"),
+    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid"),
+]
+
+
+@pytest.mark.parametrize("exc", UNREADABLE)
+def test_unreadable_headers_are_read_once_and_reported(exc: BaseException) -> None:
+    msg = _Msg(exc)
+
+    headers, problem = h.read(msg)
+
+    assert headers == []
+    assert problem == h.UNREADABLE
+    assert msg.calls == 1  # a second call could hand out a list holding a NULL name
+
+
+def test_readable_headers_are_normalised() -> None:
+    assert h.read(_Msg([("a", None), ("b", b"1")])) == ([("a", b""), ("b", b"1")], None)

@@ -28,8 +28,11 @@ def test_valid_record_becomes_an_order() -> None:
     assert Order.from_record(VALID) == Order("o-1", "item1", 45.67)
 
 
-def test_float32_noise_is_rounded_to_cents() -> None:
-    assert Order.from_record(_record(price=45.66999816894531)).price == 45.67
+def test_float32_noise_is_kept_exactly_and_only_rendering_rounds() -> None:
+    price = Order.from_record(_record(price=45.66999816894531)).price
+
+    assert price == 45.66999816894531
+    assert f"{price:.2f}" == "45.67"
 
 
 def test_integer_price_is_accepted_as_a_float() -> None:
@@ -162,3 +165,24 @@ def test_product_with_zero_stored_count_is_left_out_of_per_product() -> None:
 
     assert average.per_product() == {"item2": 25.0}
     assert average.overall == 25.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("orderId", "o" * 201, "orderId is 201 characters long; the store holds 200"),
+        ("product", "p" * 201, "product is 201 characters long"),
+        ("product", "a\x00b", "product contains a NUL character"),
+        ("orderId", "\x00", "orderId contains a NUL character"),
+        ("price", 1e39, "larger than an Avro float can hold"),
+    ],
+)
+def test_what_the_store_or_avro_cannot_hold_is_invalid(field: str, value: object, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        Order.from_record(_record(**{field: value}))
+
+
+def test_the_longest_storable_order_is_valid() -> None:
+    order = Order.from_record({"orderId": "o" * 200, "product": "注" * 200, "price": 3.4e38})
+
+    assert len(order.order_id) == len(order.product) == 200

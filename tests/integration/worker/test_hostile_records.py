@@ -286,7 +286,7 @@ def test_stale_orderproc_headers_on_the_main_topic_are_ignored(
     assert envelope["attempts"] == 3  # its own retries, not the stale header's count
     assert envelope["source"]["topic"] == settings.orders_topic
     assert envelope["source"]["offset"] == 0
-    headers = {k: v for k, v in msg.headers()}
+    headers = dict(msg.headers())
     assert headers["orderproc.source.topic"] == settings.orders_topic.encode()
 
 

@@ -18,8 +18,8 @@ LIMIT = 1_000_000 - 512
 
 
 def failure(raw: bytes, *, key: bytes | None = b"k", order: Order | None = None) -> Failure:
-    error = ValidationError("product is too long") if order is None else DeserializationError(
-        "x", raw
+    error = (
+        ValidationError("product is too long") if order is None else DeserializationError("x", raw)
     )
     return Failure(error, 1, 1_700_000_000_000, 1_700_000_000_000, Source("orders", 0, 5, None),
                    "order-group", order, raw, key)  # fmt: skip

@@ -239,7 +239,7 @@ def test_validated_order_uses_the_schema_and_the_order_rules() -> None:
     assert validated_order({"orderId": "1", "product": "P", "price": 42.504}) == {
         "orderId": "1",
         "product": "P",
-        "price": 42.5,
+        "price": 42.504,  # kept as typed; rounding is for display only
     }
     with pytest.raises(ReviewError, match="price is negative"):
         validated_order({"orderId": "1", "product": "P", "price": -1.0})

@@ -25,13 +25,17 @@ class FakeMessage:
 
 
 class FakeError:
-    """A delivery error as confluent-kafka reports it."""
+    """A delivery error as confluent-kafka reports it (default: not about the record)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, code: int = -195) -> None:  # _TRANSPORT
         self.text = text
+        self._code = code
 
     def str(self) -> str:
         return self.text
+
+    def code(self) -> int:
+        return self._code
 
 
 class FakeProducer:

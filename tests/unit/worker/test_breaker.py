@@ -171,3 +171,17 @@ def test_dead_share_is_the_share_of_the_last_window_outcomes(
     recent = outcomes[-window:]
     expected = sum(recent) / len(recent) if recent else 0.0
     assert breaker.dead_share == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("first_batch", [201, 300, 399, 1000])
+def test_a_fresh_breaker_takes_a_first_batch_larger_than_its_window(first_batch: int) -> None:
+    breaker = FloodBreaker(window=200, ratio=0.8, cooldown_s=1)
+    breaker.record_many(False, 50)
+
+    breaker.record_many(False, first_batch)  # more than the window and than what it holds
+
+    assert not breaker.is_open
+    assert breaker.dead_share == 0.0
+    for _ in range(160):  # then 80 % failures trip it as usual
+        breaker.record(True)
+    assert breaker.record(True) or breaker.is_open

@@ -96,6 +96,7 @@ def test_category_values_are_the_stable_labels_used_in_envelopes_and_metrics() -
         "validation",
         "business_rule",
         "transient",
+        "internal",
         "unknown",
     }
 

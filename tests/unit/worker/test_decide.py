@@ -194,10 +194,59 @@ CASES = [
         max_attempts=1,
     ),
     Case(
-        "damaged provenance headers count as a first read rather than lose the record",
+        "on a retry topic the topic says how many attempts were made, not the headers",
         record(CHEAP, topic=f"{PREFIX}.1", headers=[("orderproc.attempts", b"two")]),
         Processed,
-        {"attempts": 1, "source": Source(f"{PREFIX}.1", 1, 7, 1_700_000_000_000)},
+        {"attempts": 2, "source": Source(f"{PREFIX}.1", 1, 7, 1_700_000_000_000)},
+    ),
+    Case(
+        "a negative attempt count on a retry topic does not break the retry policy",
+        record(DEAR, topic=f"{PREFIX}.1", headers=[("orderproc.attempts", b"-5")]),
+        RetryLater,
+        {"topic": f"{PREFIX}.2", "attempts": 2},
+    ),
+    Case(
+        "provenance headers on the main topic are not ours to trust: ignored",
+        record(DEAR, headers=provenance(4)),
+        RetryLater,
+        {
+            "topic": f"{PREFIX}.1",
+            "attempts": 1,
+            "source": Source("orders", 1, 7, 1_700_000_000_000),
+        },
+    ),
+    Case(
+        "a source that is not the main topic, or out of range, is not trusted",
+        record(
+            DEAR,
+            topic=f"{PREFIX}.1",
+            headers=[
+                ("orderproc.attempts", b"1"),
+                ("orderproc.source.topic", b"orders"),
+                ("orderproc.source.partition", b"99999999999999"),
+                ("orderproc.source.offset", b"1"),
+            ],
+        ),
+        RetryLater,
+        {"source": Source(f"{PREFIX}.1", 1, 7, 1_700_000_000_000)},
+    ),
+    Case(
+        "a due time no backoff could have set is not trusted: the record is due now",
+        record(CHEAP, topic=f"{PREFIX}.1", headers=provenance(1, due_ms=NOW + 10**9)),
+        Processed,
+        {"attempts": 2},
+    ),
+    Case(
+        "a record whose header names cannot be read is dead-lettered at once",
+        Record("orders", 1, 7, b"key", CHEAP, [], None, "a header name is not valid UTF-8"),
+        DeadLetter,
+        {"attempts": 1, "category": ErrorCategory.DESERIALIZATION, "raw": CHEAP},
+    ),
+    Case(
+        "an order longer than the store holds is dead-lettered before any write",
+        record(SERDE.encode_record({"orderId": "x", "product": "p" * 201, "price": 1.0})),
+        DeadLetter,
+        {"category": ErrorCategory.VALIDATION},
     ),
 ]
 

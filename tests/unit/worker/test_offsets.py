@@ -136,3 +136,27 @@ def test_rewind_moves_the_fetch_position_back(fake_consumer: Any, fake_producer:
 
     assert fake_consumer.seeks == [("orders.retry.1", 2, 41)]
     assert fake_consumer.stored == []  # a rewind is not a stored offset
+
+
+def test_a_refused_record_replaced_in_time_does_not_fail_its_batch(
+    fake_consumer: Any, make_fake_producer: Any
+) -> None:
+    producer = make_fake_producer(fail_topics=("dlq",))
+    offsets = pipeline(fake_consumer, producer)
+    b = PendingBatch(next_offsets={("orders", 0): 5})
+    replaced: list[str] = []
+
+    def on_refused(err: Any) -> None:
+        replaced.append(err.str())
+        producer.produce("dlq-small", value=b"x", on_delivery=b.expect_delivery())
+
+    too_large = type("E", (), {"code": lambda s: 10, "str": lambda s: "Broker: too large"})()
+    callback = b.expect_delivery(on_refused)
+    offsets.submit(b)
+    assert fake_consumer.stored == []  # still waiting for its record
+
+    callback(too_large, None)  # the broker refused the record itself
+    offsets.advance()
+
+    assert replaced == ["Broker: too large"]
+    assert fake_consumer.stored == [("orders", 0, 5)]

@@ -50,7 +50,7 @@ def test_a_retry_record_carries_the_original_bytes_fresh_provenance_and_its_due_
 ) -> None:
     router = FailureRouter(Settings(), producer=fake_producer)
 
-    router.to_retry(failure(2), "orders.retry.2", 1_700_000_005_000, STALE)
+    router.to_retry(failure(2), "orders.retry.2", 1_700_000_005_000, STALE, now_ms=1)
 
     [sent] = fake_producer.produced
     headers = sent["headers"]
@@ -112,3 +112,51 @@ def test_deliveries_without_a_callback_are_remembered_when_they_fail(
     router.poll()
 
     assert router.errors == ["orders_dlq: Broker: refused"]
+
+
+def test_a_dead_letter_the_broker_refuses_is_sent_again_in_its_reduced_form(
+    make_fake_producer: Any,
+) -> None:
+    producer = make_fake_producer()
+    too_large = 10  # MSG_SIZE_TOO_LARGE: the record, not the broker
+    refused: list[Any] = []
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+    calls = {"n": 0}
+
+    def expect(on_refused: Any = None) -> Any:
+        def callback(err: Any, msg: Any) -> None:
+            calls["n"] += 1
+            if on_refused is not None and calls["n"] == 1:
+                refused.append(err)
+                on_refused(type("Err", (), {"code": lambda s: too_large, "str": lambda s: "big"})())
+
+        return callback
+
+    router.to_dlq(failure(order=None), [("trace", b"t")], now_ms=1, expect=expect)
+    router.poll()
+
+    assert len(producer.produced) == 2  # the full form, then the reduced one
+    reduced = json.loads(producer.produced[1]["value"])
+    assert reduced["reduced"] == "big"
+    assert reduced["raw_value_b64"] == ""
+    assert ("trace", b"t") not in producer.produced[1]["headers"]
+
+
+def test_a_retry_record_the_broker_refuses_is_dead_lettered_instead(
+    make_fake_producer: Any,
+) -> None:
+    producer = make_fake_producer()
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+    refusals = iter([True])
+
+    def expect(on_refused: Any = None) -> Any:
+        def callback(err: Any, msg: Any) -> None:
+            if on_refused is not None and next(refusals, False):
+                on_refused(type("Err", (), {"code": lambda s: 10, "str": lambda s: "big"})())
+
+        return callback
+
+    router.to_retry(failure(1), "orders.retry.1", 5, [], now_ms=1, expect=expect)
+    router.poll()
+
+    assert [p["topic"] for p in producer.produced] == ["orders.retry.1", "orders_dlq"]
