@@ -102,10 +102,19 @@ def test_review_actions_only_apply_to_new_events_all_or_none(
 
     message = refused(cli("approve", str(ids[1]), str(ids[0])))
 
-    assert message == f"cannot approve: event {ids[0]} is rejected (only new records qualify)"
+    assert message == (
+        f"cannot approve, nothing changed: event {ids[0]} is rejected (only new records qualify)"
+    )
     assert store.get(ids[1]).status == "new"  # the valid id in the same command is untouched
-    assert refused(cli("reject", "999")) == "cannot reject: no DLQ event with id 999"
+    assert (
+        refused(cli("reject", "999")) == "cannot reject, nothing changed: no DLQ event with id 999"
+    )
     assert refused(cli("show", "999")) == "no DLQ event with id 999"
+    # The valid id comes first: the message still names the id that blocked, not the valid one
+    # the rolled-back update had already changed.
+    message = refused(cli("approve", str(ids[1]), "999999"))
+    assert message == "cannot approve, nothing changed: no DLQ event with id 999999"
+    assert store.get(ids[1]).status == "new"
 
 
 def test_edit_stores_a_validated_correction_with_an_audit_row(

@@ -124,7 +124,7 @@ def kcat(tmp_path: Path) -> Callable[..., None]:
 
 
 def dlq_envelopes(read_all: Callable[..., list[Message]], settings: Settings) -> list[Any]:
-    return [json.loads(m.value()) for m in read_all(settings.bootstrap_servers, settings.dlq_topic)]
+    return [json.loads(m.value()) for m in read_all(settings.dlq_topic)]
 
 
 def test_a_header_name_that_is_not_utf8_dead_letters_that_record_only(
@@ -170,7 +170,7 @@ def test_a_value_near_the_max_message_size_is_dead_lettered_in_a_form_that_fits(
         wait_for(lambda: "behind-the-big-one" in processed_ids(settings), what="the good order")
         wait_for(lambda: run.consumer.stats.dead_lettered == 1, what="the dead letter")
 
-    [msg] = read_all(settings.bootstrap_servers, settings.dlq_topic)
+    [msg] = read_all(settings.dlq_topic)
     envelope = json.loads(msg.value())
     assert len(msg.value()) < 1_000_000
     assert envelope["raw_value_truncated"] is True
@@ -281,7 +281,7 @@ def test_stale_orderproc_headers_on_the_main_topic_are_ignored(
         wait_for(lambda: "negative" in processed_ids(settings), what="the cheap order")
         wait_for(lambda: run.consumer.stats.dead_lettered == 1, timeout_s=90, what="the DLQ")
 
-    [msg] = read_all(settings.bootstrap_servers, settings.dlq_topic)
+    [msg] = read_all(settings.dlq_topic)
     envelope = json.loads(msg.value())
     assert envelope["attempts"] == 3  # its own retries, not the stale header's count
     assert envelope["source"]["topic"] == settings.orders_topic
@@ -352,7 +352,7 @@ def test_blocking_retries_never_outlive_the_poll_interval_and_commit_finished_wo
         assigned.append(len(run.consumer.partitions))
 
     assert assigned == [3, 3]  # orders + two retry topics, never revoked by an eviction
-    assert len(read_all(settings.bootstrap_servers, settings.dlq_topic)) == 12
+    assert len(read_all(settings.dlq_topic)) == 12
     group = make_consumer(**{"group.id": settings.consumer_group})
     from confluent_kafka import TopicPartition
 
