@@ -16,6 +16,7 @@ empty or not a number reads as ``None``: headers are untrusted input.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,18 +73,24 @@ UNREADABLE = "a header name is not valid UTF-8; the record's headers cannot be r
 def read(msg: Any) -> tuple[list[Header], str | None]:
     """The headers of a ``confluent_kafka.Message``, read exactly once: ``(headers, problem)``.
 
-    confluent-kafka (2.16) cannot represent a header *name* that is not valid UTF-8:
-    the first ``msg.headers()`` raises (``SystemError`` or the ``UnicodeDecodeError``
-    behind it) and caches a list holding a NULL name, which crashes the interpreter
-    when a later call hands it out and it is touched. So this is the only place
-    that calls ``headers()``, once per message; an unreadable record gets no headers
-    and a ``problem`` to dead-letter it with.
+    confluent-kafka (2.16) cannot represent a header *name* that is not valid UTF-8: its
+    C code puts a NULL where the name should be, leaves the ``UnicodeDecodeError`` set,
+    returns the list anyway and caches it on the message. Called through Python's
+    generic call path that becomes a ``SystemError``; but a plain ``msg.headers()`` in a
+    hot loop is specialised by CPython 3.11 into a call that does not check, and the
+    NULL then crashes the interpreter (seen here: segfault after a few dozen such
+    records). So this is the only place that calls ``headers()``: once per message,
+    through ``operator.methodcaller`` (always the checked path). An unreadable record
+    gets no headers and a ``problem`` to dead-letter it with.
     """
     try:
-        raw = msg.headers()
+        raw = _HEADERS(msg)
     except (SystemError, UnicodeDecodeError, ValueError):
         return [], UNREADABLE
     return normalize(raw), None
+
+
+_HEADERS = operator.methodcaller("headers")
 
 
 def normalize(raw: Any) -> list[Header]:

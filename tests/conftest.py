@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -648,3 +649,37 @@ def table_rows() -> Callable[[str], list[list[str]]]:
         return out
 
     return rows
+
+
+# -- A client we did not write -------------------------------------------------------
+
+
+@pytest.fixture
+def kcat(tmp_path: Path) -> Callable[..., None]:
+    """``kcat(settings, value, topic=None, headers=(), key=None)``: produce one record with
+    Debian's kcat; header names and values are raw bytes."""
+    exe = shutil.which("kcat")
+    assert exe, "kcat is not installed (scripts/test.sh installs it)"
+
+    def produce(
+        settings: Settings,
+        value: bytes,
+        *,
+        topic: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        key: bytes | None = None,
+    ) -> None:
+        payload = tmp_path / f"value-{time.monotonic_ns()}"
+        payload.write_bytes(value)
+        args = [exe, "-P", "-b", settings.bootstrap_servers, "-t", topic or settings.orders_topic]
+        args += ["-X", "message.max.bytes=2000000"]
+        for name, val in headers:
+            args += ["-H", (name + b"=" + val).decode("utf-8", "surrogateescape")]
+        if key is not None:
+            args += ["-k", key.decode("utf-8", "surrogateescape")]
+        # A file named after the options is one message, whatever bytes it holds.
+        done = subprocess.run([*args, str(payload)], capture_output=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+    return produce
