@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import os
 import re
 import shutil
@@ -402,8 +403,11 @@ def make_orders() -> Callable[..., list[Order]]:
 
 @pytest.fixture
 def dead_letter() -> Callable[..., None]:
-    """``dead_letter(settings, orders, headers=None, reason=...)``: DLQ records written exactly
-    as the live consumer writes them (through ``FailureRouter``), acknowledged."""
+    """``dead_letter(settings, orders, headers=None, reason=..., source_offsets=None)``: DLQ
+    records written exactly as the live consumer writes them (through ``FailureRouter``),
+    acknowledged. Each order failed at its own source offset (counting on across calls),
+    unless ``source_offsets`` names them: the same offsets again are the same failures."""
+    offsets = itertools.count()
 
     def write(
         settings: Settings,
@@ -411,10 +415,14 @@ def dead_letter() -> Callable[..., None]:
         *,
         headers: list[Header] | None = None,
         reason: str = HIGH_PRICE_REASON,
+        source_offsets: Sequence[int] | None = None,
     ) -> None:
         router = FailureRouter(settings)
         now = now_ms()
-        for i, order in enumerate(orders):
+        where = (
+            list(source_offsets) if source_offsets is not None else [next(offsets) for _ in orders]
+        )
+        for i, order in zip(where, orders, strict=True):
             failure = Failure(
                 error=BusinessRuleError(reason),
                 attempts=3,
@@ -468,13 +476,13 @@ def seed_dlq() -> Callable[..., list[int]]:
                 if order
                 else DeserializationError("undecodable Avro", b"\xff")
             )
-            source = Source("orders", 0, i, None)
+            source = Source("orders", 0, first_offset + i, None)  # one failure per item
             failure = Failure(error, 3, 0, 0, source, "g", order, b"\xff", None)
             envelope = encode_envelope(build_envelope(failure, now_ms=now_ms()))
             key = order.order_id.encode() if order else None
             record = Record("orders_dlq", 0, first_offset + i, key, envelope, list(headers))
             rows.append(event_row(record, drained_at=utcnow()))
-        return store.insert_events(rows, actor="test-drain")
+        return store.insert_events(rows, actor="test-drain").new_ids
 
     return seed
 

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from orderproc.clock import utcnow
 from orderproc.config import Settings
 from orderproc.dlq.envelope import event_row, raw_event_row
+from orderproc.dlq.intake import Stored
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import DrainError
 from orderproc.kafka.clients import drain_consumer_config
@@ -45,7 +46,11 @@ class DrainResult:
 
     consumed: int = 0
     inserted: int = 0
+    """New failures: review rows created."""
+    copies: int = 0
+    """Records that were another copy of a failure already stored (counted on its row)."""
     duplicates: int = 0
+    """Records read again (already stored: their offsets had not been committed)."""
     caught_up: bool = False
     committed: dict[int, int] = field(default_factory=dict)
 
@@ -53,6 +58,7 @@ class DrainResult:
         return {
             "consumed": self.consumed,
             "inserted": self.inserted,
+            "copies": self.copies,
             "duplicates": self.duplicates,
             "caught_up": self.caught_up,
             "committed": {str(p): o for p, o in sorted(self.committed.items())},
@@ -113,8 +119,9 @@ def drain(
             )
     result.caught_up = not targets
     log.info(
-        "drain topic=%s consumed=%d inserted=%d duplicates=%d caught_up=%s",
-        topic, result.consumed, result.inserted, result.duplicates, result.caught_up,
+        "drain topic=%s consumed=%d inserted=%d copies=%d duplicates=%d caught_up=%s",
+        topic, result.consumed, result.inserted, result.copies, result.duplicates,
+        result.caught_up,
     )  # fmt: skip
     return result
 
@@ -172,10 +179,11 @@ def _store_and_commit(
     actor: str,
     after_db_commit: AfterCommit | None,
 ) -> None:
-    inserted = _store(store, records, actor)
+    stored = _store(store, records, actor)
     result.consumed += len(records)
-    result.inserted += len(inserted)
-    result.duplicates += len(records) - len(inserted)
+    result.inserted += len(stored.new_ids)
+    result.copies += stored.copies
+    result.duplicates += stored.reread
     if after_db_commit is not None:
         after_db_commit(records)
     # Safe to move the offsets now: the rows are committed. If this commit is lost,
@@ -195,7 +203,7 @@ def _store_and_commit(
     result.committed.update({p: o for (_, p), o in next_offsets.items()})
 
 
-def _store(store: DlqStore, records: list[Record], actor: str) -> list[int]:
+def _store(store: DlqStore, records: list[Record], actor: str) -> Stored:
     """Store the rows of ``records``; a row the database refuses is stored raw instead.
 
     One bad record never fails a run: its parsed row is isolated (``write_isolating``)
@@ -204,12 +212,12 @@ def _store(store: DlqStore, records: list[Record], actor: str) -> list[int]:
     now = utcnow()
     rows = [event_row(r, drained_at=now) for r in records]
     written, refused = write_isolating(rows, lambda part: store.insert_events(part, actor=actor))
-    inserted = [event_id for ids in written for event_id in ids]
+    stored = sum(written, Stored())
     for row, exc in refused:
         log.warning("dlq record %s[%s]@%s kept raw: %s",
                     row["dlq_topic"], row["dlq_partition"], row["dlq_offset"], exc)  # fmt: skip
-        inserted += store.insert_events([raw_event_row(row, str(exc))], actor=actor)
-    return inserted
+        stored += store.insert_events([raw_event_row(row, str(exc))], actor=actor)
+    return stored
 
 
 def run_drain(

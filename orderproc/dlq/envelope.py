@@ -231,7 +231,10 @@ def event_row(record: Record, *, drained_at: datetime) -> dict[str, Any]:
     envelope, problem = parse_envelope(record.value)
     meta = h.text_map(record.headers)
     key = record.key.decode("utf-8", "replace") if record.key else None
+    replays = _in_range(h.integer(record.headers, h.REPLAY_COUNT), 0, MAX_INT32) or 0
+    source = _source_fields(envelope, meta)
     return {
+        "failure_key": failure_key(record, source, replays),
         "dlq_topic": record.topic,
         "dlq_partition": record.partition,
         "dlq_offset": record.offset,
@@ -240,11 +243,24 @@ def event_row(record: Record, *, drained_at: datetime) -> dict[str, Any]:
         "envelope": envelope or None,
         "drained_at": drained_at,
         "status": DlqStatus.NEW.value,
-        "replay_count": _in_range(h.integer(record.headers, h.REPLAY_COUNT), 0, MAX_INT32) or 0,
+        "replay_count": replays,
         **_order_fields(_dict(envelope.get("failed_order"))),
         **_failure_fields(envelope, meta, problem),
-        **_source_fields(envelope, meta),
+        **source,
     }
+
+
+def failure_key(record: Record, source: dict[str, Any], replays: int) -> str:
+    """What makes two DLQ records the same failure: the consumer group, the record of the
+    orders topic that failed, and its replay lineage. A consumer that crashed before its
+    offsets moved dead-letters the same source record again: same key, one review row.
+    A record without provenance (foreign, hand-written) is only itself: its DLQ coordinates.
+    """
+    topic, partition, offset = (source["source_topic"], source["source_partition"],
+                                source["source_offset"])  # fmt: skip
+    if topic and partition is not None and offset is not None:
+        return f"{source['consumer_group'] or ''}|src:{topic}:{partition}:{offset}|r{replays}"
+    return f"dlq:{record.topic}:{record.partition}:{record.offset}"
 
 
 def raw_event_row(row: dict[str, Any], why: str) -> dict[str, Any]:
@@ -253,6 +269,7 @@ def raw_event_row(row: dict[str, Any], why: str) -> dict[str, Any]:
     keep = ("dlq_topic", "dlq_partition", "dlq_offset", "raw_value", "drained_at", "status")
     return {
         **{k: row[k] for k in keep},
+        "failure_key": f"dlq:{row['dlq_topic']}:{row['dlq_partition']}:{row['dlq_offset']}",
         "reason": _clip(f"stored raw: the parsed record was refused ({why})", MAX_REASON),
         "category": ErrorCategory.UNKNOWN.value,
         "retryable": False,

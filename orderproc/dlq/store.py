@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import as_utc, utcnow
+from orderproc.dlq.audit import audit
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
+from orderproc.dlq.intake import Intake
 from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
-from orderproc.store.engine import store_error, upsert_ignore
 from orderproc.store.tables import AuditLog, DlqEvent
 
 REVIEWABLE = (DlqStatus.NEW.value,)
@@ -56,34 +56,12 @@ class _NotAll(Exception):
     """A conditional update did not match every event it should have."""
 
 
-class DlqStore:
-    """DLQ events and their audit trail in PostgreSQL or SQLite."""
+class DlqStore(Intake):
+    """DLQ events and their audit trail in PostgreSQL or SQLite (the drain's writes are
+    ``Intake``'s)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._insert = upsert_ignore(engine, DlqEvent.__table__).returning(DlqEvent.__table__.c.id)
-
-    # -- drain ---------------------------------------------------------------------
-
-    def insert_events(self, rows: Sequence[dict[str, Any]], *, actor: str) -> list[int]:
-        """Insert drained records in one transaction; return the ids of the new rows.
-
-        A record whose DLQ coordinates are already stored is ignored, so a drain that
-        re-reads records (offsets not yet committed) adds nothing twice. A record of
-        an order that was dead-lettered before inherits the highest earlier
-        ``replay_count`` (if larger than its own), so the replay cap spans cycles.
-        """
-        if not rows:
-            return []
-        now = utcnow()
-        try:
-            with self.engine.begin() as conn:
-                prepared = _inherit_replay_counts(conn, rows)
-                ids = [int(r[0]) for r in conn.execute(self._insert, prepared)]
-                _audit(conn, ids, "drained", actor, at=now)
-                return ids
-        except (SQLAlchemyError, UnicodeEncodeError, ValueError) as exc:
-            raise store_error(f"could not store {len(rows)} DLQ events", exc) from exc
+        super().__init__(engine)
 
     # -- queries -------------------------------------------------------------------
 
@@ -137,7 +115,7 @@ class DlqStore:
         with self._all_or_nothing(verb, wanted, REVIEWABLE) as conn:
             if conn.execute(stmt).rowcount != len(wanted):
                 raise _NotAll
-            _audit(conn, wanted, target.value, actor, at=now, note=note)
+            audit(conn, wanted, target.value, actor, at=now, note=note)
 
     def edit(
         self,
@@ -172,7 +150,7 @@ class DlqStore:
         with self._all_or_nothing("edit", [event_id], EDITABLE) as conn:
             if conn.execute(stmt).rowcount != 1:
                 raise _NotAll
-            _audit(conn, [event_id], "edited", actor, at=now, note=note, details=details)
+            audit(conn, [event_id], "edited", actor, at=now, note=note, details=details)
         return corrected
 
     @contextmanager
@@ -274,7 +252,7 @@ class DlqStore:
                     # The claim was lost: record nothing we did not do, but keep the fact.
                     log.warning("replayed event %s without its claim: %s", d.event_id, details)
                     continue
-                _audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
+                audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
 
     def park(self, ids: Sequence[int], *, claimer: str, actor: str, note: str) -> None:
         """Move claimed events over the replay cap to ``parked``."""
@@ -307,55 +285,10 @@ class DlqStore:
         with self.engine.begin() as conn:
             if conn.execute(stmt).rowcount != len(ids):
                 raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
-            _audit(conn, list(ids), action, actor, at=now, note=note)
+            audit(conn, list(ids), action, actor, at=now, note=note)
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _inherit_replay_counts(
-    conn: Connection, rows: Sequence[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    order_ids = {r["order_id"] for r in rows if r.get("order_id")}
-    if not order_ids:
-        return list(rows)
-    stmt = (
-        select(DlqEvent.order_id, func.max(DlqEvent.replay_count))
-        .where(DlqEvent.order_id.in_(order_ids))
-        .group_by(DlqEvent.order_id)
-    )
-    earlier = {oid: int(n or 0) for oid, n in conn.execute(stmt)}
-    out = []
-    for row in rows:
-        inherited = earlier.get(row.get("order_id"), 0)
-        out.append({**row, "replay_count": max(int(row.get("replay_count") or 0), inherited)})
-    return out
-
-
-def _audit(
-    conn: Connection,
-    ids: Sequence[int],
-    action: str,
-    actor: str,
-    *,
-    at: datetime,
-    note: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    if not ids:
-        return
-    rows = [
-        {
-            "dlq_event_id": i,
-            "action": action,
-            "actor": actor[:200],  # the column's width: Airflow run ids can be longer
-            "at": at,
-            "note": note,
-            "details": details,
-        }
-        for i in ids
-    ]
-    conn.execute(insert(AuditLog), rows)
 
 
 def _why_not(conn: Connection, ids: Sequence[int], allowed: Sequence[str]) -> str:

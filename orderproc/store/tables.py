@@ -17,11 +17,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from orderproc.models import MAX_REPLAY_ID, MAX_TEXT, DlqStatus
+
+FAILURE_KEY_LENGTH = 600
 
 
 class Base(DeclarativeBase):
@@ -46,12 +48,28 @@ class ProcessedOrder(Base):
     __table_args__ = (Index("ix_processed_orders_product", "product"),)
 
 
+def _own_failure_key(context: Any) -> str:
+    """A row inserted without a failure key is only itself: its DLQ coordinates."""
+    row = context.get_current_parameters()
+    return f"dlq:{row['dlq_topic']}:{row['dlq_partition']}:{row['dlq_offset']}"
+
+
 class DlqEvent(Base):
-    """One record of ``orders_dlq``, unique on its DLQ coordinates, plus its review state."""
+    """One failure, and its review state: one row however many DLQ records carry it.
+
+    ``failure_key`` names the failure (consumer group, source coordinates, replay
+    lineage; DLQ coordinates for a foreign record); each DLQ record of it is a row of
+    ``dlq_copies`` and ``copies`` counts them. ``dlq_topic/partition/offset`` are the
+    first copy's coordinates.
+    """
 
     __tablename__ = "dlq_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    failure_key: Mapped[str] = mapped_column(
+        String(FAILURE_KEY_LENGTH), unique=True, default=_own_failure_key
+    )
+    copies: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     dlq_topic: Mapped[str] = mapped_column(String(249))
     dlq_partition: Mapped[int] = mapped_column(Integer)
     dlq_offset: Mapped[int] = mapped_column(BigInteger)
@@ -93,10 +111,21 @@ class DlqEvent(Base):
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     replay_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replay_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    replay_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A replay wrote this row's copy inside a Kafka transaction whose outcome the store has
+    not recorded yet (``replay_partition/offset`` say where); see ``orderproc.dlq.replay``."""
 
-    __table_args__ = (
-        UniqueConstraint("dlq_topic", "dlq_partition", "dlq_offset", name="uq_dlq_coordinates"),
-    )
+
+class DlqCopy(Base):
+    """One record of the DLQ topic, unique on its coordinates, and the failure it carries."""
+
+    __tablename__ = "dlq_copies"
+
+    dlq_topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    dlq_partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dlq_offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("dlq_events.id"), index=True)
+    drained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class AuditLog(Base):

@@ -154,7 +154,7 @@ def one_event(make_settings: Callable[..., Settings], tmp_path: Path) -> Setting
         row = {
             "dlq_topic": "orders_dlq", "dlq_partition": 0, "dlq_offset": 1, "drained_at": utcnow(),
             "status": "new", "reason": "Simulated error: high price", "category": "business_rule",
-            "attempts": 3, "replay_count": 0,
+            "attempts": 3, "replay_count": 0, "failure_key": "g|src:orders:0:1|r0",
             "order_id": order.order_id, "product": order.product, "price": order.price,
         }  # fmt: skip
         DlqStore(engine).insert_events([row], actor="test")

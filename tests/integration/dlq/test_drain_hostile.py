@@ -19,13 +19,14 @@ from orderproc.store.tables import DlqEvent
 pytestmark = pytest.mark.integration
 
 
-def envelope(**changes: Any) -> bytes:
+def envelope(offset: int, **changes: Any) -> bytes:
+    """An envelope of the failure of record ``orders[0]@offset`` (one failure per offset)."""
     base = {
         "failed_order": {"orderId": "o-1", "product": "item1", "price": 150.0},
         "reason": "Simulated error: high price",
         "error": {"class": "BusinessRuleError", "category": "business_rule", "retryable": True},
         "attempts": 3,
-        "source": {"topic": "orders", "partition": 0, "offset": 5, "timestamp": 1700000000000},
+        "source": {"topic": "orders", "partition": 0, "offset": offset, "timestamp": 1700000000},
     }
     return json.dumps({**base, **changes}).encode()
 
@@ -45,13 +46,13 @@ HOSTILE: list[tuple[str, bytes, tuple[tuple[bytes, bytes], ...]]] = [
             (b"orderproc.attempts", b"-99999999999"),
         ),
     ),
-    ("absurd envelope numbers", envelope(attempts=10**15, source=ABSURD_SOURCE), ()),
-    ("a replay count no column holds", envelope(), ((b"replay.count", b"99999999999"),)),
-    ("a header name that is not UTF-8", envelope(), ((b"\xff\xfe", b"v"),)),
+    ("absurd envelope numbers", envelope(1, attempts=10**15, source=ABSURD_SOURCE), ()),
+    ("a replay count no column holds", envelope(2), ((b"replay.count", b"99999999999"),)),
+    ("a header name that is not UTF-8", envelope(3), ((b"\xff\xfe", b"v"),)),
     ("NUL and lone surrogates in text", SURROGATES, ()),
     ("a price no float holds", b'{"reason": "r", "failed_order": {"price": 1e999}}', ()),
     ("an empty value", b"", ()),
-    ("a huge reason", envelope(reason="r" * 100_000), ()),
+    ("a huge reason", envelope(4, reason="r" * 100_000), ()),
 ]
 
 

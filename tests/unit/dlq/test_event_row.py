@@ -143,3 +143,22 @@ def test_parse_envelope_accepts_the_original_systems_shape() -> None:
 
     assert problem is None
     assert envelope["reason"] == "x"
+
+
+def test_the_failure_key_names_group_source_and_replay_lineage() -> None:
+    from orderproc.dlq.envelope import event_row as row_of
+    from orderproc.records import Record
+
+    value = json.dumps(
+        {"reason": "r", "failed_order": None, "consumer_group": "order-group",
+         "source": {"topic": "orders", "partition": 2, "offset": 40}}
+    ).encode()  # fmt: skip
+    plain = row_of(Record("orders_dlq", 0, 7, None, value, []), drained_at=NOW)
+    replayed = row_of(
+        Record("orders_dlq", 1, 9, None, value, [("replay.count", b"2")]), drained_at=NOW
+    )
+    foreign = row_of(Record("orders_dlq", 0, 8, None, b"junk", []), drained_at=NOW)
+
+    assert plain["failure_key"] == "order-group|src:orders:2:40|r0"
+    assert replayed["failure_key"] == "order-group|src:orders:2:40|r2"
+    assert foreign["failure_key"] == "dlq:orders_dlq:0:8"
