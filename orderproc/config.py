@@ -10,6 +10,7 @@ a path next to the installed package. The local dev stack has settings of its ow
 from __future__ import annotations
 
 import os
+import socket
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +31,13 @@ def default_data_dir() -> Path:
     """Where files live when no setting says otherwise: the user's XDG data folder."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "orderproc"
+
+
+class ProcessingGuarantee(StrEnum):
+    """What a crash may leave behind (``docs/reliability.md``)."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
 
 
 class RetryMode(StrEnum):
@@ -71,6 +79,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
 
+    # Delivery guarantee. exactly_once: retry/DLQ records and offsets commit in one Kafka
+    # transaction per batch, under a transactional id per instance that survives restarts.
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
+    transaction_timeout_ms: int = Field(default=60000, ge=1000)
+
     # Processing rule and retry policy
     price_threshold: float = 100.0
     retry_mode: RetryMode = RetryMode.NON_BLOCKING
@@ -99,12 +113,27 @@ class Settings(BaseSettings):
     # Reports written by `orderproc report` and the orders_dlq_report DAG (default: data_dir)
     reports_dir: Path | None = None
 
+    @field_validator("processing_guarantee", mode="before")
+    @classmethod
+    def _dashes_too(cls, value: object) -> object:
+        return value.replace("-", "_") if isinstance(value, str) else value
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("bootstrap_servers must not be empty")
         return value
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+
+    @property
+    def transactional_id(self) -> str:
+        """This instance's transactional id: a restarted instance reuses it and so fences
+        its predecessor (whose open transaction the broker then aborts)."""
+        return f"orderproc-{self.consumer_group}-{self.instance_id}"
 
     def retry_topic(self, attempt: int) -> str:
         """The retry topic that holds records waiting for attempt ``attempt + 1``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -11,6 +12,14 @@ from orderproc.cli.common import echo, install_stop_handlers, settings_with, set
 from orderproc.config import RetryMode
 
 app = typer.Typer()
+
+
+class Guarantee(StrEnum):
+    """``--guarantee`` as users spell it."""
+
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
 
 JsonLogs = Annotated[
     bool | None,
@@ -70,6 +79,17 @@ def consume(
     mode: Annotated[
         RetryMode | None, typer.Option(help="Retry mode (default: non-blocking).")
     ] = None,
+    guarantee: Annotated[
+        Guarantee | None,
+        typer.Option(
+            help="at-least-once (default) or exactly-once: retry/DLQ records and offsets commit "
+            "in one Kafka transaction per batch."
+        ),
+    ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="This instance's stable name (transactional id; default: hostname)."),
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
     threshold: Annotated[float | None, typer.Option(help="Orders priced above this fail.")] = None,
     handler: Annotated[
@@ -99,6 +119,8 @@ def consume(
 
     settings = settings_with(
         retry_mode=mode,
+        processing_guarantee=guarantee.value if guarantee else None,
+        instance_id=instance_id,
         max_attempts=max_attempts,
         price_threshold=threshold,
         metrics_port=metrics_port,

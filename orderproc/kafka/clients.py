@@ -59,13 +59,29 @@ def reliable_producer_overrides(settings: Settings) -> dict[str, Any]:
     }
 
 
+def transactional_producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The exactly-once consumer's producer: its records and offsets commit together."""
+    return reliable_producer_config(
+        settings,
+        **{
+            "transactional.id": settings.transactional_id,
+            "transaction.timeout.ms": settings.transaction_timeout_ms,
+            **overrides,
+        },
+    )
+
+
 def order_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """The order consumer: offsets stored by the application, committed by librdkafka."""
+    """The order consumer: offsets stored by the application, committed by librdkafka
+    (at least once) or sent in the batch's transaction (exactly once)."""
     return settings.kafka_config(
         **{
             "group.id": settings.consumer_group,
             "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
+            "enable.auto.commit": not settings.exactly_once,
+            # Retry topics are written in transactions in exactly-once mode: never read an
+            # aborted attempt's records. (Without transactions this changes nothing.)
+            "isolation.level": "read_committed",
             # Offsets are stored only for durable batches (orderproc.worker.offsets).
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": 1000,
@@ -86,6 +102,7 @@ def monitor_consumer_config(settings: Settings) -> dict[str, Any]:
             "group.id": settings.dlq_group,
             "auto.offset.reset": "earliest",
             "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
         }
     )
 
@@ -104,6 +121,7 @@ def drain_consumer_overrides(settings: Settings) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
+        "isolation.level": "read_committed",
     }
 
 

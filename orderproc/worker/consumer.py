@@ -36,7 +36,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +46,6 @@ from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import (
     DeliveryError,
-    InternalError,
     OrderProcError,
 )
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_config
@@ -55,6 +53,7 @@ from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import TP, Record
 from orderproc.store.processed import OrderRepository, ProcessedRow
+from orderproc.worker.batch import Batch, ConsumerStats
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
 from orderproc.worker.decide import (
     DeadLetter,
@@ -67,34 +66,16 @@ from orderproc.worker.decide import (
 )
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
-from orderproc.worker.offsets import OffsetPipeline, PendingBatch
+from orderproc.worker.offsets import (
+    BatchAborted,
+    OffsetPipeline,
+    PendingBatch,
+    TransactionalOffsets,
+)
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.sink import ProcessedSink
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ConsumerStats:
-    """What one run did; returned by ``OrderConsumer.run``."""
-
-    consumed: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    dead_lettered_by_category: dict[str, int] = field(default_factory=dict)
-    average_price: float = 0.0
-    flood_breaker_trips: int = 0
-
-
-@dataclass
-class _Batch(PendingBatch):
-    """One consumed batch while it is handled: its rows and per-topic counts."""
-
-    rows: list[ProcessedRow] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)  # the record of each row
-    consumed: dict[str, int] = field(default_factory=dict)
 
 
 class OrderConsumer:
@@ -140,7 +121,16 @@ class OrderConsumer:
         )
         self.consumer = Consumer(conf)
         self._retried_metric = self.metrics.retried.labels(settings.retry_mode.value)
-        self.offsets = OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
+        self.offsets: OffsetPipeline = (
+            TransactionalOffsets(
+                self.consumer,
+                self.router,
+                timeout_s=settings.delivery_timeout_ms / 1000 + 5,
+                on_stored=self._on_stored,
+            )
+            if settings.exactly_once
+            else OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
+        )
         self.holds = PartitionHolds(self.consumer, self.offsets, self.metrics.paused_partitions.set)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -172,13 +162,15 @@ class OrderConsumer:
             self.settings, self.settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
         )
         topics = [self.settings.orders_topic, *self.settings.retry_topics]
+        self.offsets.start()
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
-            "consuming %s group=%s mode=%s max_attempts=%d",
+            "consuming %s group=%s mode=%s max_attempts=%d guarantee=%s",
             ",".join(topics),
             self.settings.consumer_group,
             self.settings.retry_mode.value,
             self.settings.max_attempts,
+            self.settings.processing_guarantee.value,
         )
         self._last_message = time.monotonic()
         try:
@@ -197,6 +189,7 @@ class OrderConsumer:
                         break
                     continue
                 self._last_message = time.monotonic()
+                self.offsets.begin()
                 self._make_durable(self._handle_batch(messages))
             self.offsets.advance(wait=True)
         except OrderProcError as exc:
@@ -246,14 +239,15 @@ class OrderConsumer:
 
     # -- one batch: decide per record, act on the outcome ---------------------------
 
-    def _handle_batch(self, messages: list[Message]) -> _Batch:
-        batch = _Batch()
+    def _handle_batch(self, messages: list[Message]) -> Batch:
+        batch = Batch()
         holds = self.holds
         for i, msg in enumerate(messages):
             if msg.error() is not None:
                 self._on_message_error(msg)
                 continue
             rec = Record.of(msg)
+            batch.first_offsets.setdefault(rec.tp, rec.offset)
             if holds and rec.tp in holds:
                 continue  # held at an earlier offset of this batch; it will be fetched again
             if not self._act(rec, self._decide(rec), batch):
@@ -267,22 +261,11 @@ class OrderConsumer:
         return batch
 
     def _decide(self, rec: Record) -> Outcome:
-        """The decision for one record; whatever escapes it dead-letters only that record."""
-        now = now_ms()
-        try:
-            waiting = self._in_place.pop(rec.tp, None)
-            if waiting is not None and waiting[0] == rec.offset:
-                return self.decider.decide_again(rec, waiting[1], now)
-            return self.decider.decide(rec, now)
-        except Exception as exc:  # a bug of ours or of a library: never the whole stream's fate
-            log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
-            error = InternalError(f"internal error: {type(exc).__name__}: {exc}").about(rec)
-            error.__cause__ = exc
-            group = self.settings.consumer_group
-            failure = Failure(error, 1, now, now, rec.own_source, group, None, rec.value, rec.key)
-            return DeadLetter(failure)
+        waiting = self._in_place.pop(rec.tp, None)
+        previous = waiting[1] if waiting is not None and waiting[0] == rec.offset else None
+        return self.decider.decide_safely(rec, now_ms(), previous)
 
-    def _act(self, rec: Record, outcome: Outcome, batch: _Batch) -> bool:
+    def _act(self, rec: Record, outcome: Outcome, batch: Batch) -> bool:
         """Carry out one outcome; False when the record was held back, not handled."""
         main = rec.topic == self.settings.orders_topic
         if type(outcome) is NotDue:
@@ -316,7 +299,7 @@ class OrderConsumer:
     def _hold(self, rec: Record, wait_s: float) -> None:
         self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic() + wait_s)
 
-    def _processed(self, rec: Record, outcome: Processed, batch: _Batch) -> None:
+    def _processed(self, rec: Record, outcome: Processed, batch: Batch) -> None:
         order, source = outcome.order, outcome.source
         batch.rows.append(
             ProcessedRow(
@@ -333,7 +316,7 @@ class OrderConsumer:
         self.stats.retried += 1
         self._retried_metric.inc()
 
-    def _dead_letter(self, rec: Record, failure: Failure, batch: _Batch) -> None:
+    def _dead_letter(self, rec: Record, failure: Failure, batch: Batch) -> None:
         self.router.to_dlq(failure, rec.headers, now_ms=now_ms(), expect=batch.expect_delivery)
         category = failure.category.value
         self.stats.dead_lettered += 1
@@ -346,16 +329,27 @@ class OrderConsumer:
 
     # -- making a batch durable ----------------------------------------------------
 
-    def _make_durable(self, batch: _Batch) -> None:
+    def _make_durable(self, batch: Batch) -> None:
         written = self.sink.write(batch.rows, batch.records)
         self.stats.processed += written.processed
         self.stats.duplicates += written.duplicates
         for rec, failure in written.refused:  # the database is up but refused these rows
             self._dead_letter(rec, failure, batch)
+        try:
+            self.offsets.submit(batch)
+        except BatchAborted:
+            self._read_again(batch)
+            return
         for topic, n in batch.consumed.items():
             self.stats.consumed += n
             self.metrics.consumed.labels(topic).inc(n)
-        self.offsets.submit(batch)
+
+    def _read_again(self, batch: Batch) -> None:
+        """The batch's transaction aborted: rewind its partitions to where it began."""
+        for (topic, partition), offset in batch.first_offsets.items():
+            self.holds.release((topic, partition))
+            self._in_place.pop((topic, partition), None)
+            self.offsets.rewind(topic, partition, offset)
 
     def _on_stored(self, batch: PendingBatch) -> None:
         if batch.oldest_timestamp_ms and batch.oldest_timestamp_ms > 0:

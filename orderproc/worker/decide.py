@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from orderproc.config import RetryMode, Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import DeserializationError, ProcessingError
+from orderproc.errors import DeserializationError, InternalError, ProcessingError
 from orderproc.models import Order, Source
 from orderproc.records import Provenance, Record
 from orderproc.serde import OrderSerde
@@ -168,6 +168,19 @@ class Decider:
             and 0 <= source.offset <= MAX_INT64
             and (ts is None or 0 <= ts <= MAX_INT64)
         )
+
+    def decide_safely(self, rec: Record, now_ms: int, previous: Failure | None = None) -> Outcome:
+        """``decide`` (or ``decide_again`` after ``previous``), but an exception that escapes
+        it (a bug of ours or of a library) dead-letters only this record (``internal``)."""
+        try:
+            if previous is not None:
+                return self.decide_again(rec, previous, now_ms)
+            return self.decide(rec, now_ms)
+        except Exception as exc:  # never the whole stream's fate
+            log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
+            error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            return DeadLetter(self._failure(rec, error, 1, None, rec.own_source, None, now_ms))
 
     def decide_again(self, rec: Record, previous: Failure, now_ms: int) -> Outcome:
         """Blocking mode: the outcome of the next in-place attempt after ``previous``."""

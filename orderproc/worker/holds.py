@@ -62,6 +62,12 @@ class PartitionHolds:
                 self._until[key] = until
         self._on_change(len(self._until))
 
+    def release(self, tp: TP) -> None:
+        """Resume a held partition now, whatever it was waiting for."""
+        if self._until.pop(tp, None) is not None:
+            self.consumer.resume([TopicPartition(*tp)])
+            self._on_change(len(self._until))
+
     def forget(self, partitions: Iterable[TP]) -> None:
         """Partitions were revoked: their pause state goes with them."""
         for tp in partitions:

@@ -10,8 +10,10 @@ trip, so up to ``max_in_flight`` batches wait here while the next ones are
 consumed. ``rewind`` moves the fetch position back to a record that was read but
 not handled (a paused partition), so it is the next one read.
 
-An exactly-once mode would replace ``_store`` with
-``send_offsets_to_transaction`` (or offsets kept with the rows) at this point.
+Exactly once (``TransactionalOffsets``): each batch runs in a Kafka transaction;
+its retry/DLQ records and its offsets (``send_offsets_to_transaction``) commit
+together, after its processed orders are in the store (an idempotent write, so a
+batch whose transaction aborted is simply handled again).
 """
 
 from __future__ import annotations
@@ -132,6 +134,12 @@ class OffsetPipeline:
         if self._on_stored:
             self._on_stored(batch)
 
+    def start(self) -> None:
+        """Nothing to prepare without transactions."""
+
+    def begin(self) -> None:
+        """Nothing to open without transactions: offsets are stored per durable batch."""
+
     def rewind(self, topic: str, partition: int, offset: int) -> None:
         """Make ``offset`` the next record fetched from the partition (it was not handled)."""
         self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -148,3 +156,79 @@ class OffsetPipeline:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc.args[0].str())
+
+
+class BatchAborted(Exception):
+    """The batch's transaction was aborted: its records are discarded, its offsets not
+    committed; the consumer reads the batch again (``_Batch.first_offsets``)."""
+
+
+class TransactionalOffsets(OffsetPipeline):
+    """Exactly once: one Kafka transaction per batch for its routed records and its offsets.
+
+    Failure windows (``docs/reliability.md``): a crash before the transaction commits
+    leaves it open until the restarted instance (same transactional id) fences it
+    and the broker aborts it; ``read_committed`` readers never see its records, and
+    the batch is read again: its store rows are already there (ignored as
+    redeliveries), its records are written again, once. A crash after the commit
+    loses nothing: offsets and records moved together.
+    """
+
+    RETRIES = 3
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        router: FailureRouter,
+        *,
+        timeout_s: float,
+        on_stored: Callable[[PendingBatch], None] | None = None,
+    ) -> None:
+        super().__init__(consumer, router, on_stored=on_stored)
+        self.producer = router.producer
+        self.timeout_s = timeout_s
+
+    def start(self) -> None:
+        """Register the transactional id; this fences an earlier instance that used it."""
+        try:
+            self.producer.init_transactions(self.timeout_s)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot start transactions: {exc.args[0].str()}") from exc
+
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def submit(self, batch: PendingBatch) -> None:
+        """Commit the batch's records and offsets in its transaction (the store rows are in).
+
+        Raises:
+            BatchAborted: the transaction was aborted (the batch is to be read again).
+            DeliveryError: transactions failed for good (e.g. this instance was fenced).
+        """
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        for attempt in range(1, self.RETRIES + 1):
+            try:
+                if offsets:
+                    self.producer.send_offsets_to_transaction(
+                        offsets, self.consumer.consumer_group_metadata(), self.timeout_s
+                    )
+                    offsets = []  # sent: a retry only repeats the commit
+                self.producer.commit_transaction(self.timeout_s)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.txn_requires_abort():
+                    log.warning("transaction aborted (%s); reading the batch again", err.str())
+                    self.producer.abort_transaction(self.timeout_s)
+                    raise BatchAborted(err.str()) from exc
+                if not err.retriable() or attempt == self.RETRIES:
+                    raise DeliveryError(f"transaction failed: {err.str()}") from exc
+        if self._on_stored:
+            self._on_stored(batch)
+
+    def advance(self, *, wait: bool = False) -> None:
+        """Serve delivery reports; batches are committed one by one in ``submit``."""
+        self.router.poll()
+
+    def commit_on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Nothing to do: every handled batch was committed in its transaction already."""

@@ -28,6 +28,7 @@ from orderproc.kafka.clients import (
     produce,
     refuses_record,
     reliable_producer_config,
+    transactional_producer_config,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ class FailureRouter:
         max_record_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
     ) -> None:
         self.settings = settings
-        self.producer = producer or Producer(reliable_producer_config(settings))
+        if producer is None:
+            config = (transactional_producer_config if settings.exactly_once
+                      else reliable_producer_config)  # fmt: skip
+            producer = Producer(config(settings))
+        self.producer = producer
         self.max_record_bytes = max_record_bytes
         self.errors: list[str] = []  # failed deliveries of records sent outside a batch
 

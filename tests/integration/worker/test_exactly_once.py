@@ -1,0 +1,120 @@
+"""Exactly-once mode on the real broker: retry/DLQ records and offsets commit together, a
+read_committed reader sees each failure once, and an aborted batch is read again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from orderproc.config import ProcessingGuarantee, Settings
+from orderproc.kafka.clients import transactional_producer_config
+from orderproc.models import Order
+from orderproc.serde import OrderSerde
+from orderproc.store.engine import open_engine
+from orderproc.store.migrate import upgrade
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.consumer import OrderConsumer
+
+pytestmark = pytest.mark.integration
+
+SERDE = OrderSerde()
+
+
+def committed_read(bootstrap: str, topic: str) -> list[Message]:
+    """Every committed record of ``topic`` (a read_committed reader, as downstream uses)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"rc-{topic}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out, ended = [], set()
+        while len(ended) < len(partitions):
+            for msg in consumer.consume(500, timeout=2.0):
+                if msg.error() is None:
+                    out.append(msg)
+                elif msg.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(msg.partition())
+        return out
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def eos_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(
+        partitions=2,
+        processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE,
+        instance_id="eos-test",
+        max_attempts=2,
+        backoff_initial_s=0.2,
+    )
+
+
+def run_consumer(settings: Settings, **kwargs: Any) -> Any:
+    with open_engine(settings.effective_database_url) as engine:
+        upgrade(engine)
+        consumer = OrderConsumer(settings, OrderRepository(engine), echo=None, **kwargs)
+        stats = consumer.run(idle_exit_s=3)
+        return stats, OrderRepository(engine).processed_ids()
+
+
+def test_exactly_once_processes_retries_and_dead_letters_with_committed_offsets(
+    eos_settings: Settings, make_producer: Callable[..., Any]
+) -> None:
+    producer = make_producer()
+    orders = [Order(f"o-{i}", "item1", 150.0 if i % 4 == 0 else 20.0) for i in range(40)]
+    for order in orders:
+        producer.produce(eos_settings.orders_topic, key=order.order_id.encode(),
+                         value=SERDE.encode(order))  # fmt: skip
+    assert producer.flush(30) == 0
+
+    stats, processed = run_consumer(eos_settings)
+
+    assert processed == {o.order_id for o in orders if o.price < 100}
+    dead = committed_read(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
+    assert sorted(json.loads(m.value())["failed_order"]["orderId"] for m in dead) == sorted(
+        o.order_id for o in orders if o.price > 100
+    )
+    retried = committed_read(eos_settings.bootstrap_servers, eos_settings.retry_topic(1))
+    assert len(retried) == 10
+    group = Consumer({"bootstrap.servers": eos_settings.bootstrap_servers,
+                      "group.id": eos_settings.consumer_group})  # fmt: skip
+    try:
+        tps = [TopicPartition(eos_settings.orders_topic, p) for p in (0, 1)]
+        committed = sum(tp.offset for tp in group.committed(tps, timeout=10))
+    finally:
+        group.close()
+    assert committed == 40  # the offsets moved with the transactions
+    assert (stats.processed, stats.dead_lettered) == (30, 10)
+
+
+def test_a_restarted_instance_fences_its_predecessor_and_nothing_is_seen_twice(
+    eos_settings: Settings, make_producer: Callable[..., Any]
+) -> None:
+
+    # A predecessor with the same transactional id wrote dead letters and died before
+    # committing: its transaction is open on the broker.
+    zombie = Producer(transactional_producer_config(eos_settings))
+    zombie.init_transactions(30)
+    zombie.begin_transaction()
+    zombie.produce(eos_settings.dlq_topic, value=b'{"reason": "never committed"}')
+    zombie.flush(30)
+    producer = make_producer()
+    producer.produce(eos_settings.orders_topic, value=SERDE.encode(Order("dear", "i", 150.0)))
+    assert producer.flush(30) == 0
+
+    run_consumer(eos_settings)  # init_transactions fences the zombie; its record is aborted
+
+    dead = committed_read(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
+    assert [json.loads(m.value())["failed_order"]["orderId"] for m in dead] == ["dear"]
