@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         its predecessor (whose open transaction the broker then aborts)."""
         return f"orderproc-{self.consumer_group}-{self.instance_id}"
 
+    @property
+    def replay_transactional_id(self) -> str:
+        """The replay's transactional id: one replay at a time; a new one fences the last."""
+        return f"orderproc-replay-{self.orders_topic}"
+
     def retry_topic(self, attempt: int) -> str:
         """The retry topic that holds records waiting for attempt ``attempt + 1``."""
         return f"{self.retry_topic_prefix}.{attempt}"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.engine import make_url
@@ -203,7 +203,9 @@ def drain_topic(make_consumer: Callable[..., Consumer]) -> Callable[..., list[Me
 
 @pytest.fixture
 def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
-    """``read_all(topic)``: every record of ``topic`` up to its current end, by partition."""
+    """``read_all(topic)``: every committed record of ``topic`` up to its current end, by
+    partition, as a ``read_committed`` consumer downstream sees it (a transaction's
+    aborted records and its commit markers are not records)."""
 
     def read(topic: str, timeout_s: float = 60.0) -> list[Message]:
         consumer = Consumer(
@@ -211,6 +213,8 @@ def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
                 "bootstrap.servers": kafka_bootstrap,
                 "group.id": f"read-all-{_uid()}",
                 "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
             }
         )
         try:
@@ -225,10 +229,14 @@ def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
             deadline = time.monotonic() + timeout_s
             while todo and time.monotonic() < deadline:
                 for msg in consumer.consume(500, timeout=1.0):
-                    if msg.error() is None:
+                    err = msg.error()
+                    if err is None:
                         out.append(msg)
-                        if msg.offset() + 1 >= ends[msg.partition()][1]:
-                            todo.discard(msg.partition())
+                    elif (  # the end of what is committed, past the end seen at the start
+                        err.code() == KafkaError._PARTITION_EOF
+                        and msg.offset() >= ends[msg.partition()][1]
+                    ):
+                        todo.discard(msg.partition())
             assert not todo, f"could not read {topic} to its end"
             return out
         finally:
@@ -498,20 +506,11 @@ def dlq_rows() -> Callable[[DlqStore], dict[int, DlqEvent]]:
 
 
 @pytest.fixture
-def end_offset() -> Callable[[Settings], int]:
-    """``end_offset(settings)``: how many records the orders topic holds (all partitions)."""
+def end_offset(read_all: Callable[..., list[Message]]) -> Callable[[Settings], int]:
+    """``end_offset(settings)``: how many committed records the orders topic holds."""
 
     def total(settings: Settings) -> int:
-        topic = settings.orders_topic
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "peek"})
-        try:
-            meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            return sum(
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in meta.partitions
-            )
-        finally:
-            consumer.close()
+        return len(read_all(settings.orders_topic))
 
     return total
 

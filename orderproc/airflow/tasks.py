@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from orderproc.airflow.connections import DB_CONN_ID, KAFKA_CONN_ID, database_url
-from orderproc.airflow.hooks import dlq_consumer, replay_producer
+from orderproc.airflow.hooks import dlq_consumer, replay_producer, replay_reader
 from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams
 from orderproc.config import get_settings
 from orderproc.dlq.drain import run_drain
@@ -101,6 +101,7 @@ def replay_dlq(
         replay_id=replay_id_for(run_id),
         actor=_actor(run_id) if run_id else None,
         producer=lambda: replay_producer(settings, kafka_conn_id),
+        reader=lambda: replay_reader(settings, kafka_conn_id),
     )
     return result.to_dict()
 

@@ -1,16 +1,16 @@
 """Replay reviewed DLQ events back to ``orders``, with lineage headers.
 
-One run: claim the selected rows atomically (two runs never publish the same
-row), park rows that reached the replay cap, reject rows whose order no longer
-encodes with the Avro schema, publish the rest (rate limited), wait for every
-delivery report, then mark the acknowledged rows ``replayed``.
+One run: fence every earlier replay and settle what a dead one left pending
+(``orderproc.dlq.publish``), claim the selected rows atomically (taking over the
+claims of fenced runs), park rows that reached the replay cap, reject rows whose
+order no longer encodes with the Avro schema, and publish the rest (rate limited)
+in Kafka transactions, chunk by chunk.
 
-Delivery semantics (at-least-once): a row is marked ``replayed`` only after the
-broker acknowledged its copy. A failed or unconfirmed delivery releases the row's
-claim and fails the run, so the row can be replayed again. If the process dies
-after a delivery but before the database update, the claim expires
-(``claim_ttl_s``) and the row is replayed twice; the consumer is idempotent on
-``orderId``, so that costs a duplicate record, not a duplicate order.
+Delivery semantics (exactly once, as a ``read_committed`` consumer sees ``orders``):
+a row becomes ``replayed`` only once the transaction holding its copy committed;
+a run killed at any point and rerun at once (or retried by Airflow) publishes
+every approved row once. A chunk whose delivery fails is aborted and its rows stay
+replayable; the run then fails.
 
 Lineage headers are not prefixed ``orderproc.``: the consumer keeps them across
 later retry and DLQ hops, so a record that fails again still carries them, and
@@ -25,21 +25,22 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from tabulate import tabulate
 
 from orderproc import headers as h
-from orderproc.clock import Pacer, utcnow
+from orderproc.clock import Pacer
 from orderproc.config import Settings
+from orderproc.dlq.claims import Delivered
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.store import Delivered, DlqStore
+from orderproc.dlq.publish import Crash, commit_chunk, fence, resolve_pending
+from orderproc.dlq.store import DlqStore
 from orderproc.errors import DeliveryError, ReviewError
 from orderproc.headers import Header
-from orderproc.kafka.clients import produce, reliable_producer_config
+from orderproc.kafka.clients import produce, replay_producer_config, replay_reader_config
 from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
@@ -48,6 +49,9 @@ from orderproc.store.tables import DlqEvent
 log = logging.getLogger(__name__)
 
 PUBLISH, PARK, REJECT = "publish", "park", "reject"
+
+CHUNK = 100
+"""Rows published per Kafka transaction (fewer when paced: see ``_chunk_size``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +89,7 @@ class ReplayResult:
     planned: list[PlannedRow] = field(default_factory=list)
     delivered: list[Delivered] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
-    attempted: set[int] = field(default_factory=set)
-    unknown: set[int] = field(default_factory=set)
-
-    def releasable(self) -> list[int]:
-        """Rows to publish that surely were not written: never sent, or refused by the broker."""
-        delivered = {d.event_id for d in self.delivered}
-        return [i for i in self.ids(PUBLISH) if i not in delivered and i not in self.unknown]
+    recovered: tuple[int, int] = (0, 0)  # a dead replay's pending rows: (committed, aborted)
 
     def ids(self, action: str) -> list[int]:
         return [p.event_id for p in self.planned if p.action == action]
@@ -160,22 +158,25 @@ def run_replay(
     *,
     topic: str,
     producer: Callable[[], Producer],
+    reader: Callable[[], Consumer],
     replay_id: str | None = None,
     actor: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
-    flush_timeout_s: float = 60.0,
-    claim_ttl_s: float = 3600.0,
+    timeout_s: float = 60.0,
+    transaction_timeout_s: float = 60.0,
+    crash: Crash | None = None,
 ) -> ReplayResult:
     """Replay the selected DLQ events to ``topic``; see the module docstring.
 
-    ``producer`` is called only when something is to be published (never in a dry
-    run). ``sleep`` defaults to polling the producer, so delivery reports are
-    served while the rate limiter waits.
+    ``producer`` (transactional: the replay's transactional id) and ``reader`` (a
+    ``read_committed`` consumer, unsubscribed) are called only for a real run.
+    ``sleep`` defaults to polling the producer, so delivery reports are served while
+    the pacer waits.
 
     Raises:
-        DeliveryError: some records were not acknowledged (their rows stay
-            replayable; the acknowledged ones are marked ``replayed``).
+        DeliveryError: a chunk was not acknowledged or did not commit (its rows stay
+            replayable; the committed chunks are marked ``replayed``).
     """
     replay_id = replay_id or replay_id_for(None)
     actor = actor or f"replay:{replay_id}"
@@ -185,37 +186,47 @@ def run_replay(
         result.planned = plan_rows(events, max_replays=request.max_replays)
         log.info("replay dry run: %s", _counts(result))
         return result
-    # A claim must outlive the slowest run the request allows, or another run could take
-    # rows this one is still publishing.
-    if request.rate_per_sec > 0:
-        claim_ttl_s = max(claim_ttl_s, 2 * request.max_messages / request.rate_per_sec)
-    stale_before = utcnow() - timedelta(seconds=claim_ttl_s + flush_timeout_s)
-    # One claimer per attempt: an Airflow retry of the same run must not share the claims of
-    # an attempt that may still be running; the run id stays the lineage id.
+    kafka = producer()
+    fence(kafka, timeout_s)  # from here on no earlier replay can commit anything
+    consumer = reader()
+    try:
+        result.recovered = resolve_pending(store, consumer, topic, actor=actor,
+                                           timeout_s=timeout_s)  # fmt: skip
+    finally:
+        consumer.close()
+    # One claimer per attempt; the run id stays the lineage id.
     claimer = f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}"
-    claimed = store.claim(
-        request.selection, claimer=claimer, limit=request.max_messages, stale_before=stale_before
-    )
-    published = False
+    claimed = store.claim(request.selection, claimer=claimer, limit=request.max_messages,
+                          take_over=True)  # fmt: skip
     try:
         result.planned = plan_rows(claimed, max_replays=request.max_replays)
         _settle(store, result, actor, claimer)
-        published = True  # from here on, rows with an unknown outcome keep their claim
-        _publish_planned(store, result, claimed, producer, request, clock, sleep, flush_timeout_s)
+        chunk = _chunk_size(request.rate_per_sec, transaction_timeout_s)
+        pacer = Pacer(request.rate_per_sec, clock=clock, sleep=sleep or kafka.poll)
+        by_id = {e.id: e for e in claimed}
+        rows = [p for p in result.planned if p.action == PUBLISH]
+        for start in range(0, len(rows), chunk):
+            part = [(row, by_id[row.event_id]) for row in rows[start : start + chunk]]
+            if not _publish_chunk(kafka, store, part, result, claimer, actor, pacer,
+                                  timeout_s, crash or (lambda _point: None)):  # fmt: skip
+                break
     finally:
-        # What the broker acknowledged is recorded even when publishing stopped half way;
-        # rows with an unknown outcome keep their claim until it expires (never published
-        # twice by a quick rerun); only rows never handed to the producer are released.
-        store.mark_replayed(result.delivered, claimer=claimer, replay_id=replay_id, actor=actor)
-        store.release(claimer=claimer, ids=None if not published else result.releasable())
+        store.release(claimer=claimer)  # rows never committed; pending ones are kept
     log.info("replay %s: %s", replay_id, _counts(result))
     if result.failed:
         first = next(iter(result.failed.items()))
         raise DeliveryError(
             f"{len(result.failed)} of {len(result.ids(PUBLISH))} replayed records were not "
-            f"acknowledged (event {first[0]}: {first[1]}); they stay replayable"
+            f"published (event {first[0]}: {first[1]}); they stay replayable"
         )
     return result
+
+
+def _chunk_size(rate_per_sec: float, transaction_timeout_s: float) -> int:
+    """Rows per transaction: a paced chunk must finish well inside the transaction timeout."""
+    if rate_per_sec <= 0:
+        return CHUNK
+    return max(1, min(CHUNK, int(rate_per_sec * transaction_timeout_s / 2)))
 
 
 def _settle(store: DlqStore, result: ReplayResult, actor: str, claimer: str) -> None:
@@ -226,60 +237,59 @@ def _settle(store: DlqStore, result: ReplayResult, actor: str, claimer: str) -> 
             store.reject_claimed(row.event_id, claimer=claimer, actor=actor, note=row.note or "")
 
 
-def _publish_planned(
+def _publish_chunk(
+    kafka: Producer,
     store: DlqStore,
+    rows: Sequence[tuple[PlannedRow, DlqEvent]],
     result: ReplayResult,
-    events: Sequence[DlqEvent],
-    make_producer: Callable[[], Producer],
-    request: ReplayRequest,
-    clock: Callable[[], float],
-    sleep: Callable[[float], Any] | None,
-    flush_timeout_s: float,
-) -> None:
-    rows = [p for p in result.planned if p.action == PUBLISH]
-    if not rows:
-        return
-    producer = make_producer()
-    pacer = Pacer(request.rate_per_sec, clock=clock, sleep=sleep or producer.poll)
-    by_id = {e.id: e for e in events}
+    claimer: str,
+    actor: str,
+    pacer: Pacer,
+    timeout_s: float,
+    crash: Crash,
+) -> bool:
+    """One chunk in one transaction (``orderproc.dlq.publish``); False when it failed."""
     serde = OrderSerde()
-    try:
-        for row in rows:
-            pacer.wait()
-            event = by_id[row.event_id]
-            key = (event.message_key or row.order_id or "").encode() or None
-            value = serde.encode_record(row.payload or {})
-            on_delivery = _reporter(result, row.event_id)
-            try:
-                produce(
-                    producer,
-                    result.topic,
-                    key=key,
-                    value=value,
-                    headers=lineage_headers(event, result.replay_id),
-                    on_delivery=on_delivery,
-                )
-                result.attempted.add(row.event_id)
-            except KafkaException as exc:
-                result.failed[row.event_id] = str(exc.args[0])
-    finally:
-        # Even when publishing stops half way, learn what the broker has acknowledged.
-        remaining = producer.flush(flush_timeout_s)
-        delivered = {d.event_id for d in result.delivered}
-        for event_id in result.attempted - delivered - set(result.failed):
-            result.unknown.add(event_id)
-            result.failed[event_id] = (
-                f"no delivery report within {flush_timeout_s:.0f}s ({remaining} pending)"
-            )
+    delivered: list[Delivered] = []
+    failed: dict[int, str] = {}
+    kafka.begin_transaction()
+    for row, event in rows:
+        pacer.wait()
+        produce(
+            kafka,
+            result.topic,
+            key=(event.message_key or row.order_id or "").encode() or None,
+            value=serde.encode_record(row.payload or {}),
+            headers=lineage_headers(event, result.replay_id),
+            on_delivery=_reporter(row.event_id, delivered, failed),
+        )
+    crash("produced")
+    remaining = kafka.flush(timeout_s)
+    crash("acknowledged")
+    ids = [row.event_id for row, _ in rows]
+    if failed or remaining:
+        kafka.abort_transaction(timeout_s)
+        why = next(iter(failed.values()), f"no delivery report within {timeout_s:.0f}s")
+        result.failed.update({i: failed.get(i, f"aborted with its chunk: {why}") for i in ids})
+        return False
+    problem = commit_chunk(kafka, store, delivered, claimer=claimer, replay_id=result.replay_id,
+                           actor=actor, timeout_s=timeout_s, crash=crash)  # fmt: skip
+    if problem:
+        result.failed.update(dict.fromkeys(ids, problem))
+        return False
+    result.delivered += delivered
+    return True
 
 
-def _reporter(result: ReplayResult, event_id: int) -> Callable[[KafkaError | None, Message], None]:
+def _reporter(
+    event_id: int, delivered: list[Delivered], failed: dict[int, str]
+) -> Callable[[KafkaError | None, Message], None]:
     # Delivery callbacks run inside poll()/flush() on this thread: no lock needed.
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            result.failed[event_id] = err.str()
+            failed[event_id] = err.str()
             return
-        result.delivered.append(
+        delivered.append(
             Delivered(event_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
         )
 
@@ -339,14 +349,20 @@ def replay_with_settings(
     replay_id: str | None = None,
     actor: str | None = None,
     producer: Callable[[], Producer] | None = None,
+    reader: Callable[[], Consumer] | None = None,
+    crash: Crash | None = None,
 ) -> ReplayResult:
-    """Replay to ``settings.orders_topic``; the producer defaults to one from the settings."""
+    """Replay to ``settings.orders_topic``; clients default to ones from the settings."""
     with open_engine(database_url or settings.effective_database_url) as engine:
         return run_replay(
             DlqStore(engine),
             request,
             topic=settings.orders_topic,
-            producer=producer or (lambda: Producer(reliable_producer_config(settings))),
+            producer=producer or (lambda: Producer(replay_producer_config(settings))),
+            reader=reader or (lambda: Consumer(replay_reader_config(settings))),
             replay_id=replay_id,
             actor=actor,
+            timeout_s=settings.delivery_timeout_ms / 1000 + 5,
+            transaction_timeout_s=settings.transaction_timeout_ms / 1000,
+            crash=crash,
         )

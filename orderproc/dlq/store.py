@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from orderproc.clock import as_utc, utcnow
+from orderproc.clock import utcnow
 from orderproc.dlq.audit import audit
+from orderproc.dlq.claims import Claims
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
@@ -42,23 +41,13 @@ EDITABLE = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """Where the broker stored the replayed copy of a DLQ event."""
-
-    event_id: int
-    topic: str
-    partition: int
-    offset: int
-
-
 class _NotAll(Exception):
     """A conditional update did not match every event it should have."""
 
 
-class DlqStore(Intake):
+class DlqStore(Intake, Claims):
     """DLQ events and their audit trail in PostgreSQL or SQLite (the drain's writes are
-    ``Intake``'s)."""
+    ``Intake``'s, the replay's ``Claims``')."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -167,125 +156,6 @@ class DlqStore(Intake):
             with self.engine.connect() as conn:
                 why = _why_not(conn, ids, allowed)
             raise ReviewError(f"cannot {verb}, nothing changed: {why}") from None
-
-    # -- replay --------------------------------------------------------------------
-
-    def select_for_replay(self, flt: EventFilter, *, limit: int) -> list[DlqEvent]:
-        """Unclaimed events a replay would take now (read only: the dry run)."""
-        stmt = select(DlqEvent).where(*flt.clauses(), DlqEvent.claimed_by.is_(None))
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
-
-    def claim(
-        self,
-        flt: EventFilter,
-        *,
-        claimer: str,
-        limit: int,
-        stale_before: datetime | None = None,
-    ) -> list[DlqEvent]:
-        """Atomically claim up to ``limit`` matching events for ``claimer``.
-
-        Rows already claimed by ``claimer`` (a retried task of the same run) and
-        claims older than ``stale_before`` (a run that died) are claimable too.
-        """
-        free = or_(DlqEvent.claimed_by.is_(None), DlqEvent.claimed_by == claimer)
-        if stale_before is not None:
-            free = or_(free, DlqEvent.claimed_at < as_utc(stale_before))
-        candidates = (
-            select(DlqEvent.id)
-            .where(*flt.clauses(), free)
-            .order_by(DlqEvent.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL only; SQLite ignores it
-        )
-        with self.engine.begin() as conn:
-            # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
-            # subquery per row and claim more than ``limit`` rows.
-            picked = list(conn.scalars(candidates))
-            stmt = (
-                update(DlqEvent)
-                .where(DlqEvent.id.in_(picked), free, *flt.clauses())
-                .values(claimed_by=claimer, claimed_at=utcnow())
-                .returning(DlqEvent.id)
-            )
-            ids = sorted(int(i) for i in conn.scalars(stmt)) if picked else []
-        if not ids:
-            return []
-        with Session(self.engine, expire_on_commit=False) as session:
-            rows = session.scalars(select(DlqEvent).where(DlqEvent.id.in_(ids)))
-            return sorted(rows, key=lambda e: e.id)
-
-    def release(self, *, claimer: str, ids: Sequence[int] | None = None) -> None:
-        """Give up ``claimer``'s claims (all, or ``ids``) so a later run can take the rows."""
-        stmt = update(DlqEvent).where(DlqEvent.claimed_by == claimer)
-        if ids is not None:
-            stmt = stmt.where(DlqEvent.id.in_(ids))
-        with self.engine.begin() as conn:
-            conn.execute(stmt.values(claimed_by=None, claimed_at=None))
-
-    def mark_replayed(
-        self, deliveries: Sequence[Delivered], *, claimer: str, replay_id: str, actor: str
-    ) -> None:
-        """Record acknowledged replays: status, new coordinates, count, audit; release claims."""
-        if not deliveries:
-            return
-        now = utcnow()
-        with self.engine.begin() as conn:
-            for d in deliveries:
-                stmt = (
-                    update(DlqEvent)
-                    .where(DlqEvent.id == d.event_id, DlqEvent.claimed_by == claimer)
-                    .values(
-                        status=DlqStatus.REPLAYED.value,
-                        replay_id=replay_id,
-                        replayed_at=now,
-                        replay_partition=d.partition,
-                        replay_offset=d.offset,
-                        replay_count=DlqEvent.replay_count + 1,
-                        claimed_by=None,
-                        claimed_at=None,
-                    )
-                )
-                details = {"topic": d.topic, "partition": d.partition, "offset": d.offset}
-                if conn.execute(stmt).rowcount != 1:
-                    # The claim was lost: record nothing we did not do, but keep the fact.
-                    log.warning("replayed event %s without its claim: %s", d.event_id, details)
-                    continue
-                audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
-
-    def park(self, ids: Sequence[int], *, claimer: str, actor: str, note: str) -> None:
-        """Move claimed events over the replay cap to ``parked``."""
-        self._finish(ids, DlqStatus.PARKED, "parked", claimer=claimer, actor=actor, note=note)
-
-    def reject_claimed(self, event_id: int, *, claimer: str, actor: str, note: str) -> None:
-        """Reject a claimed event whose order cannot be re-encoded."""
-        self._finish(
-            [event_id], DlqStatus.REJECTED, "rejected", claimer=claimer, actor=actor, note=note
-        )
-
-    def _finish(
-        self,
-        ids: Sequence[int],
-        target: DlqStatus,
-        action: str,
-        *,
-        claimer: str,
-        actor: str,
-        note: str,
-    ) -> None:
-        if not ids:
-            return
-        now = utcnow()
-        stmt = (
-            update(DlqEvent)
-            .where(DlqEvent.id.in_(ids), DlqEvent.claimed_by == claimer)
-            .values(status=target.value, claimed_by=None, claimed_at=None)
-        )
-        with self.engine.begin() as conn:
-            if conn.execute(stmt).rowcount != len(ids):
-                raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
-            audit(conn, list(ids), action, actor, at=now, note=note)
 
 
 # -- helpers ---------------------------------------------------------------------------

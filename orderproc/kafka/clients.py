@@ -71,6 +71,34 @@ def transactional_producer_config(settings: Settings, **overrides: Any) -> dict[
     )
 
 
+def replay_producer_overrides(settings: Settings) -> dict[str, Any]:
+    """The replay's producer keys, laid over any connection config (``orderproc.dlq.publish``)."""
+    return {
+        **reliable_producer_overrides(settings),
+        "transactional.id": settings.replay_transactional_id,
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+    }
+
+
+def replay_producer_config(settings: Settings) -> dict[str, Any]:
+    return settings.kafka_config(**replay_producer_overrides(settings))
+
+
+def replay_reader_overrides(settings: Settings) -> dict[str, Any]:
+    """A consumer that reads back what a replay committed; it never commits offsets."""
+    return {
+        "group.id": f"{settings.dlq_group}.replay-check",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }
+
+
+def replay_reader_config(settings: Settings) -> dict[str, Any]:
+    return settings.kafka_config(**replay_reader_overrides(settings))
+
+
 def order_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The order consumer: offsets stored by the application, committed by librdkafka
     (at least once) or sent in the batch's transaction (exactly once)."""

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
 from sqlalchemy import Engine, func, select, text
 
 from orderproc.config import Settings
@@ -15,6 +16,7 @@ from orderproc.dlq.drain import run_drain
 from orderproc.dlq.replay import ReplayRequest, ReplayResult, run_replay
 from orderproc.dlq.store import DlqStore, EventFilter
 from orderproc.errors import DeliveryError
+from orderproc.kafka.clients import replay_producer_config, replay_reader_config
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository
@@ -31,13 +33,14 @@ Helper = Callable[..., Any]
 
 
 def producer_for(settings: Settings) -> Callable[[], Producer]:
-    return lambda: Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    return lambda: Producer(replay_producer_config(settings))
 
 
 def replay(
     store: DlqStore, settings: Settings, request: ReplayRequest = APPROVED, **kwargs: Any
 ) -> ReplayResult:
     kwargs.setdefault("producer", producer_for(settings))
+    kwargs.setdefault("reader", lambda: Consumer(replay_reader_config(settings)))
     return run_replay(store, request, topic=settings.orders_topic, **kwargs)
 
 
@@ -200,26 +203,33 @@ def test_two_concurrent_replays_never_publish_the_same_row(
     ids = seed_dlq(store, make_orders(40))
     store.approve(ids, actor="alice")
     start = threading.Barrier(2)
-    results: dict[str, ReplayResult] = {}
+    results: dict[str, ReplayResult | BaseException] = {}
 
     def run(name: str) -> None:
         start.wait()
-        results[name] = replay(store, settings, ReplayRequest(max_messages=40), replay_id=name)
+        try:
+            results[name] = replay(store, settings, ReplayRequest(max_messages=40), replay_id=name)
+        except DeliveryError as exc:  # fenced by the other run: it takes over
+            results[name] = exc
 
     threads = [threading.Thread(target=run, args=(n,)) for n in ("run-a", "run-b")]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    if any(isinstance(r, BaseException) for r in results.values()):
+        results["rerun"] = replay(
+            store, settings, ReplayRequest(max_messages=40), replay_id="run-c"
+        )
 
-    published = [d.event_id for r in results.values() for d in r.delivered]
-    assert sorted(published) == ids  # every row once, by one of the runs
-    assert end_offset(settings) == 40
+    assert any(isinstance(r, ReplayResult) for r in results.values())
+    assert end_offset(settings) == 40  # every row once, whichever run published it
     msgs = drain_topic(settings.orders_topic, expected=40)
     offsets = [headers_of(m)["replay.dlq.offset"] for m in msgs]
     assert len(msgs) == 40 and len(set(offsets)) == 40
     rows = dlq_rows(store)
-    assert {rows[i].replay_id for i in ids} <= {"run-a", "run-b"}
+    assert {rows[i].status for i in ids} == {"replayed"}
+    assert {rows[i].replay_id for i in ids} <= {"run-a", "run-b", "run-c"}
     assert all(rows[i].replay_count == 1 for i in ids)
 
 
@@ -261,29 +271,57 @@ def test_rows_without_a_valid_order_are_rejected(
     assert trail[-1].action == "rejected" and "not replayable" in (trail[-1].note or "")
 
 
-def test_failed_deliveries_fail_the_run_and_leave_the_rows_replayable(
+def test_a_broker_that_refuses_the_copies_fails_the_run_and_leaves_the_rows_replayable(
     store: DlqStore,
     settings: Settings,
     engine: Engine,
     seed_dlq: Helper,
     make_orders: Helper,
     dlq_rows: Helper,
-    closed_port: int,
+    end_offset: Helper,
+    admin: Any,
 ) -> None:
     ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
-    conf = {"bootstrap.servers": f"127.0.0.1:{closed_port}", "message.timeout.ms": 1500}
+    orders = ConfigResource(ResourceType.TOPIC, settings.orders_topic)
 
-    with pytest.raises(DeliveryError, match="3 of 3 replayed records were not acknowledged"):
-        replay(store, settings, producer=lambda: Producer(conf), flush_timeout_s=10)
+    def set_max_bytes(value: str) -> None:
+        orders.set_config("max.message.bytes", value)
+        admin.alter_configs([orders])[orders].result(timeout=30)
+
+    # Every copy (an order plus lineage headers) is refused; a transaction marker still fits
+    # (with less room the broker could not even write the abort marker).
+    set_max_bytes("120")
+    with pytest.raises(DeliveryError, match="3 of 3 replayed records were not published"):
+        replay(store, settings)
 
     rows = dlq_rows(store)
-    assert [(rows[i].status, rows[i].claimed_by, rows[i].replay_count) for i in ids] == [
-        ("approved", None, 0)
+    assert [(rows[i].status, rows[i].claimed_by, rows[i].replay_pending) for i in ids] == [
+        ("approved", None, False)
     ] * 3
     assert audits(engine, "replayed") == 0
+    set_max_bytes("1048588")
     retried = replay(store, settings)  # a later run takes them
     assert sorted(d.event_id for d in retried.delivered) == ids
+    assert end_offset(settings) == 3
+
+
+def test_an_unreachable_broker_fails_before_anything_is_claimed(
+    store: DlqStore,
+    settings: Settings,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    closed_port: int,
+    dlq_rows: Helper,
+) -> None:
+    ids = seed_dlq(store, make_orders(2))
+    store.approve(ids, actor="alice")
+    conf = {**replay_producer_config(settings), "bootstrap.servers": f"127.0.0.1:{closed_port}"}
+
+    with pytest.raises(DeliveryError, match="cannot start the replay's transactions"):
+        replay(store, settings, producer=lambda: Producer(conf), timeout_s=3)
+
+    assert all(dlq_rows(store)[i].claimed_by is None for i in ids)
 
 
 def test_the_rate_limit_spaces_records_on_the_injected_clock(
@@ -351,7 +389,7 @@ class StopsAfter:
         return getattr(self.inner, name)
 
 
-def test_a_run_killed_half_way_records_what_was_delivered_and_frees_the_rest(
+def test_a_run_stopped_half_way_commits_nothing_of_its_chunk_and_a_rerun_publishes_once(
     store: DlqStore,
     settings: Settings,
     engine: Engine,
@@ -368,23 +406,23 @@ def test_a_run_killed_half_way_records_what_was_delivered_and_frees_the_rest(
         replay(store, settings, producer=lambda: StopsAfter(real(), 3))
 
     rows = dlq_rows(store)
-    assert [rows[i].status for i in ids] == ["replayed", "replayed", "approved", "approved"]
-    assert [rows[i].replay_offset is not None for i in ids[:2]] == [True, True]
-    assert all(rows[i].claimed_by is None for i in ids)
-    assert audits(engine, "replayed") == 2
-    rerun = replay(store, settings)  # publishes only the two that were never sent
-    assert sorted(d.event_id for d in rerun.delivered) == ids[2:]
-    assert end_offset(settings) == 4
+    assert [rows[i].status for i in ids] == ["approved"] * 4  # two were sent, none committed
+    assert all(rows[i].claimed_by is None and not rows[i].replay_pending for i in ids)
+    assert audits(engine, "replayed") == 0
+    rerun = replay(store, settings)  # fences the stopped producer: its two copies are aborted
+    assert sorted(d.event_id for d in rerun.delivered) == ids
+    assert end_offset(settings) == 4  # each row once, as a read_committed consumer sees it
 
 
-def test_a_retry_of_the_same_run_does_not_take_rows_an_earlier_attempt_holds(
+def test_a_retry_takes_over_the_claims_of_an_attempt_it_fenced(
     store: DlqStore, settings: Settings, seed_dlq: Helper, make_orders: Helper, end_offset: Helper
 ) -> None:
     ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
     held = store.claim(APPROVED.selection, claimer="run-1#attempt-1", limit=10)
-    assert sorted(e.id for e in held) == ids
+    assert sorted(e.id for e in held) == ids  # an attempt that died holding its claims
 
     second_attempt = replay(store, settings, replay_id="run-1")
 
-    assert second_attempt.delivered == [] and end_offset(settings) == 0
+    assert sorted(d.event_id for d in second_attempt.delivered) == ids
+    assert end_offset(settings) == 3
