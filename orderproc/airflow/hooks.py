@@ -2,7 +2,10 @@
 
 The provider builds the client from the connection's extra (so its callbacks, OAuth
 and allow-list rules apply); each hook here lays the keys its job depends on over
-that config through ``_get_client``, the provider's own extension point.
+that config through ``_get_client``, the provider's own extension point, and checks
+there, before the client exists, that Kafka accepts the connection's credentials,
+certificate and the job's ACLs (``orderproc.kafka.access``): a refused task fails in
+about a second with one line, having claimed or committed nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 from confluent_kafka import Consumer, Producer
 
 from orderproc.config import Settings
+from orderproc.kafka.access import Access, check_access, drain_access, producer_access
 from orderproc.kafka.clients import drain_consumer_overrides, reliable_producer_overrides
 
 
@@ -23,9 +27,13 @@ class DrainConsumerHook(KafkaConsumerHook):
     def __init__(self, settings: Settings, kafka_config_id: str) -> None:
         super().__init__([settings.dlq_topic], kafka_config_id=kafka_config_id)
         self.overrides = drain_consumer_overrides(settings)
+        self.access = drain_access(settings)
+        self.timeout_s = settings.admin_timeout_s
 
     def _get_client(self, config: dict[str, Any]) -> Consumer:
-        return super()._get_client({**config, **self.overrides})
+        conf = {**config, **self.overrides}
+        check_access(conf, self.access, self.timeout_s)
+        return super()._get_client(conf)
 
 
 class ReplayProducerHook(KafkaProducerHook):
@@ -34,9 +42,13 @@ class ReplayProducerHook(KafkaProducerHook):
     def __init__(self, settings: Settings, kafka_config_id: str) -> None:
         super().__init__(kafka_config_id=kafka_config_id)
         self.overrides = reliable_producer_overrides(settings)
+        self.access: Access = producer_access(settings)
+        self.timeout_s = settings.admin_timeout_s
 
     def _get_client(self, config: dict[str, Any]) -> Producer:
-        return super()._get_client({**config, **self.overrides})
+        conf = {**config, **self.overrides}
+        check_access(conf, self.access, self.timeout_s)
+        return super()._get_client(conf)
 
 
 def dlq_consumer(settings: Settings, conn_id: str) -> Consumer:

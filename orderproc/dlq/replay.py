@@ -39,6 +39,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import Delivered, DlqStore
 from orderproc.errors import DeliveryError, ReviewError
 from orderproc.headers import Header
+from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import produce, reliable_producer_config
 from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
 from orderproc.serde import OrderSerde
@@ -169,9 +170,11 @@ def run_replay(
 ) -> ReplayResult:
     """Replay the selected DLQ events to ``topic``; see the module docstring.
 
-    ``producer`` is called only when something is to be published (never in a dry
-    run). ``sleep`` defaults to polling the producer, so delivery reports are
-    served while the rate limiter waits.
+    ``producer`` is called once before any row is claimed (never in a dry run), so
+    a broker that refuses us (credentials, certificate, ACLs: a ``BrokerError``
+    from the factory) fails the run with nothing claimed, parked or rejected.
+    ``sleep`` defaults to polling the producer, so delivery reports are served
+    while the rate limiter waits.
 
     Raises:
         DeliveryError: some records were not acknowledged (their rows stay
@@ -193,6 +196,7 @@ def run_replay(
     # One claimer per attempt: an Airflow retry of the same run must not share the claims of
     # an attempt that may still be running; the run id stays the lineage id.
     claimer = f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}"
+    ready = producer()
     claimed = store.claim(
         request.selection, claimer=claimer, limit=request.max_messages, stale_before=stale_before
     )
@@ -201,7 +205,7 @@ def run_replay(
         result.planned = plan_rows(claimed, max_replays=request.max_replays)
         _settle(store, result, actor, claimer)
         published = True  # from here on, rows with an unknown outcome keep their claim
-        _publish_planned(store, result, claimed, producer, request, clock, sleep, flush_timeout_s)
+        _publish_planned(store, result, claimed, ready, request, clock, sleep, flush_timeout_s)
     finally:
         # What the broker acknowledged is recorded even when publishing stopped half way;
         # rows with an unknown outcome keep their claim until it expires (never published
@@ -230,7 +234,7 @@ def _publish_planned(
     store: DlqStore,
     result: ReplayResult,
     events: Sequence[DlqEvent],
-    make_producer: Callable[[], Producer],
+    producer: Producer,
     request: ReplayRequest,
     clock: Callable[[], float],
     sleep: Callable[[float], Any] | None,
@@ -239,7 +243,6 @@ def _publish_planned(
     rows = [p for p in result.planned if p.action == PUBLISH]
     if not rows:
         return
-    producer = make_producer()
     pacer = Pacer(request.rate_per_sec, clock=clock, sleep=sleep or producer.poll)
     by_id = {e.id: e for e in events}
     serde = OrderSerde()
@@ -331,6 +334,17 @@ def _outcome(
     return f"FAILED: {failed}" if failed else "not published"
 
 
+def settings_producer(settings: Settings) -> Producer:
+    """The replay's producer built from the settings, once Kafka accepts it.
+
+    Raises:
+        BrokerError: Kafka refuses the credentials, the certificate or a write to the
+            orders topic, or does not answer.
+    """
+    check_settings(settings, producer_access(settings))
+    return Producer(reliable_producer_config(settings))
+
+
 def replay_with_settings(
     settings: Settings,
     request: ReplayRequest,
@@ -346,7 +360,7 @@ def replay_with_settings(
             DlqStore(engine),
             request,
             topic=settings.orders_topic,
-            producer=producer or (lambda: Producer(reliable_producer_config(settings))),
+            producer=producer or (lambda: settings_producer(settings)),
             replay_id=replay_id,
             actor=actor,
         )
