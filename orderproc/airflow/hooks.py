@@ -24,11 +24,13 @@ from orderproc.kafka.clients import drain_consumer_overrides, reliable_producer_
 class DrainConsumerHook(KafkaConsumerHook):
     """An unsubscribed consumer with the drain's settings on top of the connection's."""
 
-    def __init__(self, settings: Settings, kafka_config_id: str) -> None:
+    def __init__(
+        self, settings: Settings, kafka_config_id: str, timeout_s: float | None = None
+    ) -> None:
         super().__init__([settings.dlq_topic], kafka_config_id=kafka_config_id)
         self.overrides = drain_consumer_overrides(settings)
         self.access = drain_access(settings)
-        self.timeout_s = settings.admin_timeout_s
+        self.timeout_s = timeout_s or settings.admin_timeout_s
 
     def _get_client(self, config: dict[str, Any]) -> Consumer:
         conf = {**config, **self.overrides}
@@ -51,11 +53,18 @@ class ReplayProducerHook(KafkaProducerHook):
         return super()._get_client(conf)
 
 
-def dlq_consumer(settings: Settings, conn_id: str) -> Consumer:
-    consumer: Consumer = DrainConsumerHook(settings, conn_id).get_conn
+def dlq_consumer(settings: Settings, conn_id: str, timeout_s: float | None = None) -> Consumer:
+    """The drain's consumer from connection ``conn_id``; waits ``timeout_s`` for the broker.
+
+    Raises:
+        BrokerError: Kafka refuses the connection's credentials, certificate or the
+            drain's ACLs, or does not answer.
+    """
+    consumer: Consumer = DrainConsumerHook(settings, conn_id, timeout_s).get_conn
     return consumer
 
 
 def replay_producer(settings: Settings, conn_id: str) -> Producer:
+    """The replay's producer from connection ``conn_id`` (same checks as ``dlq_consumer``)."""
     producer: Producer = ReplayProducerHook(settings, conn_id).get_producer()
     return producer
