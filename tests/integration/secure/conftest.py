@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AclOperation, AdminClient, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
@@ -33,6 +34,11 @@ from orderproc.devstack.settings import DevstackSettings
 from orderproc.devstack.tls import cert_pem, make_ca
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
+_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 def _free_ports(count: int) -> list[int]:
@@ -88,12 +94,23 @@ class SecureKafka:
             consumer.close()
 
     def committed(self, group: str, topic: str) -> list[int]:
-        """The committed offset of each partition of ``topic`` in ``group`` (-1001: none)."""
+        """The committed offset of each partition of ``topic`` in ``group`` (-1001: none).
+
+        Asked again while the group coordinator is not ready (a fresh broker creates
+        ``__consumer_offsets`` on the first request).
+        """
         consumer = Consumer({**self.broker.admin_config(), "group.id": group})
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            return [tp.offset for tp in consumer.committed(tps, timeout=10)]
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    return [tp.offset for tp in consumer.committed(tps, timeout=10)]
+                except KafkaException as exc:
+                    if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
         finally:
             consumer.close()
 
