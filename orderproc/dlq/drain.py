@@ -30,8 +30,8 @@ from orderproc.clock import utcnow
 from orderproc.config import Settings
 from orderproc.dlq.envelope import event_row, raw_event_row
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import DrainError
-from orderproc.kafka.access import check_settings, drain_access
+from orderproc.errors import BrokerError, DrainError
+from orderproc.kafka.access import check_access, drain_access
 from orderproc.kafka.clients import drain_consumer_config, refuses_access
 from orderproc.records import Record
 from orderproc.store.engine import open_engine
@@ -227,12 +227,15 @@ def run_drain(
     """Drain ``settings.dlq_topic`` into the store; closes the consumer and the engine.
 
     Without ``consumer`` one is built from the settings (the CLI and tests), once
-    Kafka has accepted the credentials, the certificate and the drain's ACLs (a
-    ``BrokerError`` otherwise); Airflow passes one built from its ``kafka_default``
-    connection (``orderproc.airflow.hooks``, which checks the same).
+    Kafka has accepted the credentials, the certificate and the drain's ACLs within
+    ``metadata_timeout_s`` (a ``DrainError`` otherwise); Airflow passes one built from
+    its ``kafka_default`` connection (``orderproc.airflow.hooks``, which checks the same).
     """
     if consumer is None:
-        check_settings(settings, drain_access(settings))
+        try:
+            check_access(settings.kafka_config(), drain_access(settings), metadata_timeout_s)
+        except BrokerError as exc:
+            raise DrainError(str(exc)) from exc
         consumer = Consumer(drain_consumer_config(settings))
     try:
         with open_engine(database_url or settings.effective_database_url) as engine:
