@@ -9,7 +9,9 @@ devstack builds it (``orderproc.devstack.airflow.kafka_connection``).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy import select
 from orderproc.airflow.tasks import drain_dlq, replay_dlq
 from orderproc.config import Settings, get_settings
 from orderproc.devstack.airflow import database_connection, kafka_connection
+from orderproc.devstack.settings import KAFKA_VERSION
 from orderproc.dlq.store import DlqStore
 from orderproc.store.engine import make_engine
 from orderproc.store.tables import ProcessedOrder
@@ -93,3 +96,43 @@ def test_drain_and_replay_task_functions_work_through_the_airflow_connection(
     copies = secure_kafka.read(settings.orders_topic, expected=2)
     assert {dict(m.headers())["replay.id"] for m in copies} == {b"manual__secure"}
     assert {e.status for e in store.list_events(limit=10)} == {"replayed"}
+
+
+def test_dev_up_secure_prints_settings_that_work_as_they_are(
+    secure_kafka: Any, no_password_in: Helper, tmp_path: Any
+) -> None:
+    # The session's broker runs: `dev up --secure` finds it, provisions again, prints the settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}
+    env |= {
+        "ORDERPROC_DEVSTACK_DIR": str(secure_kafka.devstack.devstack_dir),
+        "ORDERPROC_KAFKA_PORT": str(secure_kafka.devstack.kafka_port),
+        "ORDERPROC_KAFKA_CONTROLLER_PORT": str(secure_kafka.devstack.kafka_controller_port),
+        "ORDERPROC_DATA_DIR": str(tmp_path),
+    }
+    cli = [sys.executable, "-m", "orderproc"]
+
+    up = subprocess.run([*cli, "dev", "up", "--secure"], env=env, capture_output=True, text=True)
+    status = subprocess.run([*cli, "dev", "status"], env=env, capture_output=True, text=True)
+    script = f'{up.stdout}\n"$@" topics create'
+    topics = subprocess.run(["sh", "-c", script, "sh", *cli], env=env, capture_output=True,
+                            text=True)  # fmt: skip
+
+    pid = secure_kafka.broker.running_pid()
+    line = f"kafka {KAFKA_VERSION} already running pid={pid} bootstrap={secure_kafka.bootstrap}"
+    assert up.returncode == 0, up.stderr
+    assert up.stderr.splitlines() == [f"{line} security=SASL_SSL"]
+    exports = [ln.split("=", 1)[0] for ln in up.stdout.splitlines() if not ln.startswith("#")]
+    assert exports == [
+        "export ORDERPROC_BOOTSTRAP_SERVERS", "export ORDERPROC_SECURITY_PROTOCOL",
+        "export ORDERPROC_SASL_MECHANISM", "export ORDERPROC_SASL_USERNAME",
+        "export ORDERPROC_SASL_PASSWORD", "export ORDERPROC_SSL_CA_LOCATION",
+    ]  # fmt: skip
+    assert f"export ORDERPROC_SASL_PASSWORD={secure_kafka.passwords['orderproc']}" in up.stdout
+    no_password_in(up.stderr, status.stdout, status.stderr, topics.stdout, topics.stderr)
+    for user in ("admin", "controller"):
+        assert secure_kafka.passwords[user] not in up.stdout
+    assert f"{line.replace('already ', '')} security=SASL_SSL" in status.stdout.splitlines()
+    assert topics.returncode == 0, topics.stderr
+    assert topics.stdout.splitlines() == [
+        "orders: exists", "orders.retry.1: exists", "orders.retry.2: exists", "orders_dlq: exists"
+    ]  # fmt: skip
