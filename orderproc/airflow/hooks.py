@@ -17,7 +17,7 @@ from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 from confluent_kafka import Consumer, Producer
 
 from orderproc.config import Settings
-from orderproc.kafka.access import Access, check_access, drain_access, producer_access
+from orderproc.kafka.access import check_access, drain_access, producer_access
 from orderproc.kafka.clients import drain_consumer_overrides, reliable_producer_overrides
 
 
@@ -44,7 +44,7 @@ class ReplayProducerHook(KafkaProducerHook):
     def __init__(self, settings: Settings, kafka_config_id: str) -> None:
         super().__init__(kafka_config_id=kafka_config_id)
         self.overrides = reliable_producer_overrides(settings)
-        self.access: Access = producer_access(settings)
+        self.access = producer_access(settings)
         self.timeout_s = settings.admin_timeout_s
 
     def _get_client(self, config: dict[str, Any]) -> Producer:
