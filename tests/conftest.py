@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -388,6 +389,8 @@ def settings_env() -> Callable[[Settings], dict[str, str]]:
         for name, value in settings.model_dump().items():
             if value is None:
                 continue
+            if isinstance(value, SecretStr):  # str() would give the mask, not the password
+                value = value.get_secret_value()
             out[f"ORDERPROC_{name.upper()}"] = (
                 value.value if isinstance(value, Enum) else str(value)
             )

@@ -56,7 +56,7 @@ def drain_dlq(
     settings = get_settings()
     result = run_drain(
         settings,
-        consumer=dlq_consumer(settings, kafka_conn_id),
+        consumer=dlq_consumer(settings, kafka_conn_id, parsed.timeout_s),
         database_url=database_url(db_conn_id, settings),
         max_messages=parsed.max_messages,
         metadata_timeout_s=parsed.timeout_s,

@@ -1,41 +1,100 @@
-"""``orderproc dev``: the local Kafka broker and PostgreSQL (no Docker)."""
+"""``orderproc dev``: the local Kafka broker (plain or secured) and PostgreSQL (no Docker)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from orderproc.devstack.kafka import KafkaBroker
+    from orderproc.devstack.kafka_secure import SecureKafkaBroker
 
 app = typer.Typer(no_args_is_help=True)
 
 PostgresFlag = Annotated[
     bool, typer.Option("--postgres", help="Also PostgreSQL (Debian packages; needs root).")
 ]
+SecureFlag = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="SASL_SSL (SCRAM-SHA-512) with a throwaway CA and ACLs; prints the client settings.",
+    ),
+]
+
+
+def _brokers() -> tuple[KafkaBroker, SecureKafkaBroker]:
+    """The devstack's plain and secured brokers (they share the ports: one runs at a time)."""
+    # Imported per command so `orderproc --help` does not load librdkafka or psycopg.
+    from orderproc.devstack.kafka import KafkaBroker
+    from orderproc.devstack.kafka_secure import SecureKafkaBroker
+
+    return KafkaBroker(), SecureKafkaBroker()
+
+
+def _refuse_if_other_runs(other: KafkaBroker) -> None:
+    from orderproc.devstack.settings import DevstackError
+
+    pid = other.running_pid()
+    if pid is not None:
+        kind = "secured" if other.security != "PLAINTEXT" else "plain"
+        raise DevstackError(
+            f"the {kind} broker of this devstack runs on {other.bootstrap} (pid {pid}); "
+            "stop it first with `orderproc dev down`"
+        )
 
 
 @app.command()
-def up(postgres: PostgresFlag = False) -> None:
-    """Start the local Kafka broker (and PostgreSQL with --postgres)."""
-    # Imported per command so `orderproc --help` does not load librdkafka or psycopg.
-    from orderproc.devstack.kafka import KafkaBroker
+def up(postgres: PostgresFlag = False, secure: SecureFlag = False) -> None:
+    """Start the local Kafka broker (and PostgreSQL with --postgres).
 
-    result = KafkaBroker().up(progress=lambda note: typer.echo(f"kafka: {note}", err=True))
-    status = result.status
-    verb = "started" if result.started else "already running"
-    typer.echo(f"kafka {status.version} {verb} pid={status.pid} bootstrap={status.bootstrap}")
+    With --secure the broker listens with SASL_SSL only; the `export ORDERPROC_...`
+    lines it prints (stdout) configure a client as the `orderproc` user:
+    `eval "$(orderproc dev up --secure)"`.
+    """
+    plain, secured = _brokers()
+    if secure:
+        _refuse_if_other_runs(plain)
+        _start_secured(secured)
+    else:
+        _refuse_if_other_runs(secured)
+        typer.echo(_start(plain))
     if postgres:
         from orderproc.devstack.postgres import postgres_up
 
         typer.echo(f"postgres running url={postgres_up()}")
 
 
+def _start(broker: KafkaBroker) -> str:
+    result = broker.up(progress=lambda note: typer.echo(f"kafka: {note}", err=True))
+    status = result.status
+    verb = "started" if result.started else "already running"
+    return f"kafka {status.version} {verb} pid={status.pid} bootstrap={status.bootstrap}"
+
+
+def _start_secured(broker: SecureKafkaBroker) -> None:
+    from orderproc.devstack.kafka_security import export_lines
+
+    # Status on stderr, settings on stdout: the output can be eval'd as it is.
+    typer.echo(f"{_start(broker)} security={broker.security}", err=True)
+    typer.echo(f"# as user orderproc; the admin's password stays in {broker.credentials_file}")
+    for line in export_lines(broker.client_env()):
+        typer.echo(line)
+
+
 @app.command()
 def down(postgres: PostgresFlag = False) -> None:
-    """Stop the local Kafka broker (and PostgreSQL with --postgres)."""
-    from orderproc.devstack.kafka import KafkaBroker
-
-    pid = KafkaBroker().down()
-    typer.echo(f"kafka stopped pid={pid}" if pid is not None else "kafka was not running")
+    """Stop the local Kafka broker, plain or secured (and PostgreSQL with --postgres)."""
+    stopped = False
+    for broker in _brokers():
+        pid = broker.down()
+        if pid is not None:
+            stopped = True
+            secured = "" if broker.security == "PLAINTEXT" else f" security={broker.security}"
+            typer.echo(f"kafka stopped pid={pid}{secured}")
+    if not stopped:
+        typer.echo("kafka was not running")
     if postgres:
         from orderproc.devstack.postgres import postgres_down
 
@@ -44,9 +103,11 @@ def down(postgres: PostgresFlag = False) -> None:
 
 @app.command()
 def status() -> None:
-    """Show whether the local broker and PostgreSQL are running."""
-    from orderproc.devstack.kafka import KafkaBroker
+    """Show whether the local broker (plain, and secured once used) and PostgreSQL run."""
     from orderproc.devstack.postgres import postgres_status
 
-    typer.echo(KafkaBroker().status().describe())
+    plain, secured = _brokers()
+    typer.echo(plain.status().describe())
+    if secured.paths.devstack_dir.is_dir():
+        typer.echo(secured.status().describe())
     typer.echo(postgres_status().describe())

@@ -109,7 +109,7 @@ def consume(
     log_level: LogLevel = "INFO",
 ) -> None:
     """Consume orders: process, retry with backoff, dead-letter, record in the store."""
-    from orderproc.kafka.topics import ensure_topics
+    from orderproc.kafka.access import check_settings, consumer_access
     from orderproc.metrics import MetricsServer
     from orderproc.store.engine import open_engine
     from orderproc.store.migrate import upgrade
@@ -126,7 +126,9 @@ def consume(
         metrics_port=metrics_port,
     )
     setup_logging(settings, json_logs, log_level)
-    ensure_topics(settings)  # fails with one clear line before any client thread starts
+    # One clear line (broker down, credentials, certificate, ACLs) before any client thread
+    # starts or the database is touched; the consumer creates missing topics itself.
+    check_settings(settings, consumer_access(settings))
     with open_engine(settings.effective_database_url) as engine:
         upgrade(engine)
         consumer = OrderConsumer(

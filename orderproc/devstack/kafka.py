@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -63,13 +64,18 @@ class KafkaStatus:
     pid: int | None
     bootstrap: str
     version: str = KAFKA_VERSION
+    security: str = "PLAINTEXT"
 
     def describe(self) -> str:
-        """One friendly line, e.g. ``kafka 4.1.1 running pid=123 bootstrap=127.0.0.1:9092``."""
+        """One friendly line, e.g. ``kafka 4.1.1 running pid=123 bootstrap=127.0.0.1:9092``.
+
+        A secured broker adds its listener's protocol: ``... security=SASL_SSL``.
+        """
+        suffix = "" if self.security == "PLAINTEXT" else f" security={self.security}"
         if not self.running:
-            return f"kafka {self.version} stopped bootstrap={self.bootstrap}"
+            return f"kafka {self.version} stopped bootstrap={self.bootstrap}{suffix}"
         state = "running" if self.ready else "running (not answering yet)"
-        return f"kafka {self.version} {state} pid={self.pid} bootstrap={self.bootstrap}"
+        return f"kafka {self.version} {state} pid={self.pid} bootstrap={self.bootstrap}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,10 @@ def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
     return _answers(_admin(bootstrap), timeout_s)
 
 
-def _admin(bootstrap: str) -> AdminClient:
+def _admin(bootstrap: str, client_config: dict[str, Any] | None = None) -> AdminClient:
     return AdminClient(
         {
+            **(client_config or {}),
             "bootstrap.servers": bootstrap,
             # "Connection refused" while the broker boots is expected, not news.
             "log_level": 0,
@@ -108,18 +115,28 @@ def _answers(admin: AdminClient, timeout_s: float) -> bool:
 class KafkaBroker:
     """Start, stop and inspect the devstack broker described by ``settings``.
 
+    Subclasses (the secured broker, ``orderproc.devstack.kafka_secure``) keep their
+    files in ``folder`` under the devstack folder and change the hooks below the
+    ``_server_overrides`` line: configuration, storage format arguments, the
+    client configuration of the readiness probe.
+
     Args:
         settings: Defaults to ``get_devstack_settings()``.
         libs_dir: Where the jars live; defaults to ``<devstack_dir>/kafka-<version>/libs``.
             Point several devstacks at one folder to fetch the jars once.
     """
 
+    folder: str | None = None
+    """Subfolder of the devstack folder holding this broker's files (None: the folder itself)."""
+    security = "PLAINTEXT"
+
     def __init__(
         self, settings: DevstackSettings | None = None, *, libs_dir: Path | None = None
     ) -> None:
         self.settings = settings or get_devstack_settings()
         devstack = self.settings.devstack_dir
-        self.paths = KafkaPaths(devstack, libs_dir or kafka_home(devstack) / "libs")
+        home = devstack / self.folder if self.folder else devstack
+        self.paths = KafkaPaths(home, libs_dir or kafka_home(devstack) / "libs")
 
     @property
     def bootstrap(self) -> str:
@@ -129,8 +146,14 @@ class KafkaBroker:
     def status(self) -> KafkaStatus:
         """Whether the broker runs and answers; cleans up a stale pid file."""
         pid = self.running_pid()
-        ready = pid is not None and metadata_answers(self.bootstrap, 2.0)
-        return KafkaStatus(running=pid is not None, ready=ready, pid=pid, bootstrap=self.bootstrap)
+        ready = pid is not None and _answers(self._probe_admin(), 2.0)
+        return KafkaStatus(
+            running=pid is not None,
+            ready=ready,
+            pid=pid,
+            bootstrap=self.bootstrap,
+            security=self.security,
+        )
 
     def up(self, progress: Callable[[str], None] | None = None) -> KafkaUpResult:
         """Start the broker (fetching jars and formatting storage on first use).
@@ -196,13 +219,34 @@ class KafkaBroker:
     def _write_config(self) -> None:
         self.paths.data.mkdir(parents=True, exist_ok=True)
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        self.paths.properties.write_text(
+        self._write_properties(
             render_server_properties(
                 port=self.settings.kafka_port,
                 controller_port=self.settings.kafka_controller_port,
                 data_dir=self.paths.data,
+                overrides=self._server_overrides(),
             )
         )
+
+    # -- what a secured broker changes ---------------------------------------------
+
+    def _server_overrides(self) -> dict[str, str]:
+        """server.properties keys laid over the plain broker's."""
+        return {}
+
+    def _write_properties(self, text: str) -> None:
+        self.paths.properties.write_text(text)
+
+    def _format_args(self) -> list[str]:
+        """Extra ``StorageTool format`` arguments (SCRAM users that must exist at once)."""
+        return []
+
+    def _probe_config(self) -> dict[str, Any]:
+        """Client keys the readiness probe needs besides ``bootstrap.servers``."""
+        return {}
+
+    def _probe_admin(self) -> AdminClient:
+        return _admin(self.bootstrap, self._probe_config())
 
     def _cluster_id(self) -> str:
         path = self.paths.cluster_id_file
@@ -226,6 +270,7 @@ class KafkaBroker:
             "-c",
             str(self.paths.properties),
             "--ignore-formatted",
+            *self._format_args(),
         ]
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=_FORMAT_TIMEOUT_S, check=False
@@ -253,12 +298,12 @@ class KafkaBroker:
             "kafka.Kafka",
             str(self.paths.properties),
         ]
-        proc = spawn_detached(cmd, log, cwd=self.settings.devstack_dir)
+        proc = spawn_detached(cmd, log, cwd=self.paths.devstack_dir)
         self.paths.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
     def _wait_ready(self, pid: int, deadline: float, *, started_here: bool) -> None:
-        admin = _admin(self.bootstrap)
+        admin = self._probe_admin()
         while pid_alive(pid):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

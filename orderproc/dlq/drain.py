@@ -31,8 +31,9 @@ from orderproc.config import Settings
 from orderproc.dlq.envelope import event_row, raw_event_row
 from orderproc.dlq.intake import Stored
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import DrainError
-from orderproc.kafka.clients import drain_consumer_config
+from orderproc.errors import BrokerError, DrainError
+from orderproc.kafka.access import check_access, drain_access
+from orderproc.kafka.clients import drain_consumer_config, refuses_access
 from orderproc.records import Record
 from orderproc.store.engine import open_engine
 from orderproc.store.isolate import write_isolating
@@ -164,8 +165,9 @@ def _take(messages: list[Message], targets: dict[int, int]) -> list[Record]:
             records.append(Record.of(msg))
         elif err.code() == KafkaError._PARTITION_EOF:
             targets.pop(msg.partition() or 0, None)  # nothing left past what we have read
-        elif err.fatal():
-            raise DrainError(f"fatal consumer error: {err.str()}")
+        elif err.fatal() or refuses_access(err):
+            # Kafka refused us (or the client is dead): stop before anything is committed.
+            raise DrainError(f"Kafka refused the drain's consumer: {err.str()}")
         else:
             log.warning("consumer error on %s: %s", msg.topic(), err.str())
     return records
@@ -232,10 +234,16 @@ def run_drain(
 ) -> DrainResult:
     """Drain ``settings.dlq_topic`` into the store; closes the consumer and the engine.
 
-    Without ``consumer`` one is built from the settings (the CLI and tests); Airflow
-    passes one built from its ``kafka_default`` connection.
+    Without ``consumer`` one is built from the settings (the CLI and tests), once
+    Kafka has accepted the credentials, the certificate and the drain's ACLs within
+    ``metadata_timeout_s`` (a ``DrainError`` otherwise); Airflow passes one built from
+    its ``kafka_default`` connection (``orderproc.airflow.hooks``, which checks the same).
     """
     if consumer is None:
+        try:
+            check_access(settings.kafka_config(), drain_access(settings), metadata_timeout_s)
+        except BrokerError as exc:
+            raise DrainError(str(exc)) from exc
         consumer = Consumer(drain_consumer_config(settings))
     try:
         with open_engine(database_url or settings.effective_database_url) as engine:

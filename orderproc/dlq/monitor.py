@@ -21,6 +21,7 @@ from confluent_kafka import (
 from orderproc import headers as h
 from orderproc.config import Settings
 from orderproc.errors import BrokerError
+from orderproc.kafka.access import check_settings, monitor_access, stop_if_refused
 from orderproc.kafka.clients import monitor_consumer_config
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,12 @@ def describe(msg: Message) -> dict[str, Any]:
 
 
 class DlqMonitor:
-    """Tails the DLQ in group ``dlq-group``; commits what it has printed."""
+    """Tails the DLQ in group ``dlq-group``; commits what it has printed.
+
+    Raises:
+        BrokerError: Kafka refuses the credentials, the certificate, or reading the DLQ
+            in the monitor's group (checked before its consumer is built).
+    """
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class DlqMonitor:
         self._echo = echo
         self._stop = threading.Event()
         self.seen = 0
+        check_settings(settings, monitor_access(settings))
         self.consumer = Consumer(monitor_consumer_config(settings))
 
     def stop(self) -> None:
@@ -111,6 +118,7 @@ class DlqMonitor:
                     continue
                 err = msg.error()
                 if err is not None:
+                    stop_if_refused(err, self.settings)
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("dlq consumer error: %s", err.str())
                     continue

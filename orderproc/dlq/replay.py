@@ -40,6 +40,7 @@ from orderproc.dlq.publish import Crash, commit_chunk, fence, resolve_pending
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import DeliveryError, ReviewError
 from orderproc.headers import Header
+from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import produce, replay_producer_config, replay_reader_config
 from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
 from orderproc.serde import OrderSerde
@@ -170,9 +171,11 @@ def run_replay(
     """Replay the selected DLQ events to ``topic``; see the module docstring.
 
     ``producer`` (transactional: the replay's transactional id) and ``reader`` (a
-    ``read_committed`` consumer, unsubscribed) are called only for a real run.
-    ``sleep`` defaults to polling the producer, so delivery reports are served while
-    the pacer waits.
+    ``read_committed`` consumer, unsubscribed) are called only for a real run, before
+    any row is claimed: a broker that refuses us (credentials, certificate, ACLs: a
+    ``BrokerError`` from the factory) fails the run with nothing claimed, parked or
+    rejected. ``sleep`` defaults to polling the producer, so delivery reports are
+    served while the pacer waits.
 
     Raises:
         DeliveryError: a chunk was not acknowledged or did not commit (its rows stay
@@ -341,6 +344,17 @@ def _outcome(
     return f"FAILED: {failed}" if failed else "not published"
 
 
+def settings_producer(settings: Settings) -> Producer:
+    """The replay's producer built from the settings, once Kafka accepts it.
+
+    Raises:
+        BrokerError: Kafka refuses the credentials, the certificate or a write to the
+            orders topic, or does not answer.
+    """
+    check_settings(settings, producer_access(settings))
+    return Producer(replay_producer_config(settings))
+
+
 def replay_with_settings(
     settings: Settings,
     request: ReplayRequest,
@@ -358,7 +372,7 @@ def replay_with_settings(
             DlqStore(engine),
             request,
             topic=settings.orders_topic,
-            producer=producer or (lambda: Producer(replay_producer_config(settings))),
+            producer=producer or (lambda: settings_producer(settings)),
             reader=reader or (lambda: Consumer(replay_reader_config(settings))),
             replay_id=replay_id,
             actor=actor,

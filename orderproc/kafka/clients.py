@@ -39,9 +39,35 @@ PER_RECORD_ERRORS = frozenset(
 """Errors about one record (its size or contents), not about the broker or the topic."""
 
 
+ACCESS_ERRORS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+    }
+)
+"""Kafka refused *us* (who we are, or what our principal may do): never one record's fault.
+
+A job that meets one stops (its batch not committed) instead of routing records elsewhere;
+``orderproc.kafka.access.refusal`` says it in one line."""
+
+
 def refuses_record(err: KafkaError | None) -> bool:
-    """True when the broker or the client refused this record, not every record."""
+    """True when the broker or the client refused this record, not every record.
+
+    An authorization failure (``ACCESS_ERRORS``) is never about the record: it is not
+    one, so the caller stops rather than dead-letter or shrink the record.
+    """
     return err is not None and err.code() in PER_RECORD_ERRORS
+
+
+def refuses_access(err: KafkaError | None) -> bool:
+    """True when Kafka refused our principal (``ACCESS_ERRORS``), not this record."""
+    return err is not None and err.code() in ACCESS_ERRORS
 
 
 def reliable_producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from orderproc.config import Settings
 from orderproc.errors import BrokerError
+from orderproc.kafka.access import connect, who
+from orderproc.kafka.clients import refuses_access
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,10 @@ def ensure_topics(
     if not isinstance(wanted, dict):
         wanted = {name: {} for name in wanted}
     timeout_s = timeout_s or settings.admin_timeout_s
-    admin = AdminClient(settings.kafka_config())
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        raise BrokerError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}"
-        ) from exc
+    conf = settings.kafka_config()
+    # Fails in one line, within a second, on wrong credentials or an untrusted certificate.
+    admin, metadata = connect(conf, timeout_s)
+    existing = set(metadata.topics)  # only those this principal may describe
     new = [
         NewTopic(
             name,
@@ -81,7 +80,13 @@ def ensure_topics(
             future.result()
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+            err = exc.args[0]
+            if refuses_access(err):
+                raise BrokerError(
+                    f"not authorized: {who(conf)} may not create topic {name} "
+                    "(it is missing, or this principal may not see it)"
+                ) from exc
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"cannot create topic {name}: {err.str()}") from exc
     log.info("created topics %s", ", ".join(created))
     return created

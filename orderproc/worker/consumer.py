@@ -48,6 +48,7 @@ from orderproc.errors import (
     DeliveryError,
     OrderProcError,
 )
+from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_config
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
@@ -154,9 +155,12 @@ class OrderConsumer:
         """Consume until stopped, after ``max_messages`` records, or when idle ``idle_exit_s``.
 
         Raises:
+            BrokerError: Kafka refuses the credentials, the certificate or an ACL
+                (checked first; a refusal met later stops it too, uncommitted).
             DeliveryError: a retry/DLQ record was not acknowledged (its batch not committed).
             StoreError: the database failed and a stop was requested before it recovered.
         """
+        check_settings(self.settings, consumer_access(self.settings))
         ensure_topics(self.settings)
         self.router.max_record_bytes = max_message_bytes(
             self.settings, self.settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
@@ -381,6 +385,7 @@ class OrderConsumer:
             return
         if err.fatal():
             raise DeliveryError(f"fatal consumer error: {err.str()}")
+        stop_if_refused(err, self.settings)  # not a record's failure: stop, uncommitted
         if err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error on %s: %s", msg.topic(), err.str())
 

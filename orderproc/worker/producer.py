@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from orderproc.clock import Pacer
 from orderproc.config import Settings
+from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import produce, reliable_producer_config
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
@@ -70,6 +71,10 @@ class OrderProducer:
 
     Every delivery report is checked: a failed delivery is logged and counted,
     never dropped silently; ``run`` returns the counts after a final flush.
+
+    Raises:
+        BrokerError: (building its own producer) Kafka refuses the credentials, the
+            certificate or a write to the orders topic, or does not answer.
     """
 
     def __init__(
@@ -82,7 +87,10 @@ class OrderProducer:
         self.settings = settings
         self.topic = settings.orders_topic
         self.serde = OrderSerde()
-        self.producer = producer or Producer(reliable_producer_config(settings))
+        if producer is None:
+            check_settings(settings, producer_access(settings))  # before librdkafka retries
+            producer = Producer(reliable_producer_config(settings))
+        self.producer = producer
         self.stats = ProduceStats()
         self._echo = echo
         self._stop = threading.Event()

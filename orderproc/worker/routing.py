@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from orderproc import headers as h
 from orderproc.config import Settings
 from orderproc.dlq.envelope import DeadLetterRecord, Failure, dead_letter, provenance_headers
+from orderproc.errors import DeliveryError
 from orderproc.headers import Header
 from orderproc.kafka.clients import (
     PRODUCER_MAX_MESSAGE_BYTES,
@@ -135,7 +136,8 @@ class FailureRouter:
                     on_delivery=on_delivery)  # fmt: skip
         except KafkaException as exc:
             if not refuses_record(exc.args[0]):
-                raise
+                # Not this record (e.g. our principal may not write the topic): stop.
+                raise DeliveryError(f"cannot produce to {topic}: {exc.args[0].str()}") from exc
             # The client refused it before sending (e.g. larger than message.max.bytes):
             # report it through the record's own callback, as the broker would have.
             on_delivery(exc.args[0], None)

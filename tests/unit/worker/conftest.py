@@ -42,13 +42,17 @@ class FakeProducer:
     """Records ``produce`` calls; delivery reports are served by ``poll``/``flush``.
 
     ``full_for`` makes the next N ``produce`` calls raise ``BufferError`` (a full
-    local queue); ``fail_topics`` makes deliveries to those topics fail.
+    local queue); ``fail_topics`` makes deliveries to those topics fail, with
+    ``fail_code`` (default: a transport failure).
     """
 
-    def __init__(self, *, full_for: int = 0, fail_topics: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, *, full_for: int = 0, fail_topics: tuple[str, ...] = (), fail_code: int = -195
+    ) -> None:
         self.produced: list[dict[str, Any]] = []
         self.full_for = full_for
         self.fail_topics = fail_topics
+        self.fail_code = fail_code
         self.polls: list[float] = []
         self._reports: list[Callable[[], None]] = []
         self.hold_reports = False
@@ -60,7 +64,8 @@ class FakeProducer:
         self.produced.append({"topic": topic, **kwargs})
         callback = kwargs.get("on_delivery")
         if callback is not None:
-            err = FakeError("Broker: refused") if topic in self.fail_topics else None
+            failed = topic in self.fail_topics
+            err = FakeError("Broker: refused", self.fail_code) if failed else None
             msg = FakeMessage(topic, 0, len(self.produced) - 1)
             self._reports.append(lambda: callback(err, msg))
 

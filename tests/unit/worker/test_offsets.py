@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from orderproc.config import Settings
-from orderproc.errors import DeliveryError
+from orderproc.dlq.envelope import Failure
+from orderproc.errors import BusinessRuleError, DeliveryError
+from orderproc.models import Order, Source
 from orderproc.worker.offsets import OffsetPipeline, PendingBatch
 from orderproc.worker.routing import FailureRouter
 
@@ -17,6 +20,12 @@ pytestmark = pytest.mark.unit
 def pipeline(consumer: Any, producer: Any, **kwargs: Any) -> OffsetPipeline:
     router = FailureRouter(Settings(dlq_topic="dlq"), producer=producer)
     return OffsetPipeline(consumer, router, **kwargs)
+
+
+def dead_failure() -> Failure:
+    order = Order("o-1", "item1", 150.0)
+    return Failure(BusinessRuleError("Simulated error: high price"), 3, 1, 2,
+                   Source("orders", 0, 7, 1), "order-group", order, b"\x01", b"o-1")  # fmt: skip
 
 
 def batch(
@@ -160,3 +169,21 @@ def test_a_refused_record_replaced_in_time_does_not_fail_its_batch(
 
     assert replaced == ["Broker: too large"]
     assert fake_consumer.stored == [("orders", 0, 5)]
+
+
+def test_an_authorization_failure_stops_the_consumer_instead_of_resending_the_record(
+    make_fake_producer: Any, fake_consumer: Any
+) -> None:
+    # Not the record's fault (refuses_record is False): no reduced copy, no store, a stop.
+    producer = make_fake_producer(
+        fail_topics=("dlq",), fail_code=KafkaError.TOPIC_AUTHORIZATION_FAILED
+    )
+    offsets = pipeline(fake_consumer, producer)
+    pending = PendingBatch(next_offsets={("orders", 0): 8})
+    offsets.router.to_dlq(dead_failure(), [], now_ms=1, expect=pending.expect_delivery)
+
+    with pytest.raises(DeliveryError, match="retry/DLQ deliveries failed, first: dlq: "):
+        offsets.submit(pending)
+
+    assert len(producer.produced) == 1
+    assert fake_consumer.stored == []

@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import BusinessRuleError, DeserializationError
+from orderproc.errors import BusinessRuleError, DeliveryError, DeserializationError
 from orderproc.models import Order, Source
 from orderproc.worker.routing import FailureRouter
 
@@ -160,3 +161,17 @@ def test_a_retry_record_the_broker_refuses_is_dead_lettered_instead(
     router.poll()
 
     assert [p["topic"] for p in producer.produced] == ["orders.retry.1", "orders_dlq"]
+
+
+def test_a_produce_refused_for_the_principal_is_a_delivery_error_not_a_traceback() -> None:
+    class Unauthorized:
+        def produce(self, topic: str, **kwargs: Any) -> None:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))
+
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=Unauthorized())
+    acknowledged: list[Any] = []
+
+    with pytest.raises(DeliveryError, match=r"^cannot produce to orders_dlq: denied$"):
+        router.to_dlq(failure(), [], now_ms=1, expect=lambda *a: acknowledged.append)
+
+    assert acknowledged == []  # not reported as the record's refusal

@@ -1,0 +1,246 @@
+"""Fail fast when Kafka refuses us: wrong credentials, an untrusted certificate, a missing ACL.
+
+librdkafka never raises authentication or TLS failures: it retries for ever and
+reports them only to ``error_cb`` (``_AUTHENTICATION``, ``_SSL``), while a metadata
+request merely times out with a generic transport error, a producer queues its
+records and a consumer polls nothing. So every job checks its access before it
+builds its clients (``check_access``): connect with an ``error_cb`` that turns
+those reports into one ``BrokerError`` line within about a second, then ask the
+broker which operations this principal may perform on the job's topics and
+groups (``include_authorized_operations``) and name whatever is missing.
+
+Messages name the cause first (``wrong credentials: ...``, ``untrusted broker
+certificate: ...``, ``not authorized: ...``) and never contain a password: they
+are built from the bootstrap servers, the user name and librdkafka's error text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
+    AclOperation,
+    AdminClient,
+    ClusterMetadata,
+)
+
+from orderproc.config import Settings
+from orderproc.errors import BrokerError
+from orderproc.kafka.clients import ACCESS_ERRORS, drain_group, refuses_access
+
+log = logging.getLogger(__name__)
+
+_SLICE_S = 0.1
+"""How often the connection probe looks at what ``error_cb`` has heard."""
+
+_CONNECTION_KEYS = frozenset(
+    {"bootstrap.servers", "security.protocol", "client.id", "client.dns.lookup",
+     "broker.address.family", "enable.ssl.certificate.verification", "oauth_cb"}
+)  # fmt: skip
+_CONNECTION_PREFIXES = ("sasl.", "ssl.", "socket.")
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one job does on the broker: the topics it reads and writes, the groups it joins."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+def producer_access(settings: Settings) -> Access:
+    """``orderproc produce`` and the replay: write the orders topic."""
+    return Access(write=(settings.orders_topic,))
+
+
+def consumer_access(settings: Settings) -> Access:
+    """The order consumer: read orders and its retry topics, write the retries and the DLQ."""
+    retries = tuple(settings.retry_topics)
+    return Access(
+        read=(settings.orders_topic, *retries),
+        write=(*retries, settings.dlq_topic),
+        groups=(settings.consumer_group,),
+    )
+
+
+def monitor_access(settings: Settings) -> Access:
+    """``orderproc dlq tail``: read the DLQ in the monitor's group."""
+    return Access(read=(settings.dlq_topic,), groups=(settings.dlq_group,))
+
+
+def drain_access(settings: Settings) -> Access:
+    """The drain: read the DLQ in the drain's own group."""
+    return Access(read=(settings.dlq_topic,), groups=(drain_group(settings),))
+
+
+def connection_config(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a client config that say where and who we are (no job's keys)."""
+    return {
+        k: v for k, v in conf.items() if k in _CONNECTION_KEYS or k.startswith(_CONNECTION_PREFIXES)
+    }
+
+
+def who(conf: Mapping[str, Any]) -> str:
+    """The principal in words: ``user 'orderproc'``, or ``this client`` without SASL."""
+    user = conf.get("sasl.username")
+    return f"user {user!r}" if user else "this client"
+
+
+def refusal(err: KafkaError, conf: Mapping[str, Any]) -> str | None:
+    """One line naming why Kafka refused us, or None when ``err`` is not a refusal."""
+    where = conf.get("bootstrap.servers", "?")
+    code = err.code()
+    detail = _detail(err)
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        if "invalid credentials" in detail:
+            mechanism = conf.get("sasl.mechanism") or conf.get("sasl.mechanisms") or "SASL"
+            return f"wrong credentials: Kafka at {where} rejected {who(conf)} ({mechanism})"
+        return f"authentication failed: Kafka at {where} refused {who(conf)}: {detail}"
+    if code == KafkaError._SSL:
+        if "certificate verify failed" in detail:
+            ca = conf.get("ssl.ca.location")
+            trusted = f"the CA in ssl.ca.location ({ca})" if ca else "the system's CAs"
+            return (
+                f"untrusted broker certificate: Kafka at {where} presented a certificate "
+                f"that {trusted} did not sign"
+            )
+        return f"TLS handshake with Kafka at {where} failed: {detail}"
+    if code in ACCESS_ERRORS:
+        return f"not authorized: Kafka at {where} refused {who(conf)}: {detail}"
+    if err.fatal():
+        return f"fatal Kafka client error: {detail}"
+    return None
+
+
+def stop_if_refused(err: KafkaError, settings: Settings) -> None:
+    """Raise ``BrokerError`` (one line) when ``err`` says Kafka refused our principal.
+
+    For errors met while running (an ACL revoked, a password changed): never a
+    record's failure, so the job stops instead of routing or skipping records.
+    """
+    if refuses_access(err):
+        raise BrokerError(refusal(err, settings.kafka_config()) or err.str())
+
+
+def _detail(err: KafkaError) -> str:
+    # "sasl_ssl://127.0.0.1:9092/bootstrap: SASL authentication error: ..." -> the cause.
+    text = str(err.str())
+    head, sep, rest = text.partition("/bootstrap: ")
+    return rest if sep and "://" in head else text
+
+
+def connect(conf: Mapping[str, Any], timeout_s: float) -> tuple[AdminClient, ClusterMetadata]:
+    """An admin client on ``conf``'s connection once the broker answers, and its metadata.
+
+    Raises:
+        BrokerError: the broker refused the credentials or the certificate (as soon as
+            librdkafka says so), the config is unusable, or nothing answered in time.
+    """
+    heard: list[KafkaError] = []
+    base = connection_config(conf)
+    # log_level 0: the refusal is told once, here, not by librdkafka at every retry.
+    probe: dict[str, Any] = {**base, "error_cb": heard.append, "log_level": 0}
+    try:
+        admin = AdminClient(probe)
+    except KafkaException as exc:
+        raise BrokerError(f"unusable Kafka client settings: {_detail(exc.args[0])}") from exc
+    deadline = time.monotonic() + timeout_s
+    last: KafkaError | None = None
+    while True:
+        try:
+            wait = max(0.01, min(_SLICE_S, deadline - time.monotonic()))
+            metadata = admin.list_topics(timeout=wait)
+            if metadata.brokers:
+                return admin, metadata
+        except KafkaException as exc:
+            last = exc.args[0]
+        admin.poll(0)  # an AdminClient serves error_cb only here
+        for err in heard:
+            line = refusal(err, base)
+            if line is not None:
+                raise BrokerError(line)
+        if time.monotonic() >= deadline:
+            why = last or (heard[-1] if heard else None)
+            text = why.str() if why is not None else "no answer"
+            raise BrokerError(f"cannot reach Kafka at {base.get('bootstrap.servers')}: {text}")
+
+
+def check_access(conf: Mapping[str, Any], access: Access, timeout_s: float) -> None:
+    """Fail now, in one line, if Kafka would refuse this job later.
+
+    Checks the connection (credentials, certificate), then that the principal may read
+    and write the job's topics and use its groups. A topic that does not exist yet
+    is not an error here (``ensure_topics`` creates it, or the job reports it).
+
+    Raises:
+        BrokerError: what is refused or unreachable, e.g. ``not authorized: user
+            'reader' may not write to topic orders_dlq``.
+    """
+    admin, _ = connect(conf, timeout_s)
+    missing = _missing_topic_ops(admin, access, timeout_s) + _missing_groups(
+        admin, access.groups, timeout_s
+    )
+    if missing:
+        raise BrokerError(f"not authorized: {who(conf)} may not {'; '.join(missing)}")
+
+
+def check_settings(settings: Settings, access: Access) -> None:
+    """``check_access`` for a job that builds its clients from ``settings``."""
+    check_access(settings.kafka_config(), access, settings.admin_timeout_s)
+
+
+def _missing_topic_ops(admin: AdminClient, access: Access, timeout_s: float) -> list[str]:
+    names = list(dict.fromkeys([*access.read, *access.write]))
+    if not names:
+        return []
+    futures = admin.describe_topics(
+        TopicCollection(names), include_authorized_operations=True, request_timeout=timeout_s
+    )
+    allowed: dict[str, set[AclOperation] | None] = {}
+    for name, future in futures.items():
+        try:
+            allowed[name] = set(future.result().authorized_operations or ())
+        except KafkaException as exc:
+            code = exc.args[0].code()
+            if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                allowed[name] = set()  # not even DESCRIBE, which READ and WRITE imply
+            elif code != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.debug("describe topic %s: %s", name, exc.args[0].str())
+    missing = []
+    for verb, op, topics in (("read", AclOperation.READ, access.read),
+                             ("write to", AclOperation.WRITE, access.write)):  # fmt: skip
+        refused = [t for t in topics if (ops := allowed.get(t)) is not None and op not in ops]
+        if refused:
+            missing.append(f"{verb} {_plural('topic', refused)}")
+    return missing
+
+
+def _missing_groups(admin: AdminClient, groups: Iterable[str], timeout_s: float) -> list[str]:
+    groups = list(groups)
+    if not groups:
+        return []
+    futures = admin.describe_consumer_groups(
+        groups, include_authorized_operations=True, request_timeout=timeout_s
+    )
+    refused = []
+    for group, future in futures.items():
+        try:
+            ops = future.result().authorized_operations
+        except KafkaException as exc:
+            # GROUP_ID_NOT_FOUND: a group nobody joined yet, and we may describe it.
+            if exc.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                refused.append(group)
+            continue
+        if ops is not None and AclOperation.READ not in ops:
+            refused.append(group)
+    return [f"use consumer {_plural('group', refused)}"] if refused else []
+
+
+def _plural(noun: str, names: list[str]) -> str:
+    return f"{noun} {names[0]}" if len(names) == 1 else f"{noun}s {', '.join(names)}"
