@@ -1,15 +1,11 @@
 """The order consumer's loop: poll, decide per record, act, make the batch durable, store offsets.
 
-Delivery semantics (at-least-once, nothing lost):
-
-* ``enable.auto.offset.store`` is off. Offsets move only in ``orderproc.worker.offsets``,
-  after the batch's processed orders are committed to the database *and* every
-  retry/DLQ record of the batch is acknowledged by the broker. librdkafka's
-  auto-commit then commits only those stored offsets, on revoke and on close too.
-* Redeliveries after a crash are harmless: the processed table is idempotent on
-  ``orderId``, and the running average counts only rows that were new.
-* If a retry/DLQ record cannot be written, the consumer stops without storing
-  that batch's offsets (or any later batch's) rather than drop the order.
+Delivery semantics (``docs/reliability.md``): offsets move only in
+``orderproc.worker.offsets``, after the batch's processed orders are committed to the
+database (an idempotent write: a redelivery is ignored) and its retry/DLQ records are
+acknowledged (at least once) or committed with them in one Kafka transaction (exactly
+once). A retry/DLQ record that cannot be written stops the consumer with nothing of its
+batch committed.
 
 Retry modes (the decision itself is ``orderproc.worker.decide``):
 
@@ -44,10 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from orderproc.clock import now_ms
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import (
-    DeliveryError,
-    OrderProcError,
-)
+from orderproc.errors import DeliveryError, OrderProcError
 from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_config
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
@@ -67,12 +60,7 @@ from orderproc.worker.decide import (
 )
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
-from orderproc.worker.offsets import (
-    BatchAborted,
-    OffsetPipeline,
-    PendingBatch,
-    TransactionalOffsets,
-)
+from orderproc.worker.offsets import BatchAborted, PendingBatch, offsets_for
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.sink import ProcessedSink
 
@@ -93,8 +81,11 @@ class OrderConsumer:
         consumer_overrides: dict[str, Any] | None = None,
         router: FailureRouter | None = None,
         echo: Callable[[str], None] | None = print,
+        crash: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # A test seam: called at ``handled``, ``stored`` and ``committed`` for each batch.
+        self._crash = crash or (lambda _point: None)
         self.repository = repository
         self.decider = Decider.from_settings(
             settings, handler or PriceThresholdHandler(settings.price_threshold)
@@ -122,16 +113,7 @@ class OrderConsumer:
         )
         self.consumer = Consumer(conf)
         self._retried_metric = self.metrics.retried.labels(settings.retry_mode.value)
-        self.offsets: OffsetPipeline = (
-            TransactionalOffsets(
-                self.consumer,
-                self.router,
-                timeout_s=settings.delivery_timeout_ms / 1000 + 5,
-                on_stored=self._on_stored,
-            )
-            if settings.exactly_once
-            else OffsetPipeline(self.consumer, self.router, on_stored=self._on_stored)
-        )
+        self.offsets = offsets_for(settings, self.consumer, self.router, self._on_stored)
         self.holds = PartitionHolds(self.consumer, self.offsets, self.metrics.paused_partitions.set)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -334,16 +316,19 @@ class OrderConsumer:
     # -- making a batch durable ----------------------------------------------------
 
     def _make_durable(self, batch: Batch) -> None:
+        self._crash("handled")
         written = self.sink.write(batch.rows, batch.records)
         self.stats.processed += written.processed
         self.stats.duplicates += written.duplicates
         for rec, failure in written.refused:  # the database is up but refused these rows
             self._dead_letter(rec, failure, batch)
+        self._crash("stored")
         try:
             self.offsets.submit(batch)
         except BatchAborted:
             self._read_again(batch)
             return
+        self._crash("committed")
         for topic, n in batch.consumed.items():
             self.stats.consumed += n
             self.metrics.consumed.labels(topic).inc(n)

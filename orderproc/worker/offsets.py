@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from orderproc.config import Settings
 from orderproc.errors import DeliveryError
 from orderproc.kafka.clients import Acknowledge, refuses_record
 from orderproc.records import TP
@@ -156,6 +157,19 @@ class OffsetPipeline:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc.args[0].str())
+
+
+def offsets_for(
+    settings: Settings,
+    consumer: Consumer,
+    router: FailureRouter,
+    on_stored: Callable[[PendingBatch], None],
+) -> OffsetPipeline:
+    """The offset pipeline of the settings' processing guarantee."""
+    if settings.exactly_once:
+        timeout_s = settings.delivery_timeout_ms / 1000 + 5
+        return TransactionalOffsets(consumer, router, timeout_s=timeout_s, on_stored=on_stored)
+    return OffsetPipeline(consumer, router, on_stored=on_stored)
 
 
 class BatchAborted(Exception):

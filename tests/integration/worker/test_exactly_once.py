@@ -118,3 +118,74 @@ def test_a_restarted_instance_fences_its_predecessor_and_nothing_is_seen_twice(
 
     dead = committed_read(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
     assert [json.loads(m.value())["failed_order"]["orderId"] for m in dead] == ["dear"]
+
+
+KILLER = """
+import os, signal, sys
+from orderproc.config import Settings
+from orderproc.store.engine import open_engine
+from orderproc.store.migrate import upgrade
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.consumer import OrderConsumer
+
+point, batch = sys.argv[1], int(sys.argv[2])
+seen = {"n": 0}
+
+def crash(at: str) -> None:
+    if at == point:
+        seen["n"] += 1
+        if seen["n"] == batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+settings = Settings()
+with open_engine(settings.effective_database_url) as engine:
+    upgrade(engine)
+    OrderConsumer(settings, OrderRepository(engine), echo=None, crash=crash).run(idle_exit_s=5)
+"""
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "handled",  # decided and routed inside the open transaction; nothing in the store
+        "stored",  # the batch's rows are committed to the store; the transaction is not
+        "committed",  # the transaction (records and offsets) committed
+    ],
+)
+def test_each_failure_window_leaves_every_order_once(
+    point: str,
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    make_producer: Callable[..., Any],
+    settings_env: Callable[[Settings], dict[str, str]],
+) -> None:
+    import subprocess
+    import sys
+
+    settings = make_settings(
+        database_url=pg_url,
+        processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE,
+        instance_id="windows",
+        batch_size=20,
+        max_attempts=2,
+        backoff_initial_s=0.1,
+        session_timeout_ms=6000,  # the dead member leaves the group quickly
+    )
+    producer = make_producer()
+    orders = [Order(f"o-{i}", "item1", 150.0 if i % 3 == 0 else 20.0) for i in range(60)]
+    for order in orders:
+        producer.produce(settings.orders_topic, value=SERDE.encode(order))
+    assert producer.flush(30) == 0
+
+    killed = subprocess.run([sys.executable, "-c", KILLER, point, "2"],
+                            env=settings_env(settings), capture_output=True, text=True,
+                            timeout=180, check=False)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    _stats, processed = run_consumer(settings)  # the restarted instance fences the dead one
+
+    assert processed == {o.order_id for o in orders if o.price < 100}
+    dead = committed_read(settings.bootstrap_servers, settings.dlq_topic)
+    ids = [json.loads(m.value())["failed_order"]["orderId"] for m in dead]
+    assert sorted(ids) == sorted(o.order_id for o in orders if o.price > 100)  # each once
+    retried = committed_read(settings.bootstrap_servers, settings.retry_topic(1))
+    assert len(retried) == len(ids)  # one retry record per failing order: none twice
