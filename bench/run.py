@@ -102,7 +102,12 @@ DEFINITIONS = {
     ),
 }
 
-SUBJECT_KINDS = (stats.CONSUMER_NOOP, stats.CONSUMER_NOOP_FAILING, stats.CONSUMER_PG)
+SUBJECT_KINDS = (
+    stats.CONSUMER_NOOP,
+    stats.CONSUMER_NOOP_FAILING,
+    stats.CONSUMER_PG,
+    stats.CONSUMER_PG_EOS,
+)
 
 
 class Bench:
@@ -145,7 +150,7 @@ class Bench:
         work = self.work
         settings = work.consumer_settings(dataset, kind)
         retried = dataset.failing if full else 0
-        if kind == stats.CONSUMER_PG:
+        if kind in (stats.CONSUMER_PG, stats.CONSUMER_PG_EOS):
             work.reset_table()
             engine = make_engine(work.pg_url)
             try:

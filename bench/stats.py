@@ -15,10 +15,18 @@ CONSUMER_NOOP = "consumer_noop"
 CONSUMER_NOOP_FAILING = "consumer_noop_failing"
 RAW_COPY = "raw_copy"
 CONSUMER_PG = "consumer_pg"
+CONSUMER_PG_EOS = "consumer_pg_eos"
 CONSUMER_NOOP_FAILING_MAIN = "consumer_noop_failing_main"
 """Not a run of its own: the failing runs timed to the end of their main topic only."""
 
-KINDS: tuple[str, ...] = (RAW_DECODE, CONSUMER_NOOP, CONSUMER_NOOP_FAILING, RAW_COPY, CONSUMER_PG)
+KINDS: tuple[str, ...] = (
+    RAW_DECODE,
+    CONSUMER_NOOP,
+    CONSUMER_NOOP_FAILING,
+    RAW_COPY,
+    CONSUMER_PG,
+    CONSUMER_PG_EOS,
+)
 """Every run of one round. Each ratio's two sides are neighbours, so they are interleaved."""
 
 LABELS: dict[str, str] = {
@@ -28,6 +36,7 @@ LABELS: dict[str, str] = {
     CONSUMER_NOOP_FAILING_MAIN: "  (10% failing, main topic only)",
     RAW_COPY: "raw consume + decode + COPY",
     CONSUMER_PG: "OrderConsumer -> PostgreSQL",
+    CONSUMER_PG_EOS: "OrderConsumer -> PostgreSQL, exactly once",
 }
 
 
@@ -45,6 +54,7 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec("consume_ratio", CONSUMER_NOOP, RAW_DECODE, 0.70),
     RatioSpec("persist_ratio", CONSUMER_PG, RAW_COPY, 0.60),
     RatioSpec("failure_isolation_ratio", CONSUMER_NOOP_FAILING, CONSUMER_NOOP, 0.85),
+    RatioSpec("exactly_once_ratio", CONSUMER_PG_EOS, CONSUMER_PG, 0.90),
 )
 
 

@@ -6,10 +6,12 @@ The consumer runs unchanged. Two small seams make it measurable:
   no-op runs measure Kafka, decoding, handling, routing and offsets alone;
 * ``Stopwatch``: a thin wrapper around the consumer's confluent-kafka ``Consumer``
   that starts the clock when the first batch arrives, asks the consumer to stop
-  once offsets are stored past every record it must handle (the data topic, and
-  the retry topic in the failing runs), and stops the clock when the consumer
-  closes (so the last batch's bookkeeping counts, the final commit and leaving
-  the group do not). It adds a few operations per *batch*, none per record.
+  once batches are durable past every record it must handle (the data topic, and
+  the retry topic in the failing runs: told by the offset pipeline's ``on_stored``,
+  after offsets are stored or, exactly once, committed in the batch's transaction),
+  and stops the clock when the consumer closes (so the last batch's bookkeeping
+  counts, the final commit and leaving the group do not). It adds a few operations
+  per *batch*, none per record.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from bench.stats import Sample
 from bench.workload import BenchError, Dataset
 from orderproc.config import Settings
 from orderproc.store.processed import OrderRepository, ProcessedRow
 from orderproc.worker.consumer import ConsumerStats, OrderConsumer
+from orderproc.worker.offsets import PendingBatch
 
 
 class NullRepository:
@@ -66,15 +69,9 @@ class Stopwatch:
             self.started = time.perf_counter()
         return messages
 
-    def store_offsets(
-        self, message: Message | None = None, offsets: list[TopicPartition] | None = None
-    ) -> None:
-        if message is not None:
-            self._inner.store_offsets(message)
-        else:
-            self._inner.store_offsets(offsets=offsets)
-        for tp in offsets or ():
-            self._next[(tp.topic, tp.partition)] = tp.offset
+    def stored(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """A batch became durable (offsets stored, or committed in its transaction)."""
+        self._next.update(next_offsets)
         if self.reached:
             return
         for topic, target in self._targets.items():
@@ -121,6 +118,14 @@ def run_consumer(
         targets[settings.retry_topic(1)] = retried
     watch = Stopwatch(consumer.consumer, targets, consumer.stop)
     consumer.consumer = consumer.offsets.consumer = cast(Consumer, watch)
+    on_stored = consumer.offsets._on_stored
+
+    def stored(batch: PendingBatch) -> None:
+        watch.stored(batch.next_offsets)
+        if on_stored is not None:
+            on_stored(batch)
+
+    consumer.offsets._on_stored = stored
     stats = consumer.run(idle_exit_s=idle_s)
     if watch.started is None or watch.finished is None:
         progress = ", ".join(f"{t}: {watch.handled(t)}/{n}" for t, n in targets.items())

@@ -20,7 +20,8 @@ from confluent_kafka.cimpl import NewTopic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from orderproc.config import RetryMode, Settings
+from bench import stats
+from orderproc.config import ProcessingGuarantee, RetryMode, Settings
 from orderproc.errors import OrderProcError
 from orderproc.kafka.topics import ensure_topics
 from orderproc.models import Order
@@ -139,6 +140,12 @@ class Workload:
             backoff_max_s=1.0,
             batch_size=BATCH_SIZE,
             poll_timeout_s=POLL_TIMEOUT_S,
+            processing_guarantee=(
+                ProcessingGuarantee.EXACTLY_ONCE
+                if kind == stats.CONSUMER_PG_EOS
+                else ProcessingGuarantee.AT_LEAST_ONCE
+            ),
+            instance_id=f"bench-{kind}",
         )
         self._topics.extend([settings.dlq_topic, *settings.retry_topics])
         ensure_topics(settings, [settings.dlq_topic, *settings.retry_topics])

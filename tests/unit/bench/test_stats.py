@@ -11,6 +11,7 @@ from bench.stats import (
     CONSUMER_NOOP_FAILING,
     CONSUMER_NOOP_FAILING_MAIN,
     CONSUMER_PG,
+    CONSUMER_PG_EOS,
     KINDS,
     RATIOS,
     RAW_COPY,
@@ -41,6 +42,7 @@ ALL = {
     CONSUMER_NOOP_FAILING_MAIN: samples_at(78_000, 70_000, 74_000),
     RAW_COPY: samples_at(40_000, 50_000, 45_000),
     CONSUMER_PG: samples_at(20_000, 30_000, 25_000),
+    CONSUMER_PG_EOS: samples_at(19_000, 27_000, 23_000),
 }
 
 
@@ -114,6 +116,8 @@ def test_table_shows_every_measurement_ratio_target_and_verdict() -> None:
     persist = next(line for line in lines if line.startswith("persist_ratio"))
     assert "BELOW" in persist and ">= 0.60" in persist
     assert any(line.startswith("failure_isolation_ratio") for line in lines)
+    eos = next(line for line in lines if line.startswith("exactly_once_ratio"))
+    assert eos.split()[:5] == ["exactly_once_ratio", "0.92", ">=", "0.90", "PASS"]
     # The main-topic-only failing figure sits right under the full one.
     failing = next(i for i, line in enumerate(lines) if "10% failing" in line)
     assert "main topic only" in lines[failing + 1]
@@ -134,11 +138,13 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "consume_ratio": 0.75,
         "persist_ratio": round(25 / 45, 4),
         "failure_isolation_ratio": 0.88,
+        "exactly_once_ratio": 0.92,
     }
     assert decoded["targets"] == {
         "consume_ratio": 0.7,
         "persist_ratio": 0.6,
         "failure_isolation_ratio": 0.85,
+        "exactly_once_ratio": 0.9,
     }
     assert decoded["verdicts"]["persist_ratio"] == "BELOW"
     assert decoded["medians_msgs_per_s"][RAW_DECODE] == 100_000
