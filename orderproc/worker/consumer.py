@@ -32,32 +32,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from orderproc.clock import now_ms
 from orderproc.config import Settings
-from orderproc.dlq.envelope import Failure
-from orderproc.errors import DeliveryError, OrderProcError
-from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
+from orderproc.errors import OrderProcError
+from orderproc.kafka.access import check_settings, consumer_access
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_config
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
-from orderproc.records import TP, Record
-from orderproc.store.processed import OrderRepository, ProcessedRow
-from orderproc.worker.batch import Batch, ConsumerStats
+from orderproc.records import TP
+from orderproc.store.processed import OrderRepository
+from orderproc.worker.batch import Batch, BatchHandler, ConsumerStats
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
-from orderproc.worker.decide import (
-    DeadLetter,
-    Decider,
-    NotDue,
-    Outcome,
-    Processed,
-    RetryInPlace,
-    RetryLater,
-)
+from orderproc.worker.decide import Decider
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
 from orderproc.worker.offsets import BatchAborted, PendingBatch, offsets_for
@@ -106,15 +95,14 @@ class OrderConsumer:
         self._assigned = False
         self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
-        self._retry_due = 0.0  # monotonic time the latest scheduled retry is due
-        self._in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         conf = order_consumer_config(
             settings, stats_cb=self.metrics.update_lag_from_stats, **(consumer_overrides or {})
         )
         self.consumer = Consumer(conf)
-        self._retried_metric = self.metrics.retried.labels(settings.retry_mode.value)
         self.offsets = offsets_for(settings, self.consumer, self.router, self._on_stored)
         self.holds = PartitionHolds(self.consumer, self.offsets, self.metrics.paused_partitions.set)
+        self.batches = BatchHandler(settings, self.decider, self.router, self.holds, self.flood,
+                                    self.consumer, self.stats, self.metrics, echo)  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -176,7 +164,7 @@ class OrderConsumer:
                     continue
                 self._last_message = time.monotonic()
                 self.offsets.begin()
-                self._make_durable(self._handle_batch(messages))
+                self._make_durable(self.batches.handle(messages))
             self.offsets.advance(wait=True)
         except OrderProcError as exc:
             self.health.fail(str(exc))
@@ -191,7 +179,7 @@ class OrderConsumer:
             return False
         # Idle counts only once we own partitions (a join can wait out a dead member), and
         # not before the last retry we scheduled was due: it is work still to come back.
-        since = max(self._last_message, self._retry_due)
+        since = max(self._last_message, self.batches.retry_due)
         idle = time.monotonic() - since if self._assigned else 0.0
         # Pending retries keep a bounded run alive; a tripped breaker does not.
         pending = bool(self.holds) and not self.flood.is_open
@@ -220,98 +208,8 @@ class OrderConsumer:
         self._owned = self._owned - revoked
         self.holds.forget(revoked)
         for tp in revoked:
-            self._in_place.pop(tp, None)
+            self.batches.in_place.pop(tp, None)
         log.info("revoked %s", _fmt(partitions))
-
-    # -- one batch: decide per record, act on the outcome ---------------------------
-
-    def _handle_batch(self, messages: list[Message]) -> Batch:
-        batch = Batch()
-        holds = self.holds
-        for i, msg in enumerate(messages):
-            if msg.error() is not None:
-                self._on_message_error(msg)
-                continue
-            rec = Record.of(msg)
-            batch.first_offsets.setdefault(rec.tp, rec.offset)
-            if holds and rec.tp in holds:
-                continue  # held at an earlier offset of this batch; it will be fetched again
-            if not self._act(rec, self._decide(rec), batch):
-                continue  # held back: read again when its partition resumes
-            batch.next_offsets[rec.tp] = rec.offset + 1
-            if self.flood.is_open:
-                self._hold_all(after=messages[i + 1 :])
-                break
-        self.flood.flush()
-        batch.oldest_timestamp_ms = messages[0].timestamp()[1]
-        return batch
-
-    def _decide(self, rec: Record) -> Outcome:
-        waiting = self._in_place.pop(rec.tp, None)
-        previous = waiting[1] if waiting is not None and waiting[0] == rec.offset else None
-        return self.decider.decide_safely(rec, now_ms(), previous)
-
-    def _act(self, rec: Record, outcome: Outcome, batch: Batch) -> bool:
-        """Carry out one outcome; False when the record was held back, not handled."""
-        main = rec.topic == self.settings.orders_topic
-        if type(outcome) is NotDue:
-            self._hold(rec, outcome.wait_s)
-            return False
-        if type(outcome) is RetryInPlace:
-            # Pause the partition at this record and keep polling; the batch so far is
-            # made durable and committed as usual while the backoff runs.
-            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
-            self._in_place[rec.tp] = (rec.offset, outcome.failure)
-            self._hold(rec, outcome.delay_s)
-            return False
-        batch.consumed[rec.topic] = batch.consumed.get(rec.topic, 0) + 1
-        if type(outcome) is Processed:
-            self._processed(rec, outcome, batch)
-            if main:
-                self.flood.ok()
-            return True
-        if type(outcome) is RetryLater:
-            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
-            due_in_s = max(0.0, (outcome.due_ms - now_ms()) / 1000)
-            self._retry_due = max(self._retry_due, time.monotonic() + due_in_s)
-            self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
-                                 now_ms=now_ms(), expect=batch.expect_delivery)  # fmt: skip
-        elif type(outcome) is DeadLetter:
-            self._dead_letter(rec, outcome.failure, batch)
-        if main and self.flood.failed():
-            self.stats.flood_breaker_trips += 1
-        return True
-
-    def _hold(self, rec: Record, wait_s: float) -> None:
-        self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic() + wait_s)
-
-    def _processed(self, rec: Record, outcome: Processed, batch: Batch) -> None:
-        order, source = outcome.order, outcome.source
-        batch.rows.append(
-            ProcessedRow(
-                order.order_id, order.product, order.price, outcome.attempts,
-                source.topic, source.partition, source.offset,
-                datetime.now(UTC), outcome.replay_id,
-            )
-        )  # fmt: skip
-        batch.records.append(rec)
-
-    def _count_retry(self, attempts: int, reason: str) -> None:
-        if self._echo is not None:
-            self._echo(f"Attempt {attempts}/{self.settings.max_attempts} failed: {reason}")
-        self.stats.retried += 1
-        self._retried_metric.inc()
-
-    def _dead_letter(self, rec: Record, failure: Failure, batch: Batch) -> None:
-        self.router.to_dlq(failure, rec.headers, now_ms=now_ms(), expect=batch.expect_delivery)
-        category = failure.category.value
-        self.stats.dead_lettered += 1
-        by_category = self.stats.dead_lettered_by_category
-        by_category[category] = by_category.get(category, 0) + 1
-        self.metrics.dead_lettered.labels(category).inc()
-        if self._echo is not None:
-            key = failure.order.order_id if failure.order else rec.coordinates
-            self._echo(f"DLQ: {key} -> {failure.reason}")
 
     # -- making a batch durable ----------------------------------------------------
 
@@ -321,7 +219,7 @@ class OrderConsumer:
         self.stats.processed += written.processed
         self.stats.duplicates += written.duplicates
         for rec, failure in written.refused:  # the database is up but refused these rows
-            self._dead_letter(rec, failure, batch)
+            self.batches.dead_letter(rec, failure, batch)
         self._crash("stored")
         try:
             self.offsets.submit(batch)
@@ -335,9 +233,9 @@ class OrderConsumer:
 
     def _read_again(self, batch: Batch) -> None:
         """The batch's transaction aborted: rewind its partitions to where it began."""
-        for (topic, partition), offset in batch.first_offsets.items():
+        for (topic, partition), offset in batch.first_offsets().items():
             self.holds.release((topic, partition))
-            self._in_place.pop((topic, partition), None)
+            self.batches.in_place.pop((topic, partition), None)
             self.offsets.rewind(topic, partition, offset)
 
     def _on_stored(self, batch: PendingBatch) -> None:
@@ -347,11 +245,6 @@ class OrderConsumer:
             )
 
     # -- pausing: retry delays and the flood breaker --------------------------------
-
-    def _hold_all(self, *, after: list[Message]) -> None:
-        """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
-        until = time.monotonic() + self.flood.breaker.cooldown_s
-        self.holds.hold_all(after, self.consumer.assignment(), until=until)
 
     def _resume_due(self) -> None:
         if self.flood.may_consume():
@@ -363,16 +256,6 @@ class OrderConsumer:
         if due_in is not None and not self.flood.is_open:
             timeout = min(timeout, max(0.01, due_in))
         return timeout
-
-    def _on_message_error(self, msg: Message) -> None:
-        err = msg.error()
-        if err is None:
-            return
-        if err.fatal():
-            raise DeliveryError(f"fatal consumer error: {err.str()}")
-        stop_if_refused(err, self.settings)  # not a record's failure: stop, uncommitted
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error on %s: %s", msg.topic(), err.str())
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

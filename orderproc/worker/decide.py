@@ -33,11 +33,11 @@ from orderproc.worker.retry import RetryPolicy, classify
 
 
 class Processed(NamedTuple):
-    """The order succeeded on attempt ``attempts``."""
+    """The order succeeded on attempt ``attempts``; ``source`` None: the record itself."""
 
     order: Order
     attempts: int
-    source: Source
+    source: Source | None
     replay_id: str | None
 
 
@@ -105,8 +105,37 @@ class Decider:
             serde=OrderSerde(),
         )
 
-    def decide(self, rec: Record, now_ms: int) -> Outcome:
-        """The outcome of reading ``rec`` now (epoch ms ``now_ms``)."""
+    def decide(self, rec: Record, now_ms: int, previous: Failure | None = None) -> Outcome:
+        """The outcome of reading ``rec`` now (epoch ms ``now_ms``).
+
+        ``previous``: blocking mode, the record's last in-place failure. An exception that
+        escapes the decision (a bug of ours or of a library) dead-letters only this
+        record, category ``internal``: never the whole stream's fate.
+        """
+        try:
+            if previous is not None:
+                return self.decide_again(rec, previous, now_ms)
+            if rec.headers or rec.header_problem is not None or rec.topic in self.retry_topics:
+                return self._decide_with_headers(rec, now_ms)
+            # A plain record of the main topic (most of them): no provenance to check, and
+            # the first attempt written out (``_attempt`` without its arguments).
+            try:
+                order = self.serde.decode(rec.value)
+            except ProcessingError as error:
+                return DeadLetter(self._failure(rec, error, 1, None, None, None, now_ms))
+            try:
+                self.handler(order)
+            except Exception as exc:  # the handler is user code: classify anything
+                failure = self._failure(rec, classify(exc), 1, None, None, order, now_ms)
+                return self._after_failure(failure, now_ms)
+            return Processed(order, 1, None, None)
+        except Exception as exc:
+            log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
+            internal = InternalError(f"internal error: {type(exc).__name__}: {exc}")
+            internal.__cause__ = exc
+            return DeadLetter(self._failure(rec, internal, 1, None, None, None, now_ms))
+
+    def _decide_with_headers(self, rec: Record, now_ms: int) -> Outcome:
         if rec.header_problem is not None:
             error = DeserializationError(rec.header_problem, rec.value)
             return DeadLetter(self._failure(rec, error, 1, None, rec.own_source, None, now_ms))
@@ -169,19 +198,6 @@ class Decider:
             and (ts is None or 0 <= ts <= MAX_INT64)
         )
 
-    def decide_safely(self, rec: Record, now_ms: int, previous: Failure | None = None) -> Outcome:
-        """``decide`` (or ``decide_again`` after ``previous``), but an exception that escapes
-        it (a bug of ours or of a library) dead-letters only this record (``internal``)."""
-        try:
-            if previous is not None:
-                return self.decide_again(rec, previous, now_ms)
-            return self.decide(rec, now_ms)
-        except Exception as exc:  # never the whole stream's fate
-            log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
-            error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            return DeadLetter(self._failure(rec, error, 1, None, rec.own_source, None, now_ms))
-
     def decide_again(self, rec: Record, previous: Failure, now_ms: int) -> Outcome:
         """Blocking mode: the outcome of the next in-place attempt after ``previous``."""
         assert previous.order is not None  # only decoded orders are retried
@@ -200,7 +216,7 @@ class Decider:
         order: Order,
         attempts: int,
         first_failure_ms: int | None,
-        source: Source,
+        source: Source | None,
         now_ms: int,
     ) -> Outcome:
         try:
@@ -210,7 +226,7 @@ class Decider:
                 rec, classify(exc), attempts + 1, first_failure_ms, source, order, now_ms
             )
             return self._after_failure(failure, now_ms)
-        return Processed(order, attempts + 1, source, rec.replay_id)
+        return Processed(order, attempts + 1, source, rec.replay_id if rec.headers else None)
 
     def _after_failure(self, failure: Failure, now_ms: int) -> Outcome:
         attempts = failure.attempts
@@ -228,7 +244,7 @@ class Decider:
         error: ProcessingError,
         attempts: int,
         first_failure_ms: int | None,
-        source: Source,
+        source: Source | None,
         order: Order | None,
         now_ms: int,
     ) -> Failure:
@@ -237,7 +253,7 @@ class Decider:
             attempts=attempts,
             first_failure_ms=first_failure_ms or now_ms,
             last_failure_ms=now_ms,
-            source=source,
+            source=source or rec.own_source,
             consumer_group=self.consumer_group,
             order=order,
             raw_value=rec.value,

@@ -26,21 +26,21 @@ class PartitionHolds:
     ) -> None:
         self.consumer = consumer
         self.offsets = offsets
-        self._until: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
+        self.paused: dict[TP, float] = {}  # paused partition -> monotonic time it may resume
         self._on_change = on_change
 
     def __bool__(self) -> bool:
-        return bool(self._until)
+        return bool(self.paused)
 
     def __contains__(self, tp: object) -> bool:
-        return tp in self._until
+        return tp in self.paused
 
     def hold(self, topic: str, partition: int, offset: int, *, until: float) -> None:
         """Pause the partition and rewind it to ``offset``."""
         self.consumer.pause([TopicPartition(topic, partition)])
         self.offsets.rewind(topic, partition, offset)
-        self._until[(topic, partition)] = until
-        self._on_change(len(self._until))
+        self.paused[(topic, partition)] = until
+        self._on_change(len(self.paused))
 
     def hold_all(
         self, unhandled: Iterable[Any], assigned: Iterable[TopicPartition], *, until: float
@@ -49,7 +49,7 @@ class PartitionHolds:
         (messages of one partition come in offset order), the rest where they are."""
         for msg in unhandled:
             tp = (msg.topic(), msg.partition())
-            if msg.error() is None and tp not in self._until:
+            if msg.error() is None and tp not in self.paused:
                 self.hold(tp[0], tp[1], msg.offset(), until=until)
         self.pause_rest(assigned, until=until)
 
@@ -57,34 +57,34 @@ class PartitionHolds:
         """Pause every assigned partition not held yet (nothing of theirs was handled)."""
         for tp in assigned:
             key = (tp.topic, tp.partition)
-            if key not in self._until:
+            if key not in self.paused:
                 self.consumer.pause([tp])
-                self._until[key] = until
-        self._on_change(len(self._until))
+                self.paused[key] = until
+        self._on_change(len(self.paused))
 
     def release(self, tp: TP) -> None:
         """Resume a held partition now, whatever it was waiting for."""
-        if self._until.pop(tp, None) is not None:
+        if self.paused.pop(tp, None) is not None:
             self.consumer.resume([TopicPartition(*tp)])
-            self._on_change(len(self._until))
+            self._on_change(len(self.paused))
 
     def forget(self, partitions: Iterable[TP]) -> None:
         """Partitions were revoked: their pause state goes with them."""
         for tp in partitions:
-            self._until.pop(tp, None)
-        self._on_change(len(self._until))
+            self.paused.pop(tp, None)
+        self._on_change(len(self.paused))
 
     def resume_due(self) -> None:
         now = time.monotonic()
-        due = [tp for tp, until in self._until.items() if until <= now]
+        due = [tp for tp, until in self.paused.items() if until <= now]
         if due:
             self.consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
-                del self._until[tp]
-            self._on_change(len(self._until))
+                del self.paused[tp]
+            self._on_change(len(self.paused))
 
     def next_due_in(self) -> float | None:
         """Seconds until the earliest held partition may resume (None: nothing held)."""
-        if not self._until:
+        if not self.paused:
             return None
-        return min(self._until.values()) - time.monotonic()
+        return min(self.paused.values()) - time.monotonic()
