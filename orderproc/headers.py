@@ -16,6 +16,7 @@ empty or not a number reads as ``None``: headers are untrusted input.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -68,19 +69,24 @@ MAX_TEXT = 512
 
 UNREADABLE = "a header name is not valid UTF-8; the record's headers cannot be read"
 
+_HEADERS = operator.methodcaller("headers")
+
 
 def read(msg: Any) -> tuple[list[Header], str | None]:
     """The headers of a ``confluent_kafka.Message``, read exactly once: ``(headers, problem)``.
 
     confluent-kafka (2.16) cannot represent a header *name* that is not valid UTF-8:
-    the first ``msg.headers()`` raises (``SystemError`` or the ``UnicodeDecodeError``
-    behind it) and caches a list holding a NULL name, which crashes the interpreter
-    when a later call hands it out and it is touched. So this is the only place
-    that calls ``headers()``, once per message; an unreadable record gets no headers
-    and a ``problem`` to dead-letter it with.
+    ``headers()`` returns a list holding a NULL name *with an exception set*, and
+    caches it. Called through the C API, that is a ``SystemError``; but a plain
+    ``msg.headers()`` call site that CPython's adaptive interpreter has specialized
+    (after it ran a few times) skips that check, hands the list out, and the
+    interpreter segfaults touching it (seen in the full test suite). So the call goes
+    through ``operator.methodcaller`` (``PyObject_Call``, which always checks), only
+    here and once per message; an unreadable record gets no headers and a
+    ``problem`` to dead-letter it with.
     """
     try:
-        raw = msg.headers()
+        raw = _HEADERS(msg)
     except (SystemError, UnicodeDecodeError, ValueError):
         return [], UNREADABLE
     return normalize(raw), None
