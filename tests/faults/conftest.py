@@ -60,6 +60,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_LINES] = []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A scenario's hang guard grows with ``ORDERPROC_TEST_SCALE`` (pyproject's 300 s does not)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(900 * SCALE))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Every scenario's reconciliation line, whatever ``-r``/``-s`` say."""
     lines = config.stash.get(_LINES, [])
