@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,7 +146,9 @@ class Case:
         ensure_topics(self.settings)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:  # the logs are kept only when something went wrong
+            shutil.rmtree(self.logs, ignore_errors=True)
         with open_engine(self.root_url) as engine, engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         s = self.settings
