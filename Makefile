@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ORDERPROC := $(BIN)/orderproc
 
-.PHONY: install demo test lint format bench airflow up down clean
+.PHONY: install demo test test-faults lint format bench bench-visibility airflow up down clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,9 @@ demo: install  ## the main job end to end on the local broker and embedded SQLit
 
 test: install  ## lint, types and the whole suite against a real Kafka broker and PostgreSQL
 	@scripts/test.sh
+
+test-faults: install  ## only the fault-injection scenarios (tests/faults), each reconciled order by order
+	@SKIP_LINT=1 scripts/test.sh -m faults
 
 lint: install
 	$(BIN)/ruff check .
@@ -31,6 +34,11 @@ bench: install  ## throughput ratios against raw confluent-kafka + fastavro base
 	@$(ORDERPROC) dev up
 	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.run
+
+bench-visibility: install  ## how soon good orders become visible at 1,000 orders/s, 10 % and 36 % failing
+	@$(ORDERPROC) dev up
+	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
+	$(BIN)/python -m bench.visibility
 
 airflow: install  ## a local Airflow on 127.0.0.1 with the project's DAGs, plugins and connections
 	@scripts/airflow-local.sh

@@ -98,7 +98,16 @@ class Settings(BaseSettings):
     flood_window: int = Field(default=200, ge=10)
     flood_ratio: float = Field(default=0.8, gt=0, lt=1)
     flood_cooldown_s: float = Field(default=300.0, ge=0)
-    delivery_timeout_ms: int = Field(default=30000, ge=1000)
+
+    # How long a produced record (order, retry or dead letter) may wait for the broker's
+    # acknowledgement (librdkafka's delivery.timeout.ms). Long enough to ride out a broker
+    # restart or a short outage: records wait in librdkafka's queue, bounded by
+    # queue.buffering.max.messages/.kbytes (100,000 records / 1 GiB by default; a full
+    # queue makes produce() wait, not fail), and go out when the broker is back. The
+    # price is memory and a slow, not silent, failure: an outage longer than this makes
+    # the producer count every unacknowledged order and exit 1, and the consumer stop
+    # without committing the batch. 30 s lost orders on a 15 s broker restart (issue 8).
+    delivery_timeout_ms: int = Field(default=300_000, ge=1000)
 
     # Service
     metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -45,7 +45,8 @@ class Record(NamedTuple):
 
     @classmethod
     def of(cls, msg: Any) -> Record:
-        """Copy a ``confluent_kafka.Message``; its headers are read once (``headers.read``).
+        """Copy a consumed ``confluent_kafka.Message`` (one without an error: its topic,
+        partition and offset are set); its headers are read once (``headers.read``).
 
         One per consumed record: ``tuple.__new__`` skips the named tuple's Python-level
         ``__new__`` (0.23 to 0.18 us here), and most records have no headers to copy.
@@ -53,7 +54,7 @@ class Record(NamedTuple):
         kind, ts = msg.timestamp()
         headers, problem = h.read(msg)
         return tuple.__new__(cls, (
-            msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
+            msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
             headers, ts if kind and ts > 0 else None, problem,
         ))  # fmt: skip
 

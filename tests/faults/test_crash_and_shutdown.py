@@ -22,7 +22,7 @@ from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.producer import OrderGenerator
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.faults
 
 SCALE = int(os.environ.get("ORDERPROC_TEST_SCALE", "1"))
 

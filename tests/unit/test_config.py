@@ -272,3 +272,14 @@ def test_librdkafka_lines_are_logged_once_then_quietly(monkeypatch: pytest.Monke
     assert levels[0] == logging.WARNING  # the client retries by itself: not an error yet
     assert levels[1:] == [logging.DEBUG] * 49
     assert "Connection refused" in sink.seen[0][1]
+
+
+def test_deliveries_wait_out_a_broker_restart_rather_than_fail_after_30s() -> None:
+    from orderproc.kafka.clients import reliable_producer_config
+
+    settings = Settings()
+
+    # A 15 s broker restart plus librdkafka's reconnect backoff exceeded the old 30 s and
+    # lost orders; several minutes of queueing ride it out (bounded by librdkafka's queue).
+    assert settings.delivery_timeout_ms == 300_000
+    assert reliable_producer_config(settings)["delivery.timeout.ms"] == 300_000
