@@ -41,7 +41,12 @@ from orderproc.dlq.store import DlqStore
 from orderproc.errors import DeliveryError, ReviewError
 from orderproc.headers import Header
 from orderproc.kafka.access import check_settings, producer_access
-from orderproc.kafka.clients import produce, replay_producer_config, replay_reader_config
+from orderproc.kafka.clients import (
+    produce,
+    replay_producer_config,
+    replay_reader_config,
+    transactional_delivery_timeout_ms,
+)
 from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
@@ -376,7 +381,7 @@ def replay_with_settings(
             reader=reader or (lambda: Consumer(replay_reader_config(settings))),
             replay_id=replay_id,
             actor=actor,
-            timeout_s=settings.delivery_timeout_ms / 1000 + 5,
+            timeout_s=transactional_delivery_timeout_ms(settings) / 1000 + 5,
             transaction_timeout_s=settings.transaction_timeout_ms / 1000,
             crash=crash,
         )

@@ -85,25 +85,35 @@ def reliable_producer_overrides(settings: Settings) -> dict[str, Any]:
     }
 
 
+def transactional_delivery_timeout_ms(settings: Settings) -> int:
+    """How long a transactional producer's record may wait for its acknowledgement.
+
+    A record cannot outlive its transaction (librdkafka refuses a ``delivery.timeout.ms``
+    above ``transaction.timeout.ms``), so the shorter of the two: an outage longer than
+    the transaction timeout aborts the batch or replay chunk, which is then done again.
+    """
+    return min(settings.delivery_timeout_ms, settings.transaction_timeout_ms)
+
+
+def _transactional_overrides(settings: Settings, transactional_id: str) -> dict[str, Any]:
+    return {
+        **reliable_producer_overrides(settings),
+        "delivery.timeout.ms": transactional_delivery_timeout_ms(settings),
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+    }
+
+
 def transactional_producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The exactly-once consumer's producer: its records and offsets commit together."""
-    return reliable_producer_config(
-        settings,
-        **{
-            "transactional.id": settings.transactional_id,
-            "transaction.timeout.ms": settings.transaction_timeout_ms,
-            **overrides,
-        },
+    return settings.kafka_config(
+        **{**_transactional_overrides(settings, settings.transactional_id), **overrides}
     )
 
 
 def replay_producer_overrides(settings: Settings) -> dict[str, Any]:
     """The replay's producer keys, laid over any connection config (``orderproc.dlq.publish``)."""
-    return {
-        **reliable_producer_overrides(settings),
-        "transactional.id": settings.replay_transactional_id,
-        "transaction.timeout.ms": settings.transaction_timeout_ms,
-    }
+    return _transactional_overrides(settings, settings.replay_transactional_id)
 
 
 def replay_producer_config(settings: Settings) -> dict[str, Any]:

@@ -27,7 +27,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from orderproc.config import Settings
 from orderproc.errors import DeliveryError
-from orderproc.kafka.clients import Acknowledge, refuses_record
+from orderproc.kafka.clients import (
+    Acknowledge,
+    refuses_record,
+    transactional_delivery_timeout_ms,
+)
 from orderproc.records import TP
 from orderproc.worker.routing import FailureRouter
 
@@ -167,7 +171,7 @@ def offsets_for(
 ) -> OffsetPipeline:
     """The offset pipeline of the settings' processing guarantee."""
     if settings.exactly_once:
-        timeout_s = settings.delivery_timeout_ms / 1000 + 5
+        timeout_s = transactional_delivery_timeout_ms(settings) / 1000 + 5
         return TransactionalOffsets(consumer, router, timeout_s=timeout_s, on_stored=on_stored)
     return OffsetPipeline(consumer, router, on_stored=on_stored)
 

@@ -283,3 +283,23 @@ def test_deliveries_wait_out_a_broker_restart_rather_than_fail_after_30s() -> No
     # lost orders; several minutes of queueing ride it out (bounded by librdkafka's queue).
     assert settings.delivery_timeout_ms == 300_000
     assert reliable_producer_config(settings)["delivery.timeout.ms"] == 300_000
+
+
+@pytest.mark.parametrize(
+    ("delivery_ms", "transaction_ms", "expected_ms"),
+    [(300_000, 60_000, 60_000), (20_000, 60_000, 20_000)],
+)
+def test_a_transactional_record_never_outlives_its_transaction(
+    delivery_ms: int, transaction_ms: int, expected_ms: int
+) -> None:
+    from confluent_kafka import Producer
+
+    from orderproc.kafka.clients import replay_producer_config, transactional_producer_config
+
+    settings = Settings(delivery_timeout_ms=delivery_ms, transaction_timeout_ms=transaction_ms)
+
+    for config in (transactional_producer_config(settings), replay_producer_config(settings)):
+        assert config["delivery.timeout.ms"] == expected_ms
+        # librdkafka refuses a delivery timeout above the transaction timeout when the
+        # client is built (no broker needed): the exactly-once consumer would not start.
+        Producer(config).flush(0)
