@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
     AdminClient,
     AlterConfigOpType,
@@ -230,13 +230,17 @@ def produced_summary() -> Callable[[Proc], dict[str, int]]:
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
-    """Every record of ``topic`` up to its end offsets now, on any broker."""
+    """Every committed record of ``topic`` up to its end offsets now, on any broker, as a
+    ``read_committed`` consumer downstream sees it (aborted transactions' records are not
+    there, commit markers take offsets but are no records)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"faults-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "fetch.message.max.bytes": 4_000_000,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
             "log_level": 3,
         }
     )
@@ -252,10 +256,16 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Mes
         deadline = time.monotonic() + timeout_s
         while todo and time.monotonic() < deadline:
             for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error() is None:
+                err = msg.error()
+                if err is None:
                     out.append(msg)
                     if msg.offset() + 1 >= ends[msg.partition()][1]:
                         todo.discard(msg.partition())
+                elif (
+                    err.code() == KafkaError._PARTITION_EOF
+                    and msg.offset() >= ends[msg.partition()][1]
+                ):
+                    todo.discard(msg.partition())
         assert not todo, f"could not read {topic} to its end"
         return out
     finally:

@@ -4,7 +4,11 @@ The producer runs as a process throughout; each consumer incarnation is killed 3
 it joined the group (once it has stored orders of its own), and a new one is started at
 once, as a supervisor would. The last one runs until it has been idle (nothing pending)
 and exits by itself. What an incarnation did after its last offset commit (every 1 s) is
-done again by the next: that is where the duplicate dead letters come from.
+done again by the next: that is where the duplicate dead letters come from, at least once.
+Exactly once (``--guarantee exactly-once``), the work after the last committed transaction
+is aborted when the next incarnation (same transactional id) fences the dead one: a
+``read_committed`` reader sees every dead letter and retry record once. In both modes the
+drain then keeps one review row per failure, however many copies the DLQ holds.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from typing import Any
 
 import pytest
 
-from orderproc.config import RetryMode, Settings
+from orderproc.config import ProcessingGuarantee, RetryMode, Settings
+from orderproc.dlq.drain import run_drain
+from orderproc.dlq.store import DlqStore
+from orderproc.store.engine import open_engine
 
 pytestmark = pytest.mark.faults
 
@@ -23,9 +30,17 @@ KILLS = 5
 RUN_S = 3.0
 
 
-@pytest.mark.parametrize("mode", [RetryMode.NON_BLOCKING, RetryMode.BLOCKING])
+ALO, EOS = ProcessingGuarantee.AT_LEAST_ONCE, ProcessingGuarantee.EXACTLY_ONCE
+
+
+@pytest.mark.parametrize(
+    ("mode", "guarantee"),
+    [(RetryMode.NON_BLOCKING, ALO), (RetryMode.BLOCKING, ALO), (RetryMode.NON_BLOCKING, EOS)],
+    ids=["non-blocking", "blocking", "exactly-once"],
+)
 def test_kill_9_five_times_during_a_run_loses_no_order(
     mode: RetryMode,
+    guarantee: ProcessingGuarantee,
     scale: int,
     make_settings: Callable[..., Settings],
     pg_url: str,
@@ -34,8 +49,11 @@ def test_kill_9_five_times_during_a_run_loses_no_order(
     wait_until: Callable[..., None],
     produced_summary: Callable[..., dict[str, int]],
     reconcile: Callable[..., Any],
+    topic_records: Callable[..., Any],
 ) -> None:
     settings = make_settings(
+        processing_guarantee=guarantee,
+        instance_id="killed",  # every incarnation: the next one fences the dead one
         partitions=3,
         database_url=pg_url,
         retry_mode=mode,
@@ -63,7 +81,18 @@ def test_kill_9_five_times_during_a_run_loses_no_order(
     assert produced_summary(producer)["failed"] == 0
     assert consumer.wait(600) == 0, consumer.tail()
 
-    result = reconcile(f"kill-9-x{KILLS}-{mode.value}", settings)
+    name = "exactly-once" if guarantee is EOS else mode.value
+    result = reconcile(f"kill-9-x{KILLS}-{name}", settings)
     cheap = sum(1 for price in result.produced.values() if price <= settings.price_threshold)
     assert at_kill[-1] < cheap, f"the last kill must land mid-stream: {at_kill} of {cheap}"
     result.check(settings.price_threshold)
+    if guarantee is EOS:
+        assert result.duplicated == 0  # no dead letter twice, no processed row twice
+        retried = [m.key() for m in topic_records(settings, settings.retry_topic(1))]
+        assert len(retried) == len(set(retried)) == len(result.dead_lettered)  # each once
+
+    drained = run_drain(settings)  # in both modes: one review row per failure
+    with open_engine(settings.effective_database_url) as engine:
+        events = DlqStore(engine).list_events(limit=100_000)
+    assert sorted(e.order_id for e in events) == sorted(result.dead_lettered)
+    assert sum(e.copies for e in events) == drained.consumed
