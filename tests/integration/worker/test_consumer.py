@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from sqlalchemy import text
 
 from orderproc.config import RetryMode, Settings
 from orderproc.errors import DeliveryError
@@ -417,3 +418,29 @@ def test_two_instances_share_the_partitions_and_lose_nothing(
     assert results["a"].processed + results["b"].processed == len(cheap)
     assert results["a"].consumed > 0 and results["b"].consumed > 0  # both got partitions
     assert sum(committed(settings, settings.orders_topic, 4)) == 2000
+
+
+def test_a_replayed_copy_already_processed_is_ignored(
+    make_settings: Callable[..., Settings], kcat: Callable[..., None]
+) -> None:
+    # Two copies of one replayed (corrected) order, written by kcat with the replay's
+    # lineage headers as a replay that published twice would leave them.
+    settings = make_settings()
+    lineage = (
+        (b"replay.id", b"manual__2026-11-27"),
+        (b"replay.count", b"1"),
+        (b"replay.dlq.topic", b"orders_dlq"),
+        (b"replay.dlq.partition", b"0"),
+        (b"replay.dlq.offset", b"41"),
+    )
+    corrected = SERDE.encode(Order("o-replayed", "item1", 80.0))
+    for _ in range(2):
+        kcat(settings, corrected, key=b"o-replayed", headers=lineage)
+
+    stats = make_order_consumer(settings).run(idle_exit_s=3)
+
+    assert (stats.processed, stats.duplicates, stats.dead_lettered) == (1, 1, 0)
+    with make_engine(settings.effective_database_url).connect() as conn:
+        rows = conn.execute(text("SELECT order_id, price, replay_id FROM processed_orders")).all()
+    assert [tuple(r) for r in rows] == [("o-replayed", 80.0, "manual__2026-11-27")]
+    assert committed(settings, settings.orders_topic) == [2]
