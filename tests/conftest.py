@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import itertools
 import os
 import re
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, insert, select, text
@@ -52,6 +53,7 @@ from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 from orderproc.worker.routing import FailureRouter
+from tests.readback import read_committed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -204,46 +206,9 @@ def drain_topic(make_consumer: Callable[..., Consumer]) -> Callable[..., list[Me
 
 @pytest.fixture
 def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
-    """``read_all(topic)``: every committed record of ``topic`` up to its current end, by
-    partition, as a ``read_committed`` consumer downstream sees it (a transaction's
-    aborted records and its commit markers are not records)."""
-
-    def read(topic: str, timeout_s: float = 60.0) -> list[Message]:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": kafka_bootstrap,
-                "group.id": f"read-all-{_uid()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-        try:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                for p in partitions
-            }
-            todo = {p for p, (low, high) in ends.items() if high > low}
-            consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-            out: list[Message] = []
-            deadline = time.monotonic() + timeout_s
-            while todo and time.monotonic() < deadline:
-                for msg in consumer.consume(500, timeout=1.0):
-                    err = msg.error()
-                    if err is None:
-                        out.append(msg)
-                    elif (  # the end of what is committed, past the end seen at the start
-                        err.code() == KafkaError._PARTITION_EOF
-                        and msg.offset() >= ends[msg.partition()][1]
-                    ):
-                        todo.discard(msg.partition())
-            assert not todo, f"could not read {topic} to its end"
-            return out
-        finally:
-            consumer.close()
-
-    return read
+    """``read_all(topic)``: every committed record of ``topic`` up to its current end, as a
+    ``read_committed`` consumer downstream sees it (``tests/readback.py``)."""
+    return functools.partial(read_committed, kafka_bootstrap)
 
 
 @pytest.fixture

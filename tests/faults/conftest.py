@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
     AdminClient,
     AlterConfigOpType,
@@ -50,6 +49,7 @@ from sqlalchemy import text
 from orderproc.config import Settings
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
+from tests.readback import read_committed
 
 SCALE = int(os.environ.get("ORDERPROC_TEST_SCALE", "1"))
 
@@ -229,47 +229,7 @@ def produced_summary() -> Callable[[Proc], dict[str, int]]:
 # -- reading topics and the store ---------------------------------------------------------
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
-    """Every committed record of ``topic`` up to its end offsets now, on any broker, as a
-    ``read_committed`` consumer downstream sees it (aborted transactions' records are not
-    there, commit markers take offsets but are no records)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"faults-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "fetch.message.max.bytes": 4_000_000,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "log_level": 3,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            for p in partitions
-        }
-        todo = {p for p, (low, high) in ends.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1.0):
-                err = msg.error()
-                if err is None:
-                    out.append(msg)
-                    if msg.offset() + 1 >= ends[msg.partition()][1]:
-                        todo.discard(msg.partition())
-                elif (
-                    err.code() == KafkaError._PARTITION_EOF
-                    and msg.offset() >= ends[msg.partition()][1]
-                ):
-                    todo.discard(msg.partition())
-        assert not todo, f"could not read {topic} to its end"
-        return out
-    finally:
-        consumer.close()
+read_topic = read_committed  # on any broker: the scenarios' own ones too
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from orderproc.config import ProcessingGuarantee, Settings
 from orderproc.kafka.clients import transactional_producer_config
@@ -18,36 +18,11 @@ from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.consumer import OrderConsumer
+from tests.readback import read_committed
 
 pytestmark = pytest.mark.integration
 
 SERDE = OrderSerde()
-
-
-def committed_read(bootstrap: str, topic: str) -> list[Message]:
-    """Every committed record of ``topic`` (a read_committed reader, as downstream uses)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"rc-{topic}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        out, ended = [], set()
-        while len(ended) < len(partitions):
-            for msg in consumer.consume(500, timeout=2.0):
-                if msg.error() is None:
-                    out.append(msg)
-                elif msg.error().code() == KafkaError._PARTITION_EOF:
-                    ended.add(msg.partition())
-        return out
-    finally:
-        consumer.close()
 
 
 @pytest.fixture
@@ -82,11 +57,11 @@ def test_exactly_once_processes_retries_and_dead_letters_with_committed_offsets(
     stats, processed = run_consumer(eos_settings)
 
     assert processed == {o.order_id for o in orders if o.price < 100}
-    dead = committed_read(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
+    dead = read_committed(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
     assert sorted(json.loads(m.value())["failed_order"]["orderId"] for m in dead) == sorted(
         o.order_id for o in orders if o.price > 100
     )
-    retried = committed_read(eos_settings.bootstrap_servers, eos_settings.retry_topic(1))
+    retried = read_committed(eos_settings.bootstrap_servers, eos_settings.retry_topic(1))
     assert len(retried) == 10
     group = Consumer({"bootstrap.servers": eos_settings.bootstrap_servers,
                       "group.id": eos_settings.consumer_group})  # fmt: skip
@@ -116,7 +91,7 @@ def test_a_restarted_instance_fences_its_predecessor_and_nothing_is_seen_twice(
 
     run_consumer(eos_settings)  # init_transactions fences the zombie; its record is aborted
 
-    dead = committed_read(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
+    dead = read_committed(eos_settings.bootstrap_servers, eos_settings.dlq_topic)
     assert [json.loads(m.value())["failed_order"]["orderId"] for m in dead] == ["dear"]
 
 
@@ -184,8 +159,8 @@ def test_each_failure_window_leaves_every_order_once(
     _stats, processed = run_consumer(settings)  # the restarted instance fences the dead one
 
     assert processed == {o.order_id for o in orders if o.price < 100}
-    dead = committed_read(settings.bootstrap_servers, settings.dlq_topic)
+    dead = read_committed(settings.bootstrap_servers, settings.dlq_topic)
     ids = [json.loads(m.value())["failed_order"]["orderId"] for m in dead]
     assert sorted(ids) == sorted(o.order_id for o in orders if o.price > 100)  # each once
-    retried = committed_read(settings.bootstrap_servers, settings.retry_topic(1))
+    retried = read_committed(settings.bootstrap_servers, settings.retry_topic(1))
     assert len(retried) == len(ids)  # one retry record per failing order: none twice

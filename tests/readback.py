@@ -1,0 +1,53 @@
+"""Reading a topic back as downstream sees it: the one reader the fixtures of
+``tests/conftest.py`` and ``tests/faults/conftest.py`` share (a plain module, so both
+conftests can import it without importing each other)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+
+def read_committed(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
+    """Every committed record of ``topic`` up to its end offsets now, by partition, as a
+    ``read_committed`` consumer sees it: an aborted transaction's records are not there,
+    and commit markers take offsets but are no records (so a partition ends at EOF)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-back-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "fetch.message.max.bytes": 4_000_000,  # the fuzzed records reach 1.9 MB
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "log_level": 3,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            for p in partitions
+        }
+        todo = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=1.0):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                    if msg.offset() + 1 >= ends[msg.partition()][1]:
+                        todo.discard(msg.partition())
+                elif (  # the end of what is committed, past the end seen at the start
+                    err.code() == KafkaError._PARTITION_EOF
+                    and msg.offset() >= ends[msg.partition()][1]
+                ):
+                    todo.discard(msg.partition())
+        assert not todo, f"could not read {topic} to its end"
+        return out
+    finally:
+        consumer.close()
