@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -53,7 +54,9 @@ from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 from orderproc.worker.routing import FailureRouter
-from tests.readback import read_committed
+from tests.support import read_committed
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,7 +210,7 @@ def drain_topic(make_consumer: Callable[..., Consumer]) -> Callable[..., list[Me
 @pytest.fixture
 def read_all(kafka_bootstrap: str) -> Callable[..., list[Message]]:
     """``read_all(topic)``: every committed record of ``topic`` up to its current end, as a
-    ``read_committed`` consumer downstream sees it (``tests/readback.py``)."""
+    ``read_committed`` consumer downstream sees it (``tests/support.py``)."""
     return functools.partial(read_committed, kafka_bootstrap)
 
 
@@ -365,6 +368,25 @@ def settings_env() -> Callable[[Settings], dict[str, str]]:
 
 
 # -- Orders and dead letters -----------------------------------------------------------
+
+
+@pytest.fixture
+def run_cli(settings_env: Callable[[Settings], dict[str, str]]) -> RunCli:
+    """``run_cli(settings, *args)``: ``python -m orderproc <args>`` as a process with these
+    settings, as a stranger runs it."""
+
+    def run(
+        settings: Settings, *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orderproc", *args],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
 
 
 @pytest.fixture

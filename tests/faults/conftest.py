@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from sqlalchemy import text
 from orderproc.config import Settings
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
-from tests.readback import read_committed
+from tests.support import free_ports, read_committed
 
 SCALE = int(os.environ.get("ORDERPROC_TEST_SCALE", "1"))
 
@@ -81,12 +80,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def scale() -> int:
     """``ORDERPROC_TEST_SCALE`` (default 1): how heavy the scenarios are."""
     return SCALE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -444,8 +437,8 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     libs = KafkaBroker().paths.libs  # the checkout's jars; Maven fetches them on first use
     settings = DevstackSettings(
         devstack_dir=tmp_path / "broker",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
+        kafka_port=free_ports()[0],
+        kafka_controller_port=free_ports()[0],
         kafka_start_timeout_s=120,
     )
     settings.devstack_dir.mkdir()
@@ -593,7 +586,7 @@ def dedicated_postgres() -> Iterator[DedicatedPostgres]:
     free loopback port; stopped (``-m fast``) and deleted at the end."""
     # Not under pytest's tmp_path: the postgres user cannot enter root's 0700 folders.
     root = Path(tempfile.mkdtemp(prefix="orderproc-faults-pg-"))
-    cluster = DedicatedPostgres(root, free_port())
+    cluster = DedicatedPostgres(root, free_ports()[0])
     try:
         cluster.create()
         yield cluster

@@ -30,24 +30,6 @@ pytestmark = pytest.mark.integration
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def run_cli(settings_env: Callable[[Settings], dict[str, str]]) -> RunCli:
-    """``run_cli(settings, *args)``: ``orderproc <args>`` as a process with these settings."""
-
-    def run(
-        settings: Settings, *args: str, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orderproc", *args],
-            env=settings_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    return run
-
-
 def test_produce_prints_the_original_lines_and_delivers_every_order(
     make_settings: Callable[..., Settings], run_cli: RunCli, read_all: Callable[..., list[Any]]
 ) -> None:

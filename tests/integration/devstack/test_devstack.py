@@ -31,6 +31,7 @@ from orderproc.devstack.settings import (
     DevstackSettings,
     get_devstack_settings,
 )
+from tests.support import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +39,9 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-c", "from orderproc.cli import main; main()"]
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:  # all bound at once, so the ports differ
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> DevstackSettings:
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     return DevstackSettings(
         devstack_dir=tmp_path_factory.mktemp("devstack"),
         kafka_port=port,

@@ -11,9 +11,7 @@ exactly those (``SecureKafkaBroker.provision``). Two more users exist: ``nobody`
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from orderproc.devstack.kafka_security import allow, grant, upsert_user
 from orderproc.devstack.maven import kafka_home
 from orderproc.devstack.settings import DevstackSettings
 from orderproc.devstack.tls import cert_pem, make_ca
+from tests.support import free_ports
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 _NOT_READY = {
@@ -39,17 +38,6 @@ _NOT_READY = {
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
 }
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:  # all bound at once, so the ports differ
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -135,7 +123,7 @@ class SecureKafka:
 @pytest.fixture(scope="session")
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     """The session's secured broker (started once, stopped by pid at the end)."""
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     devstack = DevstackSettings(
         devstack_dir=tmp_path_factory.mktemp("secure-devstack"),
         kafka_port=port,
@@ -210,21 +198,3 @@ def no_password_in(secure_kafka: SecureKafka) -> Callable[..., None]:
                 assert password not in text, f"{user}'s password was printed"
 
     return check
-
-
-@pytest.fixture
-def run_cli(settings_env: Callable[[Settings], dict[str, str]]) -> RunCli:
-    """``run_cli(settings, *args)``: ``python -m orderproc <args>`` as a stranger runs it."""
-
-    def run(
-        settings: Settings, *args: str, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orderproc", *args],
-            env=settings_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    return run

@@ -18,7 +18,7 @@ from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.consumer import OrderConsumer
-from tests.readback import read_committed
+from tests.support import read_committed
 
 pytestmark = pytest.mark.integration
 

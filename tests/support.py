@@ -1,9 +1,10 @@
-"""Reading a topic back as downstream sees it: the one reader the fixtures of
-``tests/conftest.py`` and ``tests/faults/conftest.py`` share (a plain module, so both
-conftests can import it without importing each other)."""
+"""Plain helpers that fixtures in more than one conftest (and module-scoped fixtures,
+which cannot use function-scoped ones) share: reading a topic back as downstream sees
+it, and free loopback ports. A module, so conftests import it, never each other."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -51,3 +52,15 @@ def read_committed(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list
         return out
     finally:
         consumer.close()
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """``count`` distinct loopback ports free now (all bound at once, so they differ)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
