@@ -1,0 +1,1 @@
+"""The DLQ review page: FastAPI routes and templates over ``orderproc`` (see ``app``)."""
