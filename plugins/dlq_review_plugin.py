@@ -1,8 +1,9 @@
 """Airflow plugin: the DLQ review page at ``/orderproc/`` and "DLQ review" in the Browse menu.
 
-Airflow imports every file of the plugins folder in each of its processes, task runs
-included, so this one stays light: the page itself (FastAPI routes, templates, the DLQ
-store; ``dlq_review/app.py``) is built by the API server on its first request.
+The page's HTML (templates, stylesheet, script) is in ``dlq_review/``; its routes are
+``orderproc.airflow.review_app``. Airflow imports every Python file of the plugins folder
+in each of its processes, task runs included, so this one stays light: the API server
+builds the app on the page's first request.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/orderproc"
+PAGES = Path(__file__).resolve().with_name("dlq_review")
+"""The page's templates and assets."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -23,10 +27,11 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AppOnFirstRequest:
-    """An ASGI app that builds the real one (``module:factory``) when first called."""
+    """An ASGI app that builds the real one, ``module:factory(*args)``, when first called."""
 
-    def __init__(self, factory: str) -> None:
+    def __init__(self, factory: str, *args: Any) -> None:
         self.factory = factory
+        self.args = args
         self._app: App | None = None
         self._lock = threading.Lock()
 
@@ -34,7 +39,7 @@ class AppOnFirstRequest:
         with self._lock:
             if self._app is None:
                 module, _, name = self.factory.partition(":")
-                self._app = getattr(importlib.import_module(module), name)()
+                self._app = getattr(importlib.import_module(module), name)(*self.args)
             return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +52,7 @@ class DlqReviewPlugin(AirflowPlugin):
     name = "orderproc_dlq_review"
     fastapi_apps = [
         {
-            "app": AppOnFirstRequest("dlq_review.app:create_app"),
+            "app": AppOnFirstRequest("orderproc.airflow.review_app:create_app", PAGES),
             "url_prefix": URL_PREFIX,
             "name": "orderproc DLQ review",
         }

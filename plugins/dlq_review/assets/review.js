@@ -2,6 +2,19 @@
 // for Airflow's own pages (the frame is sandboxed without top navigation).
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
+  const filters = document.getElementById("filters");
+  if (filters) {
+    // Leave empty filters out of the address: it stays short enough to read and share.
+    filters.addEventListener("submit", () => {
+      filters.querySelectorAll("input, select").forEach((el) => {
+        if (!el.value) el.disabled = true;
+      });
+    });
+    // Back to this page from the browser's cache: every field usable again.
+    window.addEventListener("pageshow", () => {
+      filters.querySelectorAll("[disabled]").forEach((el) => { el.disabled = false; });
+    });
+  }
   const all = document.getElementById("all");
   if (all) {
     all.addEventListener("change", () => {

@@ -1,9 +1,12 @@
 """The review page's routes: parse a request (``orderproc.airflow.review``), read or act
-through the DLQ store as the logged-in Airflow user, render a template (autoescaped).
+through the DLQ store as the logged-in Airflow user, render the plugin's templates
+(autoescaped).
 
-Pages are GETs anyone who may read ``orders_dlq_replay``'s runs may open; actions are
-POSTs (``CanAct`` + ``CsrfChecked``) answered with a redirect back to a page
-(post/redirect/get), naming what was done with a code, never with free text.
+Built by the API server on the page's first request (``plugins/dlq_review_plugin.py``),
+which hands over the plugin's folder of templates and assets. Pages are GETs anyone who
+may read ``orders_dlq_replay``'s runs may open; actions are POSTs (``CanAct`` +
+``CsrfChecked``) answered with a redirect back to a page (post/redirect/get), naming what
+was done with a code, never with free text.
 """
 
 from __future__ import annotations
@@ -23,15 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dlq_review.auth import (
-    CanAct,
-    CanView,
-    CsrfChecked,
-    form_token,
-    http_error,
-    may_act,
-    user_token,
-)
 from orderproc.airflow.connections import DB_CONN_ID, database_url
 from orderproc.airflow.rest import TERMINAL_STATES, AirflowApiError, AirflowRest, api_base_url
 from orderproc.airflow.review import (
@@ -45,6 +39,15 @@ from orderproc.airflow.review import (
     preview,
     replay_conf,
 )
+from orderproc.airflow.review_auth import (
+    CanAct,
+    CanView,
+    CsrfChecked,
+    form_token,
+    http_error,
+    may_act,
+    user_token,
+)
 from orderproc.clock import utcnow
 from orderproc.config import get_settings
 from orderproc.dlq.corrections import payload_of
@@ -54,7 +57,6 @@ from orderproc.errors import ConfigError, OrderProcError, ReviewError, UnknownEv
 from orderproc.report.render import fmt_age
 from orderproc.store.engine import make_engine
 
-HERE = Path(__file__).resolve().parent
 ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
 DONE = {
     "approved": "Approved: the row will be replayed by the next replay of approved rows.",
@@ -74,24 +76,31 @@ HEADERS = {
     ),
 }
 
-templates = Environment(
-    loader=FileSystemLoader(HERE / "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,
-)
-templates.filters["age"] = lambda at: fmt_age(utcnow() - at) if at else "n/a"
 router = APIRouter()
 _stores: dict[str, DlqStore] = {}
 _stores_lock = threading.Lock()
 
 
-def create_app() -> FastAPI:
-    """The review app the plugin mounts at ``/orderproc``."""
+def create_app(folder: Path) -> FastAPI:
+    """The review app the plugin mounts at ``/orderproc``; ``folder`` holds its
+    ``templates`` and ``assets``."""
     app = FastAPI(title="orderproc DLQ review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.folder = folder
+    app.state.templates = _templates(folder / "templates")
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OrderProcError, _refused)
     app.include_router(router)
     return app
+
+
+def _templates(folder: Path) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(folder),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+    )
+    env.filters["age"] = lambda at: fmt_age(utcnow() - at) if at else "n/a"
+    return env
 
 
 def store() -> DlqStore:
@@ -99,8 +108,16 @@ def store() -> DlqStore:
     url = database_url(DB_CONN_ID, get_settings())
     with _stores_lock:
         if url not in _stores:
-            _stores[url] = DlqStore(make_engine(url, pool_pre_ping=True))
+            _stores[url] = DlqStore(make_engine(url))
         return _stores[url]
+
+
+def close_stores() -> None:
+    """Close every database connection the page opened (tests; a stopping server)."""
+    with _stores_lock:
+        for dlq in _stores.values():
+            dlq.engine.dispose()
+        _stores.clear()
 
 
 # -- pages ---------------------------------------------------------------------------
@@ -152,17 +169,17 @@ def replay_run(run_id: str, request: Request, user: GetUserDep) -> Response:
         "run.html",
         run=run,
         rows=rows,
-        done=run.get("state") in TERMINAL_STATES,
+        finished=run.get("state") in TERMINAL_STATES,
         airflow_link=f"{API_ROOT_PATH}dags/{REPLAY_DAG_ID}/runs/{quote(run_id, safe='')}",
     )
 
 
 @router.get("/assets/{name}", dependencies=[CanView])
-def asset(name: str) -> Response:
+def asset(name: str, request: Request) -> Response:
     """The page's stylesheet and script (named, never a path)."""
     if name not in ASSETS:
         return JSONResponse({"detail": "Not Found"}, status_code=status.HTTP_404_NOT_FOUND)
-    body = (HERE / "assets" / name).read_bytes()
+    body = (request.app.state.folder / "assets" / name).read_bytes()
     return Response(body, media_type=ASSETS[name], headers={"X-Content-Type-Options": "nosniff"})
 
 
@@ -248,6 +265,11 @@ def _id(value: Any) -> int:
     return int(text)
 
 
+def _env(request: Request) -> Environment:
+    env: Environment = request.app.state.templates
+    return env
+
+
 def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
@@ -257,13 +279,17 @@ def _page(
 ) -> HTMLResponse:
     act = may_act(user)
     done = DONE.get(request.query_params.get("done", ""))
-    body = templates.get_template(template).render(
-        base=_base(request),
-        user=user.get_name(),
-        may_act=act,
-        csrf=form_token(user) if act else "",
-        done=done.format(n=_count(request)) if done else None,
-        **values,
+    body = (
+        _env(request)
+        .get_template(template)
+        .render(
+            base=_base(request),
+            user=user.get_name(),
+            may_act=act,
+            csrf=form_token(user) if act else "",
+            done=done.format(n=_count(request)) if done else None,
+            **values,
+        )
     )
     return HTMLResponse(body, status_code=status_code, headers=HEADERS)
 
@@ -301,7 +327,9 @@ async def _refused(request: Request, exc: Exception) -> Response:
         code = status.HTTP_404_NOT_FOUND
     if "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": str(exc)}, status_code=code)
-    body = templates.get_template("error.html").render(
-        base=_base(request), message=str(exc), status_code=code
+    body = (
+        _env(request)
+        .get_template("error.html")
+        .render(base=_base(request), message=str(exc), status_code=code)
     )
     return HTMLResponse(body, status_code=code, headers=HEADERS)

@@ -1,4 +1,5 @@
-"""Who may use the review page, through Airflow's own auth dependencies, and its CSRF check.
+"""Who may use the review page (``review_app``), through Airflow's own auth dependencies,
+and its CSRF check.
 
 Airflow does not authenticate a plugin's app: every route depends on ``CanView`` (read
 ``orders_dlq_replay``'s runs: a viewer may) or ``CanAct`` (trigger them: a viewer may
@@ -51,13 +52,14 @@ def may_act(user: BaseUser) -> bool:
     )
 
 
-def _key() -> bytes:
+def signing_key() -> bytes:
+    """The key of the page's CSRF tokens (the same in every API worker)."""
     return csrf_key(str(get_signing_key("api", "secret_key")))
 
 
 def form_token(user: BaseUser) -> str:
     """The CSRF token the page's forms carry for this user."""
-    return csrf_token(_key(), str(user.get_id()))
+    return csrf_token(signing_key(), str(user.get_id()))
 
 
 async def require_csrf(request: Request, user: GetUserDep) -> None:
@@ -70,7 +72,7 @@ async def require_csrf(request: Request, user: GetUserDep) -> None:
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
         token = (await request.form()).get(CSRF_FIELD)  # cached: the route's Form() reads it too
-    if not csrf_valid(_key(), str(user.get_id()), token if isinstance(token, str) else None):
+    if not csrf_valid(signing_key(), str(user.get_id()), token if isinstance(token, str) else None):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or invalid CSRF token")
 
 

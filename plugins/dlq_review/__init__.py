@@ -1,1 +1,0 @@
-"""The DLQ review page: FastAPI routes and templates over ``orderproc`` (see ``app``)."""
