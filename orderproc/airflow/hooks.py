@@ -64,6 +64,13 @@ def _only(config: dict[str, Any], foreign: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith(foreign)}
 
 
+def _quiet(conf: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka's log lines and errors through logging, a repeat once a minute: a broker
+    that goes away after the check would otherwise print an error every few
+    milliseconds. An ``error_cb`` the connection names is kept."""
+    return {"error_cb": LIBRDKAFKA_LOG.error, **conf, "logger": LIBRDKAFKA_LOG}
+
+
 class DrainConsumerHook(KafkaConsumerHook):
     """An unsubscribed consumer with the drain's settings on top of the connection's."""
 
@@ -82,7 +89,7 @@ class DrainConsumerHook(KafkaConsumerHook):
     def _get_client(self, config: dict[str, Any]) -> Consumer:
         conf = {**_only(config, PRODUCER_ONLY), **self.overrides}
         check_access(conf, self.access, self.timeout_s)
-        return super()._get_client({**conf, "logger": LIBRDKAFKA_LOG})
+        return super()._get_client(_quiet(conf))
 
 
 class ReplayProducerHook(KafkaProducerHook):
@@ -97,7 +104,7 @@ class ReplayProducerHook(KafkaProducerHook):
     def _get_client(self, config: dict[str, Any]) -> Producer:
         conf = {**_only(config, CONSUMER_ONLY), **self.overrides}
         check_access(conf, self.access, self.timeout_s)
-        return super()._get_client({**conf, "logger": LIBRDKAFKA_LOG})
+        return super()._get_client(_quiet(conf))
 
 
 def dlq_consumer(settings: Settings, conn_id: str, timeout_s: float | None = None) -> Consumer:
