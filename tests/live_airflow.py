@@ -81,6 +81,10 @@ class KafkaGate:
         """Refuse new connections and cut the open ones."""
         server, self._server = self._server, None
         if server is not None:
+            # Closing alone would not wake the thread blocked in accept(), and the socket
+            # would take one more connection; shutting it down first wakes it.
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
             server.close()
         with self._lock:
             for conn in self._open:
@@ -208,6 +212,8 @@ class LiveAirflow:
             if isinstance(item, dict):
                 level, logger = item.get("level", "-"), item.get("logger", "-")
                 lines.append(f"{level} {logger}: {item.get('event', '')}")
+                errors = [e for e in item.get("error_detail") or () if isinstance(e, dict)]
+                lines += [f"  {e.get('exc_type')}: {e.get('exc_value')}" for e in errors]
             else:
                 lines.append(str(item))
         return "\n".join(lines)
