@@ -40,6 +40,8 @@ RAW_SHOWN = 4096
 """A detail page shows at most this many raw bytes (hex and base64)."""
 NOTE_LIMIT = 2000
 CSRF_MAX_AGE_S = 8 * 3600
+CLOCK_SKEW_S = 60
+"""A token from another API server whose clock is this far ahead is still fresh."""
 
 STATUSES = tuple(s.value for s in DlqStatus)
 CATEGORIES = tuple(c.value for c in ErrorCategory)
@@ -329,7 +331,7 @@ def csrf_valid(key: bytes, user_id: str, token: str | None, *, now: float | None
     if not dot or not stamp.isdigit():
         return False
     age = (time.time() if now is None else now) - int(stamp)
-    if not 0 <= age <= CSRF_MAX_AGE_S:
+    if not -CLOCK_SKEW_S <= age <= CSRF_MAX_AGE_S:
         return False
     return hmac.compare_digest(mac, _mac(key, user_id, stamp))
 

@@ -22,6 +22,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, FastAPI, Form, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -53,9 +54,15 @@ from orderproc.config import get_settings
 from orderproc.dlq.corrections import payload_of
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import ConfigError, OrderProcError, ReviewError, UnknownEventError
+from orderproc.errors import (
+    ConfigError,
+    OrderProcError,
+    ReviewError,
+    StoreError,
+    UnknownEventError,
+)
 from orderproc.report.render import fmt_age
-from orderproc.store.engine import make_engine
+from orderproc.store.engine import make_engine, store_error
 
 ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
 DONE = {
@@ -89,6 +96,7 @@ def create_app(folder: Path) -> FastAPI:
     app.state.templates = _templates(folder / "templates")
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(OrderProcError, _refused)
+    app.add_exception_handler(SQLAlchemyError, _store_failed)
     app.include_router(router)
     return app
 
@@ -323,6 +331,8 @@ async def _refused(request: Request, exc: Exception) -> Response:
     code = status.HTTP_400_BAD_REQUEST
     if isinstance(exc, AirflowApiError):
         code = status.HTTP_502_BAD_GATEWAY
+    elif isinstance(exc, StoreError):
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
     elif isinstance(exc, UnknownEventError):
         code = status.HTTP_404_NOT_FOUND
     if "text/html" not in request.headers.get("accept", ""):
@@ -333,3 +343,8 @@ async def _refused(request: Request, exc: Exception) -> Response:
         .render(base=_base(request), message=str(exc), status_code=code)
     )
     return HTMLResponse(body, status_code=code, headers=HEADERS)
+
+
+async def _store_failed(request: Request, exc: Exception) -> Response:
+    """The DLQ store failed: one line (no password, no traceback), 503."""
+    return await _refused(request, store_error("the DLQ store failed", exc))

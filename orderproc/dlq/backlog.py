@@ -43,7 +43,7 @@ MAX_CHOICES = 30
 
 @dataclass(frozen=True, slots=True)
 class Sort:
-    """A column of ``SORTS`` and a direction; ties are broken by id."""
+    """A column of ``SORTS`` and a direction; ties are broken by id, empty values last."""
 
     key: str = "failed_at"
     descending: bool = False
@@ -96,7 +96,10 @@ class Backlog:
         if sort.key not in SORTS:
             raise ValueError(f"cannot sort by {sort.key!r}")
         column = SORTS[sort.key]
-        order = [column.desc() if sort.descending else column.asc(), DlqEvent.id.asc()]
+        # Rows without the value (an order that did not decode) last either way, on
+        # PostgreSQL (which puts NULL first in descending order) as on SQLite.
+        ordered = column.desc() if sort.descending else column.asc()
+        order = [ordered.nulls_last(), DlqEvent.id.asc()]
         total = self.count(flt)
         number = min(max(1, number), max(1, -(-total // size)))
         stmt = (
