@@ -28,7 +28,7 @@ from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
 if TYPE_CHECKING:
     from tests.live_airflow import LiveAirflow
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 ORDERPROC = Path(sys.executable).with_name("orderproc")
 
