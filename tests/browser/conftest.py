@@ -34,7 +34,10 @@ def chromium() -> Iterator[Any]:
     """The browser, started once per session and closed at its end."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed (scripts/ensure-packages.sh installs it)")
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: `make install` (a dev dependency)")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
