@@ -1,8 +1,8 @@
 """The DLQ review page's logic apart from its HTML: forms validated once, what a detail
 page shows, the replay preview and the run it triggers, and the page's CSRF tokens.
 
-The plugin (``plugins/dlq_review``) parses a request with these, calls the DLQ store,
-and renders the result; it decides nothing itself. Every value a user sends is
+The page's routes (``review_app``) parse a request with these, call the DLQ store and
+render the result; they decide nothing themselves. Every value a user sends is
 validated here (one-line ``ConfigError``/``ReviewError`` when it is wrong) and reaches
 SQL only as a bound parameter through ``EventFilter``.
 """
