@@ -16,9 +16,10 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from orderproc.config import Settings
+from orderproc.errors import BrokerError
 from orderproc.kafka.access import Access, check_access, drain_access, producer_access
 from orderproc.kafka.clients import (
     drain_consumer_overrides,
@@ -68,7 +69,15 @@ def _quiet(conf: dict[str, Any]) -> dict[str, Any]:
     """librdkafka's log lines and errors through logging, a repeat once a minute: a broker
     that goes away after the check would otherwise print an error every few
     milliseconds. An ``error_cb`` the connection names is kept."""
-    return {"error_cb": LIBRDKAFKA_LOG.error, **conf, "logger": LIBRDKAFKA_LOG}
+    return {"error_cb": _on_error, **conf, "logger": LIBRDKAFKA_LOG}
+
+
+def _on_error(err: KafkaError) -> None:
+    """A client error: logged quietly; refused credentials stop the job, as the provider's
+    own callback does (raised from the client call that served the callback)."""
+    if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        raise BrokerError(f"Kafka refused the connection's credentials: {err.str()}")
+    LIBRDKAFKA_LOG.error(err)
 
 
 class DrainConsumerHook(KafkaConsumerHook):

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from orderproc.airflow.hooks import DrainConsumerHook, ReplayProducerHook
+from orderproc.airflow.hooks import DrainConsumerHook, ReplayProducerHook, _on_error
 from orderproc.config import Settings
+from orderproc.errors import BrokerError
 from orderproc.logs import LIBRDKAFKA_LOG, LibrdkafkaLog
 
 pytestmark = pytest.mark.unit
@@ -48,7 +49,7 @@ def test_the_replay_producer_gets_no_consumer_keys(built: dict[str, dict[str, An
     assert not [k for k in client if k.startswith(("group.", "enable.auto", "auto.", "session."))]
     assert client["transactional.id"].startswith("orderproc-replay-")
     assert client["logger"] is LIBRDKAFKA_LOG
-    assert client["error_cb"] == LIBRDKAFKA_LOG.error  # not the provider's print()
+    assert client["error_cb"] is _on_error  # not the provider's print()
     assert "group.id" not in built["checked"]  # checked as it is built
 
 
@@ -94,3 +95,17 @@ def test_client_errors_are_logged_once_then_quietly(caplog: pytest.LogCaptureFix
         "librdkafka error: 1/1 brokers are down",
     ]
     assert len(caplog.records) == 61  # the repeats are there, at DEBUG
+
+
+def test_refused_credentials_stop_the_job_other_errors_are_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from confluent_kafka import KafkaError
+
+    with pytest.raises(BrokerError, match="Kafka refused the connection's credentials"):
+        _on_error(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error"))
+    with caplog.at_level(logging.WARNING, logger="orderproc.librdkafka"):
+        _on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert [r.getMessage() for r in caplog.records][-1:] == [
+        "librdkafka error: 1/1 brokers are down"
+    ]
