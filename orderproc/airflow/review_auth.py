@@ -93,7 +93,8 @@ def login_url(request: Request) -> str:
 async def http_error(request: Request, exc: Exception) -> Response:
     """A browser opening a page without a (valid) login goes to the login page; everything
     else gets the error as JSON (401 not logged in, 403 not allowed)."""
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for these only
+        raise exc
     needs_login = exc.status_code == status.HTTP_401_UNAUTHORIZED or (
         exc.status_code == status.HTTP_403_FORBIDDEN and exc.detail == "Invalid JWT token"
     )
