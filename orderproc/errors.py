@@ -71,6 +71,10 @@ class ReviewError(OrderProcError):
     """A review action is not allowed (unknown id, wrong status, invalid correction)."""
 
 
+class UnknownEventError(ReviewError):
+    """No DLQ event has the id asked for."""
+
+
 # -- a record's failure ----------------------------------------------------------------
 
 

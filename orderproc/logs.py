@@ -60,7 +60,15 @@ class LibrdkafkaLog:
     def log(self, level: int, fmt: str, *args: Any) -> None:
         facility = str(args[0]) if args else ""
         text = str(args[-1]) if args else fmt
-        kind = f"{facility}:{text.split(':', 1)[0]}"
+        self._emit(f"{facility}:{text.split(':', 1)[0]}", level, facility, text)
+
+    def error(self, err: Any) -> None:
+        """An ``error_cb``: a client error (a broker down, all brokers down), quietened
+        the same way. The job decides what an error means: this only reports it (the
+        Kafka provider's default callback prints every one of them)."""
+        self._emit(f"error:{err.code()}", logging.WARNING, "error", str(err.str()))
+
+    def _emit(self, kind: str, level: int, facility: str, text: str) -> None:
         now = time.monotonic()
         seen = self._last.get(kind)
         self._last[kind] = now

@@ -133,6 +133,9 @@ class DlqStatus(StrEnum):
 REPLAYABLE_STATUSES = (DlqStatus.APPROVED.value,)
 """Only rows a reviewer approved are replayed."""
 
+UNRESOLVED_STATUSES = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
+"""Rows still waiting for someone: the review backlog (reports and the review page)."""
+
 DEFAULT_MAX_REPLAYS = 3
 """A row whose order was already replayed this many times is parked instead."""
 

@@ -60,6 +60,8 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.live_airflow"]  # the session's local Airflow, started on first use
+
 _SCRATCH = pytest.StashKey[Path]()
 _SAVED_ENV = pytest.StashKey[dict[str, str | None]]()
 
@@ -102,6 +104,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _uid() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Migrate the scratch Airflow metadata DB once (``dag.test()`` and the in-process API
+    server need it)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # -- Kafka ---------------------------------------------------------------------------

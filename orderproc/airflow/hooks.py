@@ -16,9 +16,10 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from orderproc.config import Settings
+from orderproc.errors import BrokerError
 from orderproc.kafka.access import Access, check_access, drain_access, producer_access
 from orderproc.kafka.clients import (
     drain_consumer_overrides,
@@ -64,6 +65,21 @@ def _only(config: dict[str, Any], foreign: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith(foreign)}
 
 
+def _quiet(conf: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka's log lines and errors through logging, a repeat once a minute: a broker
+    that goes away after the check would otherwise print an error every few
+    milliseconds. An ``error_cb`` the connection names is kept."""
+    return {"error_cb": _on_error, **conf, "logger": LIBRDKAFKA_LOG}
+
+
+def _on_error(err: KafkaError) -> None:
+    """A client error: logged quietly; refused credentials stop the job, as the provider's
+    own callback does (raised from the client call that served the callback)."""
+    if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        raise BrokerError(f"Kafka refused the connection's credentials: {err.str()}")
+    LIBRDKAFKA_LOG.error(err)
+
+
 class DrainConsumerHook(KafkaConsumerHook):
     """An unsubscribed consumer with the drain's settings on top of the connection's."""
 
@@ -82,7 +98,7 @@ class DrainConsumerHook(KafkaConsumerHook):
     def _get_client(self, config: dict[str, Any]) -> Consumer:
         conf = {**_only(config, PRODUCER_ONLY), **self.overrides}
         check_access(conf, self.access, self.timeout_s)
-        return super()._get_client({**conf, "logger": LIBRDKAFKA_LOG})
+        return super()._get_client(_quiet(conf))
 
 
 class ReplayProducerHook(KafkaProducerHook):
@@ -97,7 +113,7 @@ class ReplayProducerHook(KafkaProducerHook):
     def _get_client(self, config: dict[str, Any]) -> Producer:
         conf = {**_only(config, CONSUMER_ONLY), **self.overrides}
         check_access(conf, self.access, self.timeout_s)
-        return super()._get_client({**conf, "logger": LIBRDKAFKA_LOG})
+        return super()._get_client(_quiet(conf))
 
 
 def dlq_consumer(settings: Settings, conn_id: str, timeout_s: float | None = None) -> Consumer:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from orderproc.clock import as_utc
@@ -31,15 +31,32 @@ def _strings(value: Any) -> Any:
     return value
 
 
+def _none_is_empty(value: Any) -> Any:
+    return () if value is None else value
+
+
 def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def in_utc(value: datetime | None) -> datetime | None:
+    """``value`` in UTC; a time whose offset takes it past year 1 or 9999 is refused."""
+    if value is None:
+        return None
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
 Strings = Annotated[tuple[str, ...], BeforeValidator(_strings)]
+Ids = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_none_is_empty)]
 Moment = Annotated[datetime | None, BeforeValidator(_blank_is_none)]
 
 
-class _Params(BaseModel):
+class Params(BaseModel):
+    """A set of parameters validated in one go (trigger forms, the review page's forms)."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     @classmethod
@@ -50,13 +67,15 @@ class _Params(BaseModel):
         except PydanticValidationError as exc:
             first = exc.errors()[0]
             name = ".".join(str(p) for p in first["loc"]) or "params"
-            raise ConfigError(f"parameter {name}: {first['msg']}") from exc
+            why = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"parameter {name}: {why}") from exc
 
 
-class ReplayParams(_Params):
-    """The ``orders_dlq_replay`` trigger form."""
+class ReplayParams(Params):
+    """The ``orders_dlq_replay`` trigger form (a dry run unless it says otherwise)."""
 
     status: str = DlqStatus.APPROVED.value
+    event_ids: Ids = ()
     order_ids: Strings = ()
     reasons: Strings = ()
     categories: Strings = ()
@@ -64,7 +83,7 @@ class ReplayParams(_Params):
     until: Moment = None
     max_messages: int = Field(default=100, ge=1)
     rate_per_sec: float = Field(default=0.0, ge=0)
-    dry_run: bool = False
+    dry_run: bool = True
     max_replays: int = Field(default=DEFAULT_MAX_REPLAYS, ge=1)
 
     @field_validator("status")
@@ -76,11 +95,19 @@ class ReplayParams(_Params):
 
     @field_validator("since", "until")
     @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return as_utc(value) if value is not None else None
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        return in_utc(value)
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if value is not None and since is not None and value <= since:
+            raise ValueError(f"must be after since ({since.isoformat()}), got {value.isoformat()}")
+        return value
 
 
-class ReportParams(_Params):
+class ReportParams(Params):
     """The ``orders_dlq_report`` params (manual runs)."""
 
     reports_dir: Path | None = None
@@ -88,11 +115,11 @@ class ReportParams(_Params):
 
     @field_validator("since")
     @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return as_utc(value) if value is not None else None
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        return in_utc(value)
 
 
-class DrainParams(_Params):
+class DrainParams(Params):
     """The ``orders_dlq_drain`` params."""
 
     max_messages: int | None = Field(default=None, ge=1)

@@ -39,8 +39,10 @@ def _params_fail_fast() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from exc  # a bad param: retrying cannot help
 
 
-def _actor(run_id: str | None) -> str:
-    return f"airflow:{run_id}" if run_id else "airflow"
+def _actor(run_id: str | None, user: str | None = None) -> str:
+    """Who the audit rows name: the run, and the Airflow user who triggered it if known."""
+    actor = f"airflow:{run_id}" if run_id else "airflow"
+    return f"{actor} by {user}" if user else actor
 
 
 def drain_dlq(
@@ -70,6 +72,7 @@ def replay_request(params: ReplayParams) -> ReplayRequest:
     return ReplayRequest(
         selection=EventFilter(
             status=params.status,
+            ids=params.event_ids,
             order_ids=params.order_ids,
             reasons=params.reasons,
             categories=params.categories,
@@ -87,10 +90,14 @@ def replay_dlq(
     params: Mapping[str, Any] | None = None,
     *,
     run_id: str | None = None,
+    triggered_by: str | None = None,
     kafka_conn_id: str = KAFKA_CONN_ID,
     db_conn_id: str = DB_CONN_ID,
 ) -> dict[str, Any]:
-    """Task ``orders_dlq_replay.replay``: replay the rows the params select."""
+    """Task ``orders_dlq_replay.replay``: replay the rows the params select.
+
+    ``triggered_by`` (the run's triggering Airflow user) is named in the audit rows.
+    """
     with _params_fail_fast():
         request = replay_request(ReplayParams.parse(params))
     settings = get_settings()
@@ -99,18 +106,20 @@ def replay_dlq(
         request,
         database_url=database_url(db_conn_id, settings),
         replay_id=replay_id_for(run_id),
-        actor=_actor(run_id) if run_id else None,
+        actor=_actor(run_id, triggered_by) if run_id else None,
         producer=lambda: replay_producer(settings, kafka_conn_id),
         reader=lambda: replay_reader(settings, kafka_conn_id),
     )
     return result.to_dict()
 
 
-def log_replay_summary(result: Mapping[str, Any]) -> str:
-    """Task ``orders_dlq_replay.summarise``: the run as a Markdown table in the task log."""
-    text = replay_summary(result)
-    log.info("replay summary\n%s", text)
-    return text
+def log_replay_summary(result: Mapping[str, Any]) -> None:
+    """Task ``orders_dlq_replay.summarise``: the run as a Markdown table in the task log.
+
+    Logged, not returned: Airflow logs a task's return value too, and the table would
+    then appear twice.
+    """
+    log.info("replay summary\n%s", replay_summary(result))
 
 
 def write_dlq_report(

@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -114,9 +114,18 @@ def database_connection(database_url: str) -> str:
 
 
 def airflow_env(
-    settings: Settings, paths: AirflowPaths, port: int, base: dict[str, str]
+    settings: Settings,
+    paths: AirflowPaths,
+    port: int,
+    base: Mapping[str, str],
+    users: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of the local Airflow: ``base`` plus the local stack's config."""
+    """The environment of the local Airflow: ``base`` plus the local stack's config.
+
+    ``users`` maps user names to SimpleAuthManager roles (viewer, user, op, admin);
+    default: one ``admin``.
+    """
+    roles = users or {ADMIN: "admin"}
     venv_bin = str(Path(sys.executable).parent)  # the parts start their own `airflow ...`
     return {
         **base,
@@ -132,7 +141,7 @@ def airflow_env(
         "AIRFLOW__API__PORT": str(port),
         # Tasks report to the API server; on a port other than 8080 they would stay queued.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in roles.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(paths.passwords_file),
         "AIRFLOW_CONN_KAFKA_DEFAULT": kafka_connection(settings),
         "AIRFLOW_CONN_ORDERPROC_DB": database_connection(settings.effective_database_url),
@@ -178,10 +187,18 @@ class LocalAirflow:
         settings: Settings,
         port: int = DEFAULT_PORT,
         dev: DevstackSettings | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``users`` (name -> role) and the base environment ``env`` (default: this
+        process's) are for tests; their passwords are in ``paths.passwords_file``,
+        which may be written before ``start`` to fix them."""
         self.settings = settings
         self.dev = dev or get_devstack_settings()
         self.port = port
+        self.users = dict(users or {ADMIN: "admin"})
+        self.base_env = dict(os.environ if env is None else env)
         self.paths = AirflowPaths(self.dev.devstack_dir / "airflow")
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
@@ -206,7 +223,7 @@ class LocalAirflow:
         log = self.paths.log
         if log.exists():
             log.replace(log.with_name(log.name + ".1"))
-        env = airflow_env(self.settings, self.paths, self.port, dict(os.environ))
+        env = airflow_env(self.settings, self.paths, self.port, self.base_env, self.users)
         env["AIRFLOW"] = str(Path(sys.executable).with_name("airflow"))
         with log.open("ab") as out:
             self.proc = subprocess.Popen(

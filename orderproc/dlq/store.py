@@ -19,16 +19,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import utcnow
 from orderproc.dlq.audit import audit
+from orderproc.dlq.backlog import Backlog
 from orderproc.dlq.claims import Claims
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
-from orderproc.errors import ReviewError
+from orderproc.errors import ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
 from orderproc.store.tables import AuditLog, DlqEvent
 
@@ -45,9 +46,9 @@ class _NotAll(Exception):
     """A conditional update did not match every event it should have."""
 
 
-class DlqStore(Intake, Claims):
+class DlqStore(Intake, Claims, Backlog):
     """DLQ events and their audit trail in PostgreSQL or SQLite (the drain's writes are
-    ``Intake``'s, the replay's ``Claims``')."""
+    ``Intake``'s, the replay's ``Claims``', the review page's reads ``Backlog``'s)."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
@@ -61,11 +62,11 @@ class DlqStore(Intake, Claims):
             return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
 
     def get(self, event_id: int) -> DlqEvent:
-        """One event; ``ReviewError`` if there is none with that id."""
+        """One event; ``UnknownEventError`` if there is none with that id."""
         with Session(self.engine, expire_on_commit=False) as session:
             event = session.get(DlqEvent, event_id)
         if event is None:
-            raise ReviewError(f"no DLQ event with id {event_id}")
+            raise UnknownEventError(f"no DLQ event with id {event_id}")
         return event
 
     def audit_trail(self, event_id: int) -> list[AuditLog]:
@@ -73,12 +74,6 @@ class DlqStore(Intake, Claims):
         stmt = select(AuditLog).where(AuditLog.dlq_event_id == event_id).order_by(AuditLog.id)
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt))
-
-    def count(self, flt: EventFilter | None = None) -> int:
-        """Number of events matching ``flt``."""
-        stmt = select(func.count()).select_from(DlqEvent).where(*(flt or EventFilter()).clauses())
-        with self.engine.connect() as conn:
-            return int(conn.scalar(stmt) or 0)
 
     # -- review --------------------------------------------------------------------
 

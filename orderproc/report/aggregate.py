@@ -35,11 +35,11 @@ from sqlalchemy import Connection, Engine, case, exists, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from orderproc.clock import as_utc
-from orderproc.models import DlqStatus
+from orderproc.models import UNRESOLVED_STATUSES, DlqStatus
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 
 UNKNOWN_PRODUCT = "(unknown)"
-UNRESOLVED = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
+UNRESOLVED = UNRESOLVED_STATUSES
 
 CURVE_POINTS = 500
 """The running-average curve keeps at most this many points, whatever the table size."""

@@ -1,17 +1,14 @@
 """Running the project's DAGs with ``dag.test()``: metadata DB, connections, settings.
 
 ``tests/conftest.py`` points ``AIRFLOW_HOME``, the metadata DB and the DAGs folder at a
-scratch directory (``pytest_configure``, before Airflow is imported); here the metadata DB is
-migrated once per session and each test gets its own connections and topics
-through environment variables, the way a deployment provides them.
+scratch directory (``pytest_configure``, before Airflow is imported) and migrates the
+metadata DB once per session (``airflow_db``); here each test gets its own connections and
+topics through environment variables, the way a deployment provides them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,21 +19,6 @@ from orderproc.config import Settings, get_settings
 from orderproc.devstack.airflow import database_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Migrate the scratch Airflow metadata DB once (``dag.test()`` needs it)."""
-    airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run(
-        [str(airflow), "db", "migrate"],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture

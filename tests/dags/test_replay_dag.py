@@ -35,14 +35,15 @@ def test_the_trigger_form_has_the_selection_and_throttle_params(
 
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual only
     assert params["status"] == "approved" and schema["status"]["enum"] == ["approved"]
-    assert schema["reasons"]["type"] == "array" and schema["reasons"]["examples"]
-    assert (
-        schema["categories"]["type"] == "array"
-        and "business_rule" in (schema["categories"]["examples"])
-    )
+    assert schema["reasons"]["examples"]
+    assert "business_rule" in schema["categories"]["examples"]
+    for optional in ("event_ids", "order_ids", "reasons", "categories"):
+        # "null" in the type: no "required" star in the form, and empty is None, not []
+        assert schema[optional]["type"] == ["null", "array"] and params[optional] is None
+    assert schema["event_ids"]["items"] == {"type": "integer", "minimum": 1}
     assert schema["since"]["type"] == ["null", "string"]
     assert schema["since"]["format"] == "date-time"
-    assert (params["max_messages"], params["rate_per_sec"], params["dry_run"]) == (100, 0, False)
+    assert (params["max_messages"], params["rate_per_sec"], params["dry_run"]) == (100, 0, True)
     assert params["max_replays"] == 3
     assert list(dag.task_dict) == ["replay", "summarise"]
 
@@ -65,7 +66,7 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
     store.approve(approved + tired, actor="alice")
     store.edit(approved[0], {"price": 42.5}, actor="alice")
 
-    run = load_dag(DAG_ID).test()
+    run = load_dag(DAG_ID).test(run_conf={"dry_run": False})
 
     assert run.state == "success"
     assert end_offset(dag_settings) == 2
@@ -78,10 +79,11 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
     assert [rows[i].status for i in approved] == ["replayed", "replayed"]
     assert rows[untouched[0]].status == "new"
     assert rows[tired[0]].status == "parked"
-    assert store.audit_trail(approved[0])[-1].actor == f"airflow:{run.run_id}"
+    by = run.triggering_user_name  # the user who triggered the run ("dag_test" here)
+    assert store.audit_trail(approved[0])[-1].actor == f"airflow:{run.run_id} by {by}"
 
 
-def test_dry_run_changes_nothing(
+def test_a_run_is_a_dry_run_unless_asked_otherwise_and_changes_nothing(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     store: DlqStore,
@@ -94,7 +96,7 @@ def test_dry_run_changes_nothing(
     store.approve(ids, actor="alice")
     before = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
 
-    run = load_dag(DAG_ID).test(run_conf={"dry_run": True})
+    run = load_dag(DAG_ID).test()
 
     assert run.state == "success"
     after = {i: (e.status, e.claimed_by, e.replay_count) for i, e in dlq_rows(store).items()}
@@ -118,10 +120,10 @@ def test_max_messages_and_a_second_run_never_republish_a_row(
     store.approve(ids, actor="alice")
     dag = load_dag(DAG_ID)
 
-    first = dag.test(run_conf={"max_messages": 2})
+    first = dag.test(run_conf={"max_messages": 2, "dry_run": False})
     assert first.state == "success"
     assert end_offset(dag_settings) == 2
-    second = dag.test()
+    second = dag.test(run_conf={"dry_run": False})
 
     assert second.state == "success"
     assert end_offset(dag_settings) == 3
@@ -159,7 +161,7 @@ def test_the_rate_param_drives_the_pacer(
     # dag.test() runs the task in this process, so the patch reaches it.
     monkeypatch.setattr("orderproc.dlq.replay.Pacer", FakeClockPacer)
 
-    run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4})
+    run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4, "dry_run": False})
 
     assert run.state == "success"
     assert sleeps == [0.25, 0.25]
@@ -171,6 +173,27 @@ def test_a_bad_param_is_refused_before_anything_runs(
 ) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    with pytest.raises(ParamValidationError):
-        load_dag(DAG_ID).test(run_conf={"status": "replayed"})
+    for bad in ({"status": "replayed"}, {"since": "yesterday"}, {"event_ids": [0]}):
+        with pytest.raises(ParamValidationError):
+            load_dag(DAG_ID).test(run_conf={**bad, "dry_run": False})
     assert end_offset(dag_settings) == 0
+
+
+def test_only_the_event_ids_asked_for_are_replayed(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    store: DlqStore,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+) -> None:
+    ids = seed_dlq(store, make_orders(3))
+    store.approve(ids, actor="alice")
+
+    run = load_dag(DAG_ID).test(run_conf={"event_ids": [ids[1]], "dry_run": False})
+
+    assert run.state == "success"
+    assert end_offset(dag_settings) == 1
+    assert [r.status for r in (dlq_rows(store)[i] for i in ids)] == ["approved", "replayed",
+                                                                     "approved"]  # fmt: skip

@@ -89,10 +89,23 @@ def test_since_param_limits_the_window(
     assert values["replay", "(all)", "succeeded"] == "1"
 
 
-def test_a_since_that_is_not_a_date_fails_without_retries(
+def test_a_since_that_is_not_a_date_is_refused_before_anything_runs(
     report_dag: Any, store: Engine, reports: Path
 ) -> None:
-    dag_run = report_dag.test(run_conf={"reports_dir": str(reports), "since": "yesterday"})
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="'yesterday' is not a 'date-time'"):
+        report_dag.test(run_conf={"reports_dir": str(reports), "since": "yesterday"})
+    assert not reports.exists()
+
+
+def test_a_since_the_form_accepts_but_the_task_cannot_use_fails_without_retries(
+    report_dag: Any, store: Engine, reports: Path
+) -> None:
+    # RFC 3339 allows it; in UTC it would be before year 1.
+    dag_run = report_dag.test(
+        run_conf={"reports_dir": str(reports), "since": "0001-01-01T00:00:00+01:00"}
+    )
 
     assert dag_run.state == "failed"
     (ti,) = dag_run.get_task_instances()

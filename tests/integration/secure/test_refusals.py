@@ -208,7 +208,7 @@ def test_a_refused_replay_task_claims_and_publishes_nothing(
     task_env(refused_as(cause, settings, secure_kafka))
 
     with pytest.raises(BrokerError) as refused:
-        replay_dlq({"max_messages": 10}, run_id="manual__refused")
+        replay_dlq({"max_messages": 10, "dry_run": False}, run_id="manual__refused")
 
     assert str(refused.value) == (
         cause_line(cause, secure_kafka) or no_acl_line("replay", settings)

@@ -85,7 +85,7 @@ def test_drain_and_replay_task_functions_work_through_the_airflow_connection(
         store = DlqStore(make_engine(sqlite_url))
         ids = [e.id for e in store.list_events(limit=10)]
         store.approve(ids, actor="alice")
-        replayed = replay_dlq({"max_messages": 10}, run_id="manual__secure")
+        replayed = replay_dlq({"max_messages": 10, "dry_run": False}, run_id="manual__secure")
     finally:
         get_settings.cache_clear()
 

@@ -188,6 +188,37 @@ def test_trigger_form_params_become_a_replay_request() -> None:
     assert request.max_replays == 2
 
 
+def test_the_trigger_form_is_a_dry_run_unless_it_says_otherwise() -> None:
+    empty = ReplayParams.parse({})
+    as_the_form_sends_it = ReplayParams.parse(
+        {"event_ids": None, "order_ids": None, "reasons": None, "categories": None}
+    )
+
+    assert empty.dry_run is True and replay_request(empty).dry_run is True
+    assert as_the_form_sends_it == empty  # null lists: any
+    assert replay_request(ReplayParams.parse({"event_ids": [3, 1]})).selection.ids == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"},
+         "parameter until: must be after since (2026-03-02T00:00:00+00:00), got 2026-03-01"),
+        ({"since": "9999-12-31T23:59:59-23:59"},
+         "parameter since: is out of range once converted to UTC"),
+        ({"event_ids": [0]}, "parameter event_ids.0: Input should be greater than or equal to 1"),
+    ],
+    ids=["window", "overflow", "event-id"],
+)  # fmt: skip
+def test_params_the_form_cannot_check_are_refused_in_one_line(
+    params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        ReplayParams.parse(params)
+
+    assert str(info.value).startswith(message)
+
+
 @pytest.mark.parametrize(
     "params",
     [{"status": "replayed"}, {"max_messages": 0}, {"rate_per_sec": -1}, {"since": "soon"}],
