@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orderproc.config import RetryMode, Settings
+from orderproc.dlq.envelope import error_class_name
 from orderproc.errors import (
     HIGH_PRICE_REASON,
     BusinessRuleError,
@@ -323,3 +324,36 @@ def test_blocking_dead_letters_after_the_last_attempt() -> None:
     assert isinstance(last, DeadLetter)
     assert last.failure.attempts == 2
     assert last.failure.order == Order("o-2", "item2", 142.5)
+
+
+def test_a_failure_keeps_no_traceback_so_its_batch_is_freed_without_the_cyclic_collector() -> None:
+    import gc
+
+    def wrapped(_order: Order) -> None:
+        try:
+            raise KeyError("inventory")
+        except KeyError as exc:
+            raise TimeoutError("inventory service") from exc
+
+    outcomes = [d.decide(record(DEAR), NOW) for d in (decider(), decider(handler=wrapped))]
+    bad = record(b"\xff\xfe not avro")
+    outcomes.append(decider().decide(bad, NOW))
+
+    for outcome in outcomes:
+        assert isinstance(outcome, RetryLater | DeadLetter)
+        chain: BaseException | None = outcome.failure.error
+        while chain is not None:
+            assert chain.__traceback__ is None, repr(chain)
+            chain = chain.__cause__ or chain.__context__
+    assert error_class_name(outcomes[1].failure.error) == "TimeoutError"  # the envelope's
+    # Nothing of a decision is left for the cyclic collector.
+    deciding = decider(handler=wrapped)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(100):
+            deciding.decide(record(DEAR), NOW)
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert left == 0
