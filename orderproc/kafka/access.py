@@ -168,7 +168,8 @@ def connect(conf: Mapping[str, Any], timeout_s: float) -> tuple[AdminClient, Clu
         if time.monotonic() >= deadline:
             why = last or (heard[-1] if heard else None)
             text = why.str() if why is not None else "no answer"
-            raise BrokerError(f"cannot reach Kafka at {base.get('bootstrap.servers')}: {text}")
+            where = base.get("bootstrap.servers")
+            raise BrokerError(f"cannot reach Kafka at {where} within {timeout_s:g} s: {text}")
 
 
 def check_access(conf: Mapping[str, Any], access: Access, timeout_s: float) -> None:

@@ -7,9 +7,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import datetime
-from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine
@@ -35,10 +33,6 @@ def live_store(live_airflow: LiveAirflow) -> Iterator[DlqStore]:
     engine: Engine = make_engine(live_airflow.database_url)
     yield DlqStore(engine)
     engine.dispose()
-
-
-def seconds(ti: dict[str, Any], key: str) -> float:
-    return datetime.fromisoformat(ti[key].replace("Z", "+00:00")).timestamp()
 
 
 def test_the_trigger_form_defaults_to_a_dry_run_and_its_lists_are_optional(
@@ -122,7 +116,9 @@ def test_the_local_airflow_runs_one_task_slot_per_core(live_airflow: LiveAirflow
 def test_a_broker_outage_fails_the_drain_within_its_timeout_once_per_try(
     live_airflow: LiveAirflow,
 ) -> None:
-    """Runs last in this module: about two minutes, the drain's retry delays."""
+    """Runs last in this module: about two minutes, the drain's retry delays.
+
+    No clock here: each try names the timeout it gave up after, and says so once."""
     timeout_s = 3
     live_airflow.gate.down()
     try:
@@ -136,8 +132,6 @@ def test_a_broker_outage_fails_the_drain_within_its_timeout_once_per_try(
     assert [t["try_number"] for t in tries] == [1, 2, 3]  # retries=2
     assert {t["state"] for t in tries} == {"failed"}
     for t in tries:
-        took = seconds(t, "end_date") - seconds(t, "start_date")
-        assert took < timeout_s + 10, f"try {t['try_number']} took {took:.1f}s"
         log = live_airflow.task_log(DRAIN, run_id, "drain", t["try_number"])
         outage = [
             line
@@ -145,8 +139,4 @@ def test_a_broker_outage_fails_the_drain_within_its_timeout_once_per_try(
             if re.search("Connection refused|brokers are down|cannot reach Kafka", line)
         ]
         assert 1 <= len(outage) <= 2, "\n".join(outage)  # once (librdkafka's first line too)
-        assert f"cannot reach Kafka at {live_airflow.gate.address}" in log
-    waits = [seconds(b, "start_date") - seconds(a, "end_date") for a, b in pairwise(tries)]
-    assert all(w >= 60 for w in waits), waits  # retry_delay: one minute
-    total = seconds(tries[-1], "end_date") - seconds(tries[0], "start_date")
-    assert 120 <= total < 120 + 3 * (timeout_s + 10) + 30
+        assert f"cannot reach Kafka at {live_airflow.gate.address} within {timeout_s} s" in log

@@ -134,12 +134,12 @@ def test_unreachable_broker_is_one_clear_line(
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "orderproc: error: cannot reach Kafka at 127.0.0.1:1: "
+        "orderproc: error: cannot reach Kafka at 127.0.0.1:1 within 2 s: "
         "Failed to get metadata: Local: Broker transport failure"
     )
     assert "Traceback" not in result.stderr
     # In process it is a BrokerError: callers can tell a broker outage from a bad setting.
-    with pytest.raises(BrokerError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1: "):
+    with pytest.raises(BrokerError, match=r"^cannot reach Kafka at 127\.0\.0\.1:1 within 2 s: "):
         ensure_topics(settings)
 
 
