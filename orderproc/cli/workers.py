@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -146,6 +147,10 @@ def consume(
                 settings.metrics_host,
                 settings.metrics_port,
             ).start()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # cyclic collector's full collections (they would walk every module's objects).
+        gc.collect()
+        gc.freeze()
         try:
             stats = consumer.run(max_messages=max_messages, idle_exit_s=idle_exit)
         finally:
