@@ -122,6 +122,16 @@ def text(headers: Sequence[Header] | None, name: str) -> str | None:
     return None
 
 
+def first_values(headers: Sequence[Header] | None) -> dict[str, bytes]:
+    """Each header's first non-empty value, by name, in one pass (``text``/``integer``
+    scan the list once per name)."""
+    found: dict[str, bytes] = {}
+    for key, value in headers or ():
+        if value and key not in found:
+            found[key] = value
+    return found
+
+
 def integer(headers: Sequence[Header] | None, name: str) -> int | None:
     """The first non-empty value of header ``name`` as an integer (``None`` if not one)."""
     value = text(headers, name)
@@ -129,7 +139,8 @@ def integer(headers: Sequence[Header] | None, name: str) -> int | None:
 
 
 def parse_int(value: Any) -> int | None:
-    """An integer from text or a number; ``None`` for anything else (booleans included)."""
+    """An integer from text, ASCII bytes or a number; ``None`` for anything else (booleans
+    included)."""
     if value is None or value == "" or isinstance(value, bool):
         return None
     try:

@@ -106,13 +106,19 @@ class Record(NamedTuple):
         )
         if not self.headers:
             return own
-        attempts = h.integer(self.headers, h.ATTEMPTS)
+        said = h.first_values(self.headers)
+        attempts = h.parse_int(said.get(h.ATTEMPTS))
         if attempts is None:
             return own
-        topic = h.text(self.headers, h.SOURCE_TOPIC)
-        partition = h.integer(self.headers, h.SOURCE_PARTITION)
-        offset = h.integer(self.headers, h.SOURCE_OFFSET)
+        topic = said.get(h.SOURCE_TOPIC)
+        partition = h.parse_int(said.get(h.SOURCE_PARTITION))
+        offset = h.parse_int(said.get(h.SOURCE_OFFSET))
         if topic is None or partition is None or offset is None:
             return own  # damaged headers: start over rather than lose the record
-        source = Source(topic, partition, offset, h.integer(self.headers, h.SOURCE_TIMESTAMP_MS))
-        return Provenance(attempts, h.integer(self.headers, h.FIRST_FAILURE_MS), source)
+        source = Source(
+            topic.decode("utf-8", "replace"),
+            partition,
+            offset,
+            h.parse_int(said.get(h.SOURCE_TIMESTAMP_MS)),
+        )
+        return Provenance(attempts, h.parse_int(said.get(h.FIRST_FAILURE_MS)), source)

@@ -158,9 +158,10 @@ def dead_letter(
         key = hashlib.sha256(key).hexdigest().encode()
         envelope["key_replaced_by_sha256"] = True
     own = provenance_headers(failure)
-    foreign = [] if reduced else _bounded(h.foreign(headers), MAX_FOREIGN_HEADER_BYTES)
-    if len(foreign) < len(h.foreign(headers)):
-        envelope["headers_dropped"] = len(h.foreign(headers)) - len(foreign)
+    theirs = h.foreign(headers)
+    foreign = [] if reduced else _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
+    if len(foreign) < len(theirs):
+        envelope["headers_dropped"] = len(theirs) - len(foreign)
     if reduced:
         envelope["reduced"] = reduced[:200]
         if envelope["raw_value_b64"] is not None:

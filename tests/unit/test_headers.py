@@ -48,6 +48,16 @@ def test_text_takes_the_first_non_empty_value_and_replaces_bad_utf8() -> None:
     assert h.text([], "n") is None
 
 
+def test_first_values_agree_with_text_for_every_name() -> None:
+    headers = [("n", b""), ("n", b"a"), ("m", b"7"), ("n", b"b"), ("e", b"")]
+
+    assert h.first_values(headers) == {"n": b"a", "m": b"7"}
+    for name in ("n", "m", "e", "x"):
+        found = h.first_values(headers).get(name)
+        assert (found.decode() if found else None) == h.text(headers, name)
+    assert h.parse_int(h.first_values(headers)["m"]) == h.integer(headers, "m") == 7
+
+
 def test_clip_bounds_bytes_at_a_character_boundary() -> None:
     clipped = h.clip("é" * 400, 101)
 
