@@ -61,6 +61,11 @@ DEFINITIONS = {
         "batch that completes the data topic; closing the consumer is excluded"
     ),
     "throughput": "N data-topic records / timed seconds; each run uses a fresh consumer group",
+    "gc": (
+        "before each run (baselines and consumers alike) gc.collect() then gc.freeze(), as "
+        "orderproc consume does once it is set up: the process's long-lived objects stay out "
+        "of the cyclic collector's full collections"
+    ),
     "order": (
         "one untimed warm-up round over the first 10,000 records, then rounds that run "
         "every kind once, forwards on even rounds and backwards on odd ones; medians over rounds"
