@@ -169,7 +169,9 @@ def replay_preview(request: Request, user: GetUserDep) -> Response:
 def replay_run(run_id: str, request: Request, user: GetUserDep) -> Response:
     """A replay run's state (from Airflow's API, as the user) and its rows' state."""
     run = AirflowRest(api_base_url(), user_token(user)).run(REPLAY_DAG_ID, run_id)
-    ids = tuple(int(i) for i in (run.get("conf") or {}).get("event_ids") or ())
+    asked = (run.get("conf") or {}).get("event_ids")
+    # The conf is whatever the run was triggered with: keep only what can be an event id.
+    ids = tuple(i for i in asked if type(i) is int)[:BULK_LIMIT] if isinstance(asked, list) else ()
     rows = store().list_events(EventFilter(ids=ids), limit=len(ids)) if ids else []
     return _page(
         request,
@@ -268,7 +270,7 @@ async def replay(request: Request, user: GetUserDep) -> Response:
 
 def _id(value: Any) -> int:
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
         raise ConfigError(f"not an event id: {text[:40]!r}")
     return int(text)
 

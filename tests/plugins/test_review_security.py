@@ -230,6 +230,24 @@ def test_injection_strings_in_every_filter_are_harmless(
     assert snapshot(store) == before
 
 
+@pytest.mark.parametrize("event_id", ["9" * 5000, "\u0663", "0", "-1", "1 OR 1=1"])
+def test_an_event_id_that_is_not_one_is_refused_in_one_line(
+    review: Review,
+    store: DlqStore,
+    seed_dlq: Seed,
+    make_orders: Callable[..., list[Order]],
+    event_id: str,
+) -> None:
+    seed_dlq(store, make_orders(2))
+    before = snapshot(store)
+
+    response = review.act("/orderproc/bulk", {"action": "approve", "event_id": event_id})
+
+    assert response.status_code == 400
+    assert "not an event id" in html.unescape(response.text)
+    assert snapshot(store) == before
+
+
 def test_the_plugin_file_loads_nothing_beyond_what_airflow_has_at_plugin_load() -> None:
     """Airflow imports every plugin file in every process, task runs included."""
     import json
