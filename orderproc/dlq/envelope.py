@@ -85,6 +85,7 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
     raw = failure.raw_value if failure.order is None else None
     key = failure.key.decode("utf-8", "replace") if failure.key is not None else None
     reason = _clip(failure.reason, MAX_REASON) or ""
+    last = iso_ms(failure.last_failure_ms)
     envelope = {
         "failed_order": failure.order.to_record() if failure.order else None,
         "reason": reason,
@@ -96,8 +97,8 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
         },
         "attempts": failure.attempts,
         "first_failure_at": iso_ms(failure.first_failure_ms),
-        "last_failure_at": iso_ms(failure.last_failure_ms),
-        "dead_lettered_at": iso_ms(now_ms),
+        "last_failure_at": last,
+        "dead_lettered_at": last if now_ms == failure.last_failure_ms else iso_ms(now_ms),
         "source": failure.source.to_dict(),
         "key": key[:MAX_KEY_TEXT] if key is not None else None,
         "consumer_group": failure.consumer_group,
@@ -139,7 +140,6 @@ def dead_letter(
     *,
     now_ms: int,
     max_bytes: int,
-    reduced: str | None = None,
 ) -> DeadLetterRecord:
     """The DLQ record for ``failure``, never larger than ``max_bytes``.
 
@@ -148,9 +148,6 @@ def dead_letter(
     fit, the raw value in the envelope is cut: ``raw_value_truncated`` is set and
     ``raw_value_length``/``raw_value_sha256`` describe the whole value, which can be
     read back from the source coordinates while the topic's retention lasts.
-
-    ``reduced`` (the broker's reason) asks for the smallest form, used when a full
-    dead letter was refused: no raw value at all, no foreign headers.
     """
     envelope = build_envelope(failure, now_ms=now_ms)
     key = failure.key
@@ -159,14 +156,9 @@ def dead_letter(
         envelope["key_replaced_by_sha256"] = True
     own = provenance_headers(failure)
     theirs = h.foreign(headers)
-    foreign = [] if reduced else _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
+    foreign = _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
     if len(foreign) < len(theirs):
         envelope["headers_dropped"] = len(theirs) - len(foreign)
-    if reduced:
-        envelope["reduced"] = reduced[:200]
-        if envelope["raw_value_b64"] is not None:
-            envelope["raw_value_b64"] = ""
-            envelope["raw_value_truncated"] = True
     record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
     excess = record.size - max_bytes
     raw_b64 = envelope["raw_value_b64"]
@@ -176,6 +168,25 @@ def dead_letter(
         envelope["raw_value_truncated"] = True
         record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
     return record
+
+
+def reduced(record: DeadLetterRecord, why: str) -> DeadLetterRecord:
+    """The smallest form of a dead letter the broker refused (``why``, its reason): no raw
+    value at all and only our own headers.
+
+    Made from the refused record itself, so a dead letter in flight keeps nothing else
+    alive (the failure, its record and headers) until the broker answers.
+    """
+    envelope = json.loads(record.value)
+    envelope["reduced"] = why[:200]
+    if envelope.get("raw_value_b64") is not None:
+        envelope["raw_value_b64"] = ""
+        envelope["raw_value_truncated"] = True
+    own = [(k, v) for k, v in record.headers if k.startswith(h.PREFIX)]
+    if len(own) < len(record.headers):
+        dropped = envelope.get("headers_dropped", 0) + len(record.headers) - len(own)
+        envelope["headers_dropped"] = dropped
+    return DeadLetterRecord(record.key, encode_envelope(envelope), own)
 
 
 def _bounded(headers: list[Header], limit: int) -> list[Header]:

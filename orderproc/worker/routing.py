@@ -20,7 +20,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from orderproc import headers as h
 from orderproc.config import Settings
-from orderproc.dlq.envelope import DeadLetterRecord, Failure, dead_letter, provenance_headers
+from orderproc.dlq.envelope import (
+    DeadLetterRecord,
+    Failure,
+    dead_letter,
+    provenance_headers,
+    reduced,
+)
 from orderproc.errors import DeliveryError
 from orderproc.headers import Header
 from orderproc.kafka.clients import (
@@ -111,14 +117,11 @@ class FailureRouter:
         expect = expect or self._unbatched
         record = dead_letter(failure, headers, now_ms=now_ms, max_bytes=self.limit)
 
-        def reduced(err: KafkaError) -> None:
+        def refused(err: KafkaError) -> None:
             log.warning("the DLQ refused a dead letter (%s); sending it reduced", err.str())
-            small = dead_letter(
-                failure, headers, now_ms=now_ms, max_bytes=self.limit, reduced=err.str()
-            )
-            self._send_record(small, expect())
+            self._send_record(reduced(record, err.str()), expect())
 
-        self._send_record(record, expect(reduced))
+        self._send_record(record, expect(refused))
 
     def _send_record(self, record: DeadLetterRecord, on_delivery: Acknowledge) -> None:
         self._send(self.settings.dlq_topic, record.key, record.value, record.headers, on_delivery)

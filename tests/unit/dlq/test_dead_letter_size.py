@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from orderproc.dlq.envelope import MAX_KEY_BYTES, Failure, dead_letter
+from orderproc.dlq.envelope import MAX_KEY_BYTES, Failure, dead_letter, reduced
 from orderproc.errors import DeserializationError, ValidationError
 from orderproc.models import Order, Source
 
@@ -67,15 +67,25 @@ def test_a_huge_key_is_replaced_by_its_hash_and_huge_headers_are_left_behind() -
     assert any(k == "orderproc.attempts" for k, _ in record.headers)  # provenance always kept
 
 
+REDUCED = {"reduced", "raw_value_b64", "raw_value_truncated", "headers_dropped"}
+
+
 def test_the_reduced_form_has_no_raw_value_and_no_foreign_headers() -> None:
-    record = dead_letter(failure(b"abc" * 1000), [("trace", b"t")], now_ms=1, max_bytes=LIMIT,
-                         reduced="Broker: Message size too large")  # fmt: skip
+    full = dead_letter(failure(b"abc" * 1000), [("trace", b"t")], now_ms=1, max_bytes=LIMIT)
+
+    record = reduced(full, "Broker: Message size too large")
     envelope = json.loads(record.value)
 
     assert envelope["reduced"] == "Broker: Message size too large"
     assert envelope["raw_value_b64"] == ""
+    assert envelope["raw_value_truncated"] is True
     assert envelope["raw_value_length"] == 3000
-    assert all(k.startswith("orderproc.") for k, _ in record.headers)
+    assert envelope["headers_dropped"] == 1
+    assert record.headers == [(k, v) for k, v in full.headers if k.startswith("orderproc.")]
+    assert record.key == full.key and record.size < full.size
+    assert {k: v for k, v in envelope.items() if k not in REDUCED} == {
+        k: v for k, v in json.loads(full.value).items() if k not in REDUCED
+    }  # everything else as the full dead letter said it
 
 
 def test_a_huge_error_message_is_cut() -> None:
