@@ -117,7 +117,8 @@ def test_any_record_gives_a_valid_order_or_a_validation_error(record: dict[str, 
         return
     assert order.order_id.strip() and order.product.strip()
     assert math.isfinite(order.price) and order.price >= 0
-    assert order.price == round(order.price, 2)
+    assert order.price == record["price"]  # kept exactly as given, never rounded
+    assert type(order.price) is float
 
 
 def test_source_to_dict_names_the_kafka_coordinates() -> None:
