@@ -37,8 +37,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
-from sqlalchemy import Engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, insert, select
 
 from orderproc.clock import now_ms, utcnow
 from orderproc.config import RetryMode, Settings
@@ -54,7 +53,7 @@ from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 from orderproc.worker.routing import FailureRouter
-from tests.support import read_committed
+from tests.support import migrated_schema, read_committed
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -264,28 +263,11 @@ def postgres_server_url() -> str:
     return postgres_up()
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    parsed = make_url(url)
-    query = dict(parsed.query)
-    query["options"] = f"-csearch_path={schema}"
-    return parsed.set(query=query).render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def pg_url(postgres_server_url: str) -> Iterator[str]:
     """A migrated, empty PostgreSQL schema of this test's own."""
-    schema = f"t_{_uid()}"
-    root = make_engine(postgres_server_url)
-    with root.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = _with_search_path(postgres_server_url, schema)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with root.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    root.dispose()
+    with migrated_schema(postgres_server_url, f"t_{_uid()}") as url:
+        yield url
 
 
 @pytest.fixture

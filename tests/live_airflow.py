@@ -30,23 +30,15 @@ from urllib.parse import quote
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from sqlalchemy import text
 
 from orderproc.config import RetryMode, Settings
 from orderproc.devstack.airflow import LocalAirflow
 from orderproc.devstack.settings import DevstackSettings
-from orderproc.store.engine import make_engine
-from orderproc.store.migrate import upgrade
+from tests.support import free_ports, migrated_schema
 
 USERS = {"admin": "admin", "op": "op", "viewer": "viewer"}
 """User name -> SimpleAuthManager role."""
 DAG_IDS = ("orders_dlq_drain", "orders_dlq_replay", "orders_dlq_report")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class KafkaGate:
@@ -60,7 +52,7 @@ class KafkaGate:
     def __init__(self, target: str) -> None:
         host, _, port = target.rpartition(":")
         self.target = (host, int(port))
-        self.port = free_port()
+        self.port = free_ports()[0]
         self._server: socket.socket | None = None
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -243,14 +235,8 @@ def live_airflow(
     folder = tmp_path_factory.mktemp("live-airflow")
     gate = KafkaGate(kafka_bootstrap)
     gate.up()
-    schema = f"af_{uid}"
-    root = make_engine(postgres_server_url)
-    with root.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    database_url = _with_search_path(postgres_server_url, schema)
-    engine = make_engine(database_url)
-    upgrade(engine)
-    engine.dispose()
+    cleanup = contextlib.ExitStack()
+    database_url = cleanup.enter_context(migrated_schema(postgres_server_url, f"af_{uid}"))
     settings = Settings(
         bootstrap_servers=gate.address,
         orders_topic=f"orders-{uid}",
@@ -276,7 +262,7 @@ def live_airflow(
     passwords = {user: f"{user}-{uuid.uuid4().hex[:12]}" for user in USERS}
     home = folder / "airflow"
     home.mkdir()
-    local = LocalAirflow(settings, free_port(), dev, users=USERS, env=_base_env(settings))
+    local = LocalAirflow(settings, free_ports()[0], dev, users=USERS, env=_base_env(settings))
     local.paths.passwords_file.write_text(json.dumps(passwords))
     airflow = LiveAirflow(
         url=f"http://127.0.0.1:{local.port}",
@@ -299,9 +285,7 @@ def live_airflow(
         with contextlib.suppress(Exception):
             for future in admin.delete_topics(topics, operation_timeout=30).values():
                 future.result()
-        with root.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        root.dispose()
+        cleanup.close()
 
 
 def _base_env(settings: Settings) -> dict[str, str]:
@@ -318,12 +302,3 @@ def _base_env(settings: Settings) -> dict[str, str]:
     # Only the runs a test triggers: no scheduled drain or report turns up in the middle.
     keep["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
     return keep
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    query = dict(parsed.query)
-    query["options"] = f"-csearch_path={schema}"
-    return parsed.set(query=query).render_as_string(hide_password=False)

@@ -7,8 +7,15 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from orderproc.store.engine import make_engine
+from orderproc.store.migrate import upgrade
 
 
 def read_committed(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
@@ -64,3 +71,29 @@ def free_ports(count: int = 1) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+@contextmanager
+def migrated_schema(server_url: str, schema: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL schema on ``server_url``: its URL, dropped on exit."""
+    root = make_engine(server_url)
+    with root.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = with_search_path(server_url, schema)
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with root.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        root.dispose()
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with ``schema`` as the connection's search path."""
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    query["options"] = f"-csearch_path={schema}"
+    return parsed.set(query=query).render_as_string(hide_password=False)
