@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from orderproc import clock
 from orderproc.clock import Pacer, as_utc, iso_ms
 
 pytestmark = pytest.mark.unit
@@ -20,6 +23,14 @@ def test_as_utc_takes_naive_times_as_utc_and_converts_aware_ones() -> None:
 
 def test_iso_ms_keeps_milliseconds() -> None:
     assert iso_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123+00:00"
+
+
+@given(st.integers(min_value=-(10**12), max_value=253_402_300_799_999))
+def test_iso_ms_is_the_exact_time_whatever_it_kept_from_earlier_calls(epoch_ms: int) -> None:
+    exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    assert iso_ms(epoch_ms) == exact.isoformat(timespec="milliseconds")
+    assert iso_ms(epoch_ms) == iso_ms(epoch_ms)  # from what it kept: the same text
+    assert len(clock._SECONDS) <= clock._SECONDS_KEPT
 
 
 def test_a_sleep_that_says_stop_ends_the_wait() -> None:
