@@ -109,6 +109,11 @@ def foreign(headers: Iterable[Header] | None) -> list[Header]:
     return [(k, v) for k, v in headers or () if not k.startswith(PREFIX)]
 
 
+def size(headers: Iterable[Header]) -> int:
+    """The bytes ``headers`` take in a record: names (UTF-8) and values."""
+    return sum(len(k.encode()) + len(v) for k, v in headers)
+
+
 def text_map(headers: Sequence[Header] | None) -> dict[str, str]:
     """Every header as text, keyed by its full name (the last value wins)."""
     return {k: v.decode("utf-8", "replace") for k, v in headers or () if v is not None}

@@ -3,7 +3,7 @@
 Writer: ``build_envelope``/``encode_envelope`` make the JSON value, compatible with
 the original system (``failed_order`` and ``reason``) plus everything an operator
 needs to judge and replay the order (``schemas/dlq_envelope.schema.json``);
-``provenance_headers`` make the bounded ``orderproc.*`` headers that travel with it.
+``orderproc.dlq.letter`` makes the record around it (headers, size bound).
 
 Reader: ``event_row`` turns any record of the DLQ topic into the columns of its
 ``dlq_events`` row. It never raises: a value that is not our envelope (a foreign or
@@ -23,7 +23,6 @@ from typing import Any
 from orderproc import headers as h
 from orderproc.clock import as_utc, iso_ms
 from orderproc.errors import ErrorCategory, ProcessingError
-from orderproc.headers import Header
 from orderproc.models import DlqStatus, Order, Source
 from orderproc.records import Record
 
@@ -35,15 +34,8 @@ MAX_REASON = 4000
 MAX_KEY_TEXT = 1000
 """The envelope's ``key`` field shows at most this many characters of the record key."""
 
-MAX_KEY_BYTES = 16 * 1024
-"""A DLQ record keeps the original key up to this size; a longer one is replaced by its
-SHA-256 (hex), so a hostile key cannot make the dead letter too large to write."""
-
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
-
-MAX_FOREIGN_HEADER_BYTES = 64 * 1024
-"""The original record's own headers travel with it up to this total size."""
 
 
 def error_class_name(error: ProcessingError) -> str:
@@ -84,16 +76,17 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
     """The DLQ record's JSON value, with the raw value whole (see ``dead_letter``)."""
     raw = failure.raw_value if failure.order is None else None
     key = failure.key.decode("utf-8", "replace") if failure.key is not None else None
-    reason = _clip(failure.reason, MAX_REASON) or ""
+    error = failure.error
+    reason = _clip(str(error) or error_class_name(error), MAX_REASON) or ""
     last = iso_ms(failure.last_failure_ms)
     envelope = {
         "failed_order": failure.order.to_record() if failure.order else None,
         "reason": reason,
         "error": {
-            "class": error_class_name(failure.error),
+            "class": error_class_name(error),
             "message": reason,
-            "category": failure.category.value,
-            "retryable": failure.error.retryable,
+            "category": error.category.value,
+            "retryable": error.retryable,
         },
         "attempts": failure.attempts,
         "first_failure_at": iso_ms(failure.first_failure_ms),
@@ -113,110 +106,13 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
     return envelope
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+"""One encoder for every envelope (``json.dumps`` builds one per call). An envelope is
+plain data built by ``build_envelope``: no cycle to look for."""
+
+
 def encode_envelope(envelope: dict[str, Any]) -> bytes:
-    return json.dumps(envelope, separators=(",", ":"), allow_nan=False).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    """A dead letter as it is produced: key, JSON value and headers, within a size limit."""
-
-    key: bytes | None
-    value: bytes
-    headers: list[Header]
-
-    @property
-    def size(self) -> int:
-        return (
-            len(self.key or b"")
-            + len(self.value)
-            + sum(len(k.encode()) + len(v) for k, v in self.headers)
-        )
-
-
-def dead_letter(
-    failure: Failure,
-    headers: list[Header],
-    *,
-    now_ms: int,
-    max_bytes: int,
-) -> DeadLetterRecord:
-    """The DLQ record for ``failure``, never larger than ``max_bytes``.
-
-    The original key and the record's own headers travel with it, bounded
-    (``MAX_KEY_BYTES``, ``MAX_FOREIGN_HEADER_BYTES``). When the whole still does not
-    fit, the raw value in the envelope is cut: ``raw_value_truncated`` is set and
-    ``raw_value_length``/``raw_value_sha256`` describe the whole value, which can be
-    read back from the source coordinates while the topic's retention lasts.
-    """
-    envelope = build_envelope(failure, now_ms=now_ms)
-    key = failure.key
-    if key is not None and len(key) > MAX_KEY_BYTES:
-        key = hashlib.sha256(key).hexdigest().encode()
-        envelope["key_replaced_by_sha256"] = True
-    own = provenance_headers(failure)
-    theirs = h.foreign(headers)
-    foreign = _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
-    if len(foreign) < len(theirs):
-        envelope["headers_dropped"] = len(theirs) - len(foreign)
-    record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
-    excess = record.size - max_bytes
-    raw_b64 = envelope["raw_value_b64"]
-    if excess > 0 and raw_b64:
-        keep = max(0, len(raw_b64) - excess - 64) // 4 * 4  # whole base64 quanta
-        envelope["raw_value_b64"] = raw_b64[:keep]
-        envelope["raw_value_truncated"] = True
-        record = DeadLetterRecord(key, encode_envelope(envelope), foreign + own)
-    return record
-
-
-def reduced(record: DeadLetterRecord, why: str) -> DeadLetterRecord:
-    """The smallest form of a dead letter the broker refused (``why``, its reason): no raw
-    value at all and only our own headers.
-
-    Made from the refused record itself, so a dead letter in flight keeps nothing else
-    alive (the failure, its record and headers) until the broker answers.
-    """
-    envelope = json.loads(record.value)
-    envelope["reduced"] = why[:200]
-    if envelope.get("raw_value_b64") is not None:
-        envelope["raw_value_b64"] = ""
-        envelope["raw_value_truncated"] = True
-    own = [(k, v) for k, v in record.headers if k.startswith(h.PREFIX)]
-    if len(own) < len(record.headers):
-        dropped = envelope.get("headers_dropped", 0) + len(record.headers) - len(own)
-        envelope["headers_dropped"] = dropped
-    return DeadLetterRecord(record.key, encode_envelope(envelope), own)
-
-
-def _bounded(headers: list[Header], limit: int) -> list[Header]:
-    kept, used = [], 0
-    for name, value in headers:
-        used += len(name.encode()) + len(value)
-        if used > limit:
-            break
-        kept.append((name, value))
-    return kept
-
-
-def provenance_headers(failure: Failure) -> list[Header]:
-    """Headers describing the failure; bounded in size whatever the error says."""
-    src, error = failure.source, failure.error
-    values = (
-        h.clip(error_class_name(error), 200),
-        error.category.value.encode(),
-        b"true" if error.retryable else b"false",
-        h.number(failure.attempts),
-        h.number(failure.first_failure_ms),
-        h.number(failure.last_failure_ms),
-        h.clip(src.topic, 249),
-        h.number(src.partition),
-        h.number(src.offset),
-        b"" if src.timestamp_ms is None else h.number(src.timestamp_ms),
-        h.clip(failure.consumer_group, 249),
-        h.clip(failure.reason),
-    )
-    return list(zip(h.PROVENANCE, values, strict=True))
+    return _ENCODER.encode(envelope).encode()
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -353,6 +249,8 @@ def _clip(value: str | None, limit: int) -> str | None:
     drain."""
     if value is None:
         return None
+    if len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value  # the common case, unchanged (measured: a dead letter's reason)
     return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:limit]
 
 

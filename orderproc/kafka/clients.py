@@ -18,9 +18,30 @@ from orderproc.headers import Header
 OnDelivery = Callable[[KafkaError | None, Message], None]
 """A delivery report callback: ``(error or None, message)``."""
 
-Acknowledge = Callable[[KafkaError | None, Message | None], None]
-"""A delivery callback that also takes ``None`` for the message: the record was refused
+
+class Unsent:
+    """A record the client refused before sending it, shaped like the ``Message`` of a
+    delivery report (topic, key, value; no headers), so one callback handles both."""
+
+    __slots__ = ("_key", "_topic", "_value")
+
+    def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self._topic, self._key, self._value = topic, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+Acknowledge = Callable[[KafkaError | None, Message | Unsent | None], None]
+"""A delivery callback that also takes an ``Unsent`` for the message: the record was refused
 before it was sent, and the caller reports that through the same callback."""
+
 
 PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
 """librdkafka's default ``message.max.bytes``: the producer refuses larger records itself."""

@@ -106,6 +106,7 @@ class BatchHandler:
         self.metrics = metrics
         self._echo = echo
         self._retried_metric = metrics.retried.labels(settings.retry_mode.value)
+        self._dead_lettered_metric: dict[str, Any] = {}  # by category: labels() once each
         self.in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         self.retry_due = 0.0  # monotonic time the latest scheduled retry is due
 
@@ -166,7 +167,7 @@ class BatchHandler:
         if type(outcome) is RetryInPlace:
             # Pause the partition at this record and keep polling; the batch so far is
             # made durable and committed as usual while the backoff runs.
-            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
+            self._count_retry(outcome.failure)
             self.in_place[rec.tp] = (rec.offset, outcome.failure)
             self._hold(rec, outcome.delay_s)
             return False
@@ -177,11 +178,11 @@ class BatchHandler:
                 self.flood.ok(1)
             return True
         if type(outcome) is RetryLater:
-            self._count_retry(outcome.failure.attempts, str(outcome.failure.error))
-            due_in_s = max(0.0, (outcome.due_ms - now_ms()) / 1000)
+            self._count_retry(outcome.failure)
+            due_in_s = max(0.0, (outcome.due_ms - batch.now_ms) / 1000)
             self.retry_due = max(self.retry_due, time.monotonic() + due_in_s)
             self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
-                                 now_ms=now_ms(), expect=batch.expect_delivery)  # fmt: skip
+                                 expect=batch.expect_delivery)  # fmt: skip
         elif type(outcome) is DeadLetter:
             self.dead_letter(rec, outcome.failure, batch)
         if main and self.flood.failed():
@@ -203,20 +204,29 @@ class BatchHandler:
         )  # fmt: skip
         batch.records.append(rec)
 
-    def _count_retry(self, attempts: int, reason: str) -> None:
+    def _count_retry(self, failure: Failure) -> None:
         if self._echo is not None:
-            self._echo(f"Attempt {attempts}/{self.settings.max_attempts} failed: {reason}")
+            self._echo(f"Attempt {failure.attempts}/{self.settings.max_attempts} failed: "
+                       f"{failure.error}")  # fmt: skip
         self.stats.retried += 1
         self._retried_metric.inc()
 
     def dead_letter(self, rec: Record, failure: Failure, batch: Batch) -> None:
         """Route ``failure`` to the DLQ as part of ``batch`` (counted, echoed)."""
-        self.router.to_dlq(failure, rec.headers, now_ms=now_ms(), expect=batch.expect_delivery)
+        # Written as part of the batch: its clock reading, or the failure's own if later
+        # (a row the database refused after the batch was decided).
+        now = max(batch.now_ms, failure.last_failure_ms)
+        self.router.to_dlq(failure, rec.headers, now_ms=now, expect=batch.expect_delivery)
         category = failure.category.value
         self.stats.dead_lettered += 1
         by_category = self.stats.dead_lettered_by_category
         by_category[category] = by_category.get(category, 0) + 1
-        self.metrics.dead_lettered.labels(category).inc()
+        metric = self._dead_lettered_metric.get(category)
+        if metric is None:
+            metric = self._dead_lettered_metric[category] = self.metrics.dead_lettered.labels(
+                category
+            )
+        metric.inc()
         if self._echo is not None:
             key = failure.order.order_id if failure.order else rec.coordinates
             self._echo(f"DLQ: {key} -> {failure.reason}")

@@ -29,15 +29,14 @@ from orderproc.config import Settings
 from orderproc.errors import DeliveryError
 from orderproc.kafka.clients import (
     Acknowledge,
+    Unsent,
     refuses_record,
     transactional_delivery_timeout_ms,
 )
 from orderproc.records import TP
-from orderproc.worker.routing import FailureRouter
+from orderproc.worker.routing import FailureRouter, Refused
 
 log = logging.getLogger(__name__)
-
-Refused = Callable[[KafkaError], None]
 
 
 @dataclass
@@ -54,26 +53,26 @@ class PendingBatch:
 
         ``on_refused`` is called instead of failing the batch when the record itself
         was refused (its size or contents, ``refuses_record``); it sends a
-        replacement, counted by its own ``expect_delivery``, before this one is
+        replacement, counted by the ``expect_delivery`` it is given, before this one is
         taken off the count, so the batch never looks complete in between.
         """
         self.pending += 1
         if on_refused is None:
             return self._acknowledged
 
-        def acknowledged(err: KafkaError | None, msg: Message | None) -> None:
-            if not refuses_record(err):
+        def acknowledged(err: KafkaError | None, msg: Message | Unsent | None) -> None:
+            if msg is None or not refuses_record(err):
                 self._acknowledged(err, msg)
                 return
             try:
-                on_refused(err)  # type: ignore[arg-type]  # refuses_record: err is not None
+                on_refused(err, msg, self.expect_delivery)  # type: ignore[arg-type]  # refused: err is set
             except Exception as exc:  # the replacement could not be sent: the batch fails
                 self.errors.append(f"replacement for a refused record: {exc}")
             self.pending -= 1
 
         return acknowledged
 
-    def _acknowledged(self, err: KafkaError | None, msg: Message | None) -> None:
+    def _acknowledged(self, err: KafkaError | None, msg: Message | Unsent | None) -> None:
         self.pending -= 1
         if err is not None:
             topic = msg.topic() if msg is not None else "?"

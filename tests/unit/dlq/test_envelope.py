@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope, provenance_headers
+from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope
+from orderproc.dlq.letter import provenance_headers
 from orderproc.errors import (
     BusinessRuleError,
     DeserializationError,

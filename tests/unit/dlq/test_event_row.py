@@ -13,8 +13,8 @@ from orderproc.dlq.envelope import (
     encode_envelope,
     event_row,
     parse_envelope,
-    provenance_headers,
 )
+from orderproc.dlq.letter import provenance_headers
 from orderproc.errors import BusinessRuleError, DeserializationError
 from orderproc.headers import Header
 from orderproc.models import Order, Source

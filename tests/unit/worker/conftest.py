@@ -9,10 +9,24 @@ import pytest
 
 
 class FakeMessage:
-    """What a delivery callback reads of a message."""
+    """What a delivery callback reads of a message (a delivery report has no headers)."""
 
-    def __init__(self, topic: str, partition: int = 0, offset: int = 0) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int = 0,
+        offset: int = 0,
+        key: bytes | None = None,
+        value: bytes | None = None,
+    ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value = key, value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
 
     def topic(self) -> str:
         return self._topic
@@ -66,7 +80,9 @@ class FakeProducer:
         if callback is not None:
             failed = topic in self.fail_topics
             err = FakeError("Broker: refused", self.fail_code) if failed else None
-            msg = FakeMessage(topic, 0, len(self.produced) - 1)
+            msg = FakeMessage(
+                topic, 0, len(self.produced) - 1, kwargs.get("key"), kwargs.get("value")
+            )
             self._reports.append(lambda: callback(err, msg))
 
     def _serve(self) -> int:

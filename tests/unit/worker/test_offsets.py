@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import BusinessRuleError, DeliveryError
+from orderproc.kafka.clients import Unsent
 from orderproc.models import Order, Source
 from orderproc.worker.offsets import OffsetPipeline, PendingBatch
 from orderproc.worker.routing import FailureRouter
@@ -155,19 +156,19 @@ def test_a_refused_record_replaced_in_time_does_not_fail_its_batch(
     b = PendingBatch(next_offsets={("orders", 0): 5})
     replaced: list[str] = []
 
-    def on_refused(err: Any) -> None:
-        replaced.append(err.str())
-        producer.produce("dlq-small", value=b"x", on_delivery=b.expect_delivery())
+    def on_refused(err: Any, refused: Any, expect: Any) -> None:
+        replaced.append(f"{refused.topic()}: {err.str()}")
+        producer.produce("dlq-small", value=b"x", on_delivery=expect())
 
     too_large = type("E", (), {"code": lambda s: 10, "str": lambda s: "Broker: too large"})()
     callback = b.expect_delivery(on_refused)
     offsets.submit(b)
     assert fake_consumer.stored == []  # still waiting for its record
 
-    callback(too_large, None)  # the broker refused the record itself
+    callback(too_large, Unsent("dlq", None, b"x"))  # the broker refused the record itself
     offsets.advance()
 
-    assert replaced == ["Broker: too large"]
+    assert replaced == ["dlq: Broker: too large"]
     assert fake_consumer.stored == [("orders", 0, 5)]
 
 

@@ -12,6 +12,7 @@ from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import BusinessRuleError, DeliveryError, DeserializationError
 from orderproc.models import Order, Source
+from orderproc.worker.offsets import PendingBatch
 from orderproc.worker.routing import FailureRouter
 
 pytestmark = pytest.mark.unit
@@ -51,7 +52,7 @@ def test_a_retry_record_carries_the_original_bytes_fresh_provenance_and_its_due_
 ) -> None:
     router = FailureRouter(Settings(), producer=fake_producer)
 
-    router.to_retry(failure(2), "orders.retry.2", 1_700_000_005_000, STALE, now_ms=1)
+    router.to_retry(failure(2), "orders.retry.2", 1_700_000_005_000, STALE)
 
     [sent] = fake_producer.produced
     headers = sent["headers"]
@@ -128,19 +129,24 @@ def test_a_dead_letter_the_broker_refuses_is_sent_again_in_its_reduced_form(
         def callback(err: Any, msg: Any) -> None:
             calls["n"] += 1
             if on_refused is not None and calls["n"] == 1:
-                refused.append(err)
-                on_refused(type("Err", (), {"code": lambda s: too_large, "str": lambda s: "big"})())
+                big = type("Err", (), {"code": lambda s: too_large, "str": lambda s: "big"})()
+                refused.append(msg.topic())
+                on_refused(big, msg, expect)  # msg: the report's key and value, no headers
 
         return callback
 
     router.to_dlq(failure(order=None), [("trace", b"t")], now_ms=1, expect=expect)
     router.poll()
 
-    assert len(producer.produced) == 2  # the full form, then the reduced one
-    reduced = json.loads(producer.produced[1]["value"])
+    full, small = producer.produced
+    assert refused == ["orders_dlq"]
+    reduced = json.loads(small["value"])
     assert reduced["reduced"] == "big"
     assert reduced["raw_value_b64"] == ""
-    assert ("trace", b"t") not in producer.produced[1]["headers"]
+    assert small["key"] == full["key"]
+    assert ("trace", b"t") not in small["headers"]
+    # Our own headers, written again from the envelope: as the full dead letter had them.
+    assert small["headers"] == [(k, v) for k, v in full["headers"] if k.startswith("orderproc.")]
 
 
 def test_a_retry_record_the_broker_refuses_is_dead_lettered_instead(
@@ -153,11 +159,12 @@ def test_a_retry_record_the_broker_refuses_is_dead_lettered_instead(
     def expect(on_refused: Any = None) -> Any:
         def callback(err: Any, msg: Any) -> None:
             if on_refused is not None and next(refusals, False):
-                on_refused(type("Err", (), {"code": lambda s: 10, "str": lambda s: "big"})())
+                big = type("Err", (), {"code": lambda s: 10, "str": lambda s: "big"})()
+                on_refused(big, msg, expect)
 
         return callback
 
-    router.to_retry(failure(1), "orders.retry.1", 5, [], now_ms=1, expect=expect)
+    router.to_retry(failure(1), "orders.retry.1", 5, [], expect=expect)
     router.poll()
 
     assert [p["topic"] for p in producer.produced] == ["orders.retry.1", "orders_dlq"]
@@ -175,3 +182,31 @@ def test_a_produce_refused_for_the_principal_is_a_delivery_error_not_a_traceback
         router.to_dlq(failure(), [], now_ms=1, expect=lambda *a: acknowledged.append)
 
     assert acknowledged == []  # not reported as the record's refusal
+
+
+def test_a_dead_letter_the_client_refuses_before_sending_is_sent_reduced_in_its_batch() -> None:
+    class RefusesFirst:
+        """The client's own refusal (larger than its message.max.bytes): no delivery report."""
+
+        def __init__(self) -> None:
+            self.produced: list[dict[str, Any]] = []
+
+        def produce(self, topic: str, **kwargs: Any) -> None:
+            if not self.produced:
+                self.produced.append({})  # the refused attempt
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
+            self.produced.append({"topic": topic, **kwargs})
+
+    producer = RefusesFirst()
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+    batch = PendingBatch()
+
+    router.to_dlq(failure(3), [("trace", b"t")], now_ms=1_700_000_009_000,
+                  expect=batch.expect_delivery)  # fmt: skip
+
+    _, small = producer.produced
+    assert small["topic"] == "orders_dlq" and small["key"] == b"o-1"
+    envelope = json.loads(small["value"])
+    assert envelope["reduced"] == "too large" and envelope["attempts"] == 3
+    assert dict(small["headers"])["orderproc.attempts"] == b"3"
+    assert batch.pending == 1 and batch.errors == []  # waits for the reduced one only
