@@ -43,7 +43,7 @@ RECORD_OVERHEAD = 512
 Expect = Callable[..., Acknowledge]
 """``expect(on_refused=None)``: count one more delivery of the batch, get its callback."""
 
-Refused = Callable[[KafkaError, "Message | Unsent", Expect], None]
+Refused = Callable[[KafkaError, Message | Unsent, Expect], None]
 """``on_refused(err, refused, expect)``: instead of failing, the broker refused this record
 itself (``refused``: its topic, key and value as its delivery report carries them, not its
 headers); ``expect`` counts the replacement it sends."""
@@ -123,8 +123,8 @@ class FailureRouter:
         expect = expect or self._unbatched
         record = dead_letter(failure, headers, now_ms=now_ms, max_bytes=self.limit)
         # The fallback is the same for every dead letter: a record in flight keeps no
-        # per-record callback, failure or headers alive (measured: 31 to 24 us a dead
-        # letter with make bench's data, most of it the cyclic collector's time).
+        # failure, record or headers alive (measured on make bench's records fed to the
+        # batch handler: 31 to 27 us a dead letter).
         self._send(self.settings.dlq_topic, record.key, record.value, record.headers,
                    expect(self._resend_reduced))  # fmt: skip
 
