@@ -83,8 +83,9 @@ def reduced(key: bytes | None, value: bytes, why: str) -> DeadLetterRecord:
     value and no foreign headers.
 
     Made from the refused record's key and value alone, which its delivery report carries
-    (its headers it does not: ours are written again from the envelope). So a dead letter
-    in flight keeps nothing alive (failure, record, headers) until the broker answers.
+    (its headers it does not: ours are written again from the envelope, so the error
+    message header has the envelope's reason, without NUL). So a dead letter in flight
+    keeps nothing alive (failure, record, headers) until the broker answers.
     """
     envelope = json.loads(value)
     envelope["reduced"] = why[:200]

@@ -25,12 +25,30 @@ def test_iso_ms_keeps_milliseconds() -> None:
     assert iso_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123+00:00"
 
 
+def _exact(epoch_ms: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    return moment.isoformat(timespec="milliseconds")
+
+
 @given(st.integers(min_value=-(10**12), max_value=253_402_300_799_999))
-def test_iso_ms_is_the_exact_time_whatever_it_kept_from_earlier_calls(epoch_ms: int) -> None:
-    exact = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
-    assert iso_ms(epoch_ms) == exact.isoformat(timespec="milliseconds")
-    assert iso_ms(epoch_ms) == iso_ms(epoch_ms)  # from what it kept: the same text
-    assert len(clock._SECONDS) <= clock._SECONDS_KEPT
+def test_iso_ms_is_the_exact_time(epoch_ms: int) -> None:
+    assert iso_ms(epoch_ms) == _exact(epoch_ms)
+
+
+def test_iso_ms_keeps_a_bounded_number_of_seconds_and_stays_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clock, "_SECONDS", {})
+    monkeypatch.setattr(clock, "_SECONDS_KEPT", 3)
+    times = [1_700_000_000_000 + 1_000 * n + n for n in range(10)]  # ten different seconds
+
+    first = [iso_ms(t) for t in times]
+    kept = len(clock._SECONDS)
+    again = [iso_ms(t + 500) for t in times]  # the same seconds, other milliseconds
+
+    assert first == [_exact(t) for t in times]
+    assert again == [_exact(t + 500) for t in times]
+    assert kept <= 3 and len(clock._SECONDS) <= 3  # emptied when full, never past the bound
 
 
 def test_a_sleep_that_says_stop_ends_the_wait() -> None:
