@@ -77,7 +77,7 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
     raw = failure.raw_value if failure.order is None else None
     key = failure.key.decode("utf-8", "replace") if failure.key is not None else None
     error = failure.error
-    reason = _clip(str(error) or error_class_name(error), MAX_REASON) or ""
+    reason = _clip(failure.reason, MAX_REASON) or ""
     last = iso_ms(failure.last_failure_ms)
     envelope = {
         "failed_order": failure.order.to_record() if failure.order else None,

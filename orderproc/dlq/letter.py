@@ -58,24 +58,19 @@ def dead_letter(
     if key is not None and len(key) > MAX_KEY_BYTES:
         key = hashlib.sha256(key).hexdigest().encode()
         envelope["key_replaced_by_sha256"] = True
-    own = _provenance_values(failure)
-    theirs = h.foreign(headers) if headers else h.NONE
-    foreign, foreign_bytes = _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
+    theirs = h.foreign(headers)
+    foreign = _bounded(theirs, MAX_FOREIGN_HEADER_BYTES)
     if len(foreign) < len(theirs):
         envelope["headers_dropped"] = len(theirs) - len(foreign)
-    out = foreign + _named(own)
-    value = encode_envelope(envelope)
-    # The size of what is produced, added up from parts already at hand (the names of
-    # our own headers are fixed ASCII): ``DeadLetterRecord.size`` without a second pass.
-    size = len(key or b"") + foreign_bytes + _PROVENANCE_NAME_BYTES + sum(map(len, own))
-    excess = size + len(value) - max_bytes
+    record = DeadLetterRecord(key, encode_envelope(envelope), foreign + provenance_headers(failure))
+    excess = record.size - max_bytes
     raw_b64 = envelope["raw_value_b64"]
     if excess > 0 and raw_b64:
         keep = max(0, len(raw_b64) - excess - 64) // 4 * 4  # whole base64 quanta
         envelope["raw_value_b64"] = raw_b64[:keep]
         envelope["raw_value_truncated"] = True
-        value = encode_envelope(envelope)
-    return DeadLetterRecord(key, value, out)
+        record = record._replace(value=encode_envelope(envelope))
+    return record
 
 
 def reduced(key: bytes | None, value: bytes, why: str) -> DeadLetterRecord:
@@ -93,7 +88,7 @@ def reduced(key: bytes | None, value: bytes, why: str) -> DeadLetterRecord:
         envelope["raw_value_b64"] = ""
         envelope["raw_value_truncated"] = True
     error, src = envelope["error"], envelope["source"]
-    own = _header_values(
+    own = _headers(
         error["class"],
         error["category"],
         error["retryable"],
@@ -104,7 +99,7 @@ def reduced(key: bytes | None, value: bytes, why: str) -> DeadLetterRecord:
         envelope["consumer_group"],
         envelope["reason"],
     )
-    return DeadLetterRecord(key, encode_envelope(envelope), _named(own))
+    return DeadLetterRecord(key, encode_envelope(envelope), own)
 
 
 def _epoch_ms(iso: str) -> int:
@@ -114,36 +109,22 @@ def _epoch_ms(iso: str) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _bounded(headers: list[Header], limit: int) -> tuple[list[Header], int]:
-    """The first of ``headers`` that fit in ``limit`` bytes, and the bytes they take."""
+def _bounded(headers: list[Header], limit: int) -> list[Header]:
+    """The first of ``headers`` that fit in ``limit`` bytes."""
     kept: list[Header] = []
     used = 0
     for name, value in headers:
-        size = len(name.encode()) + len(value)
-        if used + size > limit:
+        used += len(name.encode()) + len(value)
+        if used > limit:
             break
-        used += size
         kept.append((name, value))
-    return kept, used
-
-
-_PROVENANCE_NAME_BYTES = sum(len(name) for name in h.PROVENANCE)
-assert all(name.isascii() for name in h.PROVENANCE)
+    return kept
 
 
 def provenance_headers(failure: Failure) -> list[Header]:
     """Headers describing the failure; bounded in size whatever the error says."""
-    return _named(_provenance_values(failure))
-
-
-def _named(values: tuple[bytes, ...]) -> list[Header]:
-    return list(zip(h.PROVENANCE, values, strict=True))
-
-
-def _provenance_values(failure: Failure) -> tuple[bytes, ...]:
-    """The values of ``provenance_headers``, in ``headers.PROVENANCE`` order."""
     error = failure.error
-    return _header_values(
+    return _headers(
         error_class_name(error),
         error.category.value,
         error.retryable,
@@ -156,7 +137,7 @@ def _provenance_values(failure: Failure) -> tuple[bytes, ...]:
     )
 
 
-def _header_values(
+def _headers(
     error_class: str,
     category: str,
     retryable: bool,
@@ -166,20 +147,21 @@ def _header_values(
     src: Source,
     consumer_group: str,
     reason: str,
-) -> tuple[bytes, ...]:
-    """The provenance header values, each bounded (free text cut by ``headers.clip``);
-    numbers written as ``headers.number`` does, inline: this runs once per failed record."""
-    return (
+) -> list[Header]:
+    """The provenance headers, in ``headers.PROVENANCE`` order, each value bounded (free
+    text cut by ``headers.clip``)."""
+    values = (
         h.clip(error_class, 200),
         category.encode(),
         b"true" if retryable else b"false",
-        b"%d" % attempts,
-        b"%d" % first_failure_ms,
-        b"%d" % last_failure_ms,
+        h.number(attempts),
+        h.number(first_failure_ms),
+        h.number(last_failure_ms),
         h.clip(src.topic, 249),
-        b"%d" % src.partition,
-        b"%d" % src.offset,
-        b"" if src.timestamp_ms is None else b"%d" % src.timestamp_ms,
+        h.number(src.partition),
+        h.number(src.offset),
+        b"" if src.timestamp_ms is None else h.number(src.timestamp_ms),
         h.clip(consumer_group, 249),
         h.clip(reason),
     )
+    return list(zip(h.PROVENANCE, values, strict=True))
