@@ -223,12 +223,14 @@ def produce(
     value: bytes | None,
     headers: Sequence[Header] = (),
     on_delivery: OnDelivery | None = None,
+    wait: bool = True,
 ) -> None:
     """Hand one record to the producer, waiting for room when its local queue is full.
 
     A full queue (``BufferError``) is backpressure, not failure: serving delivery
     reports frees room, so poll and try again. Delivery itself is reported later,
-    to ``on_delivery``.
+    to ``on_delivery``. Inside a delivery report the producer must not be polled:
+    there ``wait=False`` raises the ``BufferError`` instead.
     """
     wire: list[tuple[str, str | bytes | None]] = list(headers)
     while True:
@@ -236,4 +238,6 @@ def produce(
             producer.produce(topic, value=value, key=key, headers=wire, on_delivery=on_delivery)
             return
         except BufferError:
+            if not wait:
+                raise
             producer.poll(0.1)

@@ -9,12 +9,23 @@ the DLQ topic's ``max.message.bytes`` and the producer's own limit), and when th
 broker still refuses it for a reason of its own (size, contents) it is sent again
 in its smallest form. A retry record the broker refuses goes to the DLQ instead.
 Only a DLQ that refuses every record stops the consumer.
+
+Those replacements are sent from inside a delivery report, where the producer must not
+be polled: the refused record still holds its place in the producer's queue until the
+report returns, so waiting there for room can wait forever (seen on the real broker: a
+producer with a one- or three-record queue that polls from its delivery callback until
+there is room never returns), and confluent-kafka does not support a nested poll. A
+replacement that finds the queue full is kept and sent by the next ``poll`` or
+``flush``; its batch counts it meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -49,6 +60,16 @@ itself (``refused``: its topic, key and value as its delivery report carries the
 headers); ``expect`` counts the replacement it sends."""
 
 
+class _Deferred(NamedTuple):
+    """A replacement the producer's full queue refused inside a delivery report."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header]
+    on_delivery: Acknowledge
+
+
 class FailureRouter:
     """Produces retry and DLQ records; ``expect`` counts each one and learns its outcome."""
 
@@ -67,6 +88,7 @@ class FailureRouter:
         self.producer = producer
         self.max_record_bytes = max_record_bytes
         self.errors: list[str] = []  # failed deliveries of records sent outside a batch
+        self._deferred: deque[_Deferred] = deque()
 
     @property
     def limit(self) -> int:
@@ -107,7 +129,7 @@ class FailureRouter:
 
         def instead(err: KafkaError, _refused: Message | Unsent, expect: Expect) -> None:
             log.warning("%s refused a retry record (%s); dead-lettering it", topic, err.str())
-            self.to_dlq(failure, headers, now_ms=clock.now_ms(), expect=expect)
+            self.to_dlq(failure, headers, now_ms=clock.now_ms(), expect=expect, in_report=True)
 
         self._send(topic, failure.key, failure.raw_value, out, expect(instead))
 
@@ -118,21 +140,26 @@ class FailureRouter:
         *,
         now_ms: int,
         expect: Expect | None = None,
+        in_report: bool = False,
     ) -> None:
-        """Send the dead letter, keeping the original key and headers within the size limit."""
+        """Send the dead letter, keeping the original key and headers within the size limit.
+
+        ``in_report``: called from a delivery report (never wait for room there).
+        """
         expect = expect or self._unbatched
         record = dead_letter(failure, headers, now_ms=now_ms, max_bytes=self.limit)
         # The fallback is the same for every dead letter: a record in flight keeps no
         # failure, record or headers alive (measured on make bench's records fed to the
         # batch handler: 31 to 27 us a dead letter).
         self._send(self.settings.dlq_topic, record.key, record.value, record.headers,
-                   expect(self._resend_reduced))  # fmt: skip
+                   expect(self._resend_reduced), in_report=in_report)  # fmt: skip
 
     def _resend_reduced(self, err: KafkaError, refused: Message | Unsent, expect: Expect) -> None:
         """The DLQ refused a dead letter: send it again in its smallest form."""
         log.warning("the DLQ refused a dead letter (%s); sending it reduced", err.str())
         small = reduced(refused.key(), refused.value() or b"", err.str())
-        self._send(self.settings.dlq_topic, small.key, small.value, small.headers, expect())
+        self._send(self.settings.dlq_topic, small.key, small.value, small.headers, expect(),
+                   in_report=True)  # fmt: skip
 
     def _send(
         self,
@@ -141,10 +168,14 @@ class FailureRouter:
         value: bytes | None,
         headers: list[Header],
         on_delivery: Acknowledge,
+        *,
+        in_report: bool = False,
     ) -> None:
         try:
             produce(self.producer, topic, key=key, value=value, headers=headers,
-                    on_delivery=on_delivery)  # fmt: skip
+                    on_delivery=on_delivery, wait=not in_report)  # fmt: skip
+        except BufferError:  # full, inside a delivery report: the next poll or flush sends it
+            self._deferred.append(_Deferred(topic, key, value, headers, on_delivery))
         except KafkaException as exc:
             if not refuses_record(exc.args[0]):
                 # Not this record (e.g. our principal may not write the topic): stop.
@@ -154,12 +185,30 @@ class FailureRouter:
             on_delivery(exc.args[0], Unsent(topic, key, value))
 
     def poll(self) -> None:
-        """Serve delivery reports that have arrived (never blocks)."""
+        """Serve delivery reports that have arrived, then send deferred replacements."""
         self.producer.poll(0)
+        self._send_deferred()
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait for every routed record; return how many are still unacknowledged."""
         timeout = (
             timeout_s if timeout_s is not None else self.settings.delivery_timeout_ms / 1000 + 5
         )
-        return int(self.producer.flush(timeout))
+        deadline = time.monotonic() + timeout
+        remaining = int(self.producer.flush(timeout))
+        while self._deferred:  # replacements the reports just served could not queue
+            self._send_deferred()
+            remaining = int(self.producer.flush(max(0.0, deadline - time.monotonic())))
+        return remaining
+
+    def forget_deferred(self) -> None:
+        """Their transaction was aborted: its batch is read again and routes them anew."""
+        self._deferred.clear()
+
+    def _send_deferred(self) -> None:
+        # Outside any delivery report: waiting for room is safe here. Reports served while
+        # waiting may defer more; they are sent in this same loop.
+        while self._deferred:
+            record = self._deferred.popleft()
+            self._send(record.topic, record.key, record.value, record.headers,
+                       record.on_delivery)  # fmt: skip

@@ -57,7 +57,8 @@ class FakeProducer:
 
     ``full_for`` makes the next N ``produce`` calls raise ``BufferError`` (a full
     local queue); ``fail_topics`` makes deliveries to those topics fail, with
-    ``fail_code`` (default: a transport failure).
+    ``fail_code`` (default: a transport failure). Polling or flushing from inside a
+    delivery report raises, as it must never happen (``nested_polls`` counts the tries).
     """
 
     def __init__(
@@ -70,6 +71,8 @@ class FakeProducer:
         self.polls: list[float] = []
         self._reports: list[Callable[[], None]] = []
         self.hold_reports = False
+        self._serving = False
+        self.nested_polls = 0
 
     def produce(self, topic: str, **kwargs: Any) -> None:
         if self.full_for:
@@ -85,13 +88,19 @@ class FakeProducer:
             )
             self._reports.append(lambda: callback(err, msg))
 
-    def _serve(self) -> int:
+    def _serve(self) -> None:
+        if self._serving:
+            self.nested_polls += 1
+            raise AssertionError("the producer was polled inside a delivery report")
         if self.hold_reports:
-            return len(self._reports)
+            return
         reports, self._reports = self._reports, []
-        for report in reports:
-            report()
-        return 0
+        self._serving = True
+        try:
+            for report in reports:
+                report()
+        finally:
+            self._serving = False
 
     def poll(self, timeout: float = 0) -> int:
         self.polls.append(timeout)
@@ -99,7 +108,11 @@ class FakeProducer:
         return 0
 
     def flush(self, timeout: float = 0) -> int:
-        return self._serve()
+        """Serve reports until none is left (those of records produced meanwhile too)."""
+        self._serve()
+        while self._reports and not self.hold_reports:
+            self._serve()
+        return len(self._reports)
 
 
 class FakeConsumer:

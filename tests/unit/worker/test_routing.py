@@ -210,3 +210,40 @@ def test_a_dead_letter_the_client_refuses_before_sending_is_sent_reduced_in_its_
     assert envelope["reduced"] == "too large" and envelope["attempts"] == 3
     assert dict(small["headers"])["orderproc.attempts"] == b"3"
     assert batch.pending == 1 and batch.errors == []  # waits for the reduced one only
+
+
+@pytest.mark.parametrize("serve", ["poll", "flush"])
+def test_a_replacement_that_finds_the_queue_full_is_sent_after_the_report_not_inside_it(
+    make_fake_producer: Any, serve: str
+) -> None:
+    # Inside a delivery report the refused record still holds its place in the queue:
+    # waiting for room there (polling) can wait forever, and nesting polls is unsafe.
+    too_large = KafkaError.MSG_SIZE_TOO_LARGE
+    producer = make_fake_producer(fail_topics=("orders_dlq",), fail_code=too_large)
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+    batch = PendingBatch()
+    router.to_dlq(failure(3), [], now_ms=1, expect=batch.expect_delivery)
+    producer.fail_topics = ()  # the reduced one is taken...
+    producer.full_for = 1  # ...once the queue has room
+
+    getattr(router, serve)()  # the refusal is reported: the replacement is deferred, then sent
+
+    full, small = producer.produced
+    assert json.loads(small["value"])["reduced"] == "Broker: refused"
+    assert small["key"] == full["key"] == b"o-1"
+    assert producer.nested_polls == 0 and batch.errors == []
+    router.flush()
+    assert batch.pending == 0 and batch.errors == []  # complete only once it is delivered
+
+
+def test_replacements_of_an_aborted_transaction_are_forgotten(make_fake_producer: Any) -> None:
+    producer = make_fake_producer(fail_topics=("orders_dlq",), fail_code=KafkaError.INVALID_RECORD)
+    router = FailureRouter(Settings(dlq_topic="orders_dlq"), producer=producer)
+    router.to_dlq(failure(), [], now_ms=1, expect=PendingBatch().expect_delivery)
+    producer.full_for = 1
+    producer.flush()  # the producer serves the report itself, as commit_transaction does
+
+    router.forget_deferred()
+    router.poll()
+
+    assert len(producer.produced) == 1  # only the refused original; nothing sent after
