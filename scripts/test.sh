@@ -40,16 +40,18 @@ if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
 fi
 
 echo "== tests (broker $ORDERPROC_TEST_BOOTSTRAP)" >&2
-# pytest's stderr is kept too: if the interpreter dies (a fatal error, a signal), the
-# crash report's first lines (which thread, which test) would otherwise scroll away
-# under the stack's pytest frames. They are repeated last, where a CI log's tail shows.
+# Output written by C libraries (librdkafka's assertions, glibc's heap checks) goes
+# straight to stderr (--capture=sys: pytest captures Python's streams only), and stderr is
+# kept: if the interpreter dies, what the library said and the crash report's first lines
+# (which thread, which test) would otherwise be lost or scroll away under the stack's
+# pytest frames. They are repeated last, where a CI log's tail shows.
 crash_log="$(mktemp)"
 rc=0
-$BIN/pytest "$@" 2> >(tee "$crash_log" >&2) || rc=$?
+$BIN/pytest --capture=sys "$@" 2> >(tee "$crash_log" >&2) || rc=$?
 sleep 1  # tee writes the last of it
 if [ "$rc" -gt 128 ]; then
-    echo "== pytest died by signal $((rc - 128)); the crash report without library frames:" >&2
-    grep -v -e '/site-packages/' -e '^Extension modules' "$crash_log" | grep -A60 -m1 '^Fatal Python error' >&2 || true
+    echo "== pytest died by signal $((rc - 128)); its last stderr lines and the crash report without library frames:" >&2
+    grep -v -e '/site-packages/' -e '^Extension modules' "$crash_log" | grep -B12 -A60 -m1 '^Fatal Python error' >&2 || tail -40 "$crash_log" >&2
 fi
 rm -f "$crash_log"
 exit "$rc"
