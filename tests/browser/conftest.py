@@ -29,9 +29,10 @@ FLAGS = [
 _SHOTS = pytest.StashKey[Path]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
-    """The browser, started once per session and closed at its end."""
+    """The browser, started once for the browser tests; it and Playwright's driver stop
+    when they are done, not at the end of the session."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed (scripts/ensure-packages.sh installs it)")
     try:
