@@ -223,7 +223,6 @@ class TransactionalOffsets(OffsetPipeline):
             DeliveryError: transactions failed for good (e.g. this instance was fenced).
         """
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
-        self.router.poll()  # replacements deferred by a full queue go in this transaction
         for attempt in range(1, self.RETRIES + 1):
             try:
                 if offsets:
@@ -238,7 +237,6 @@ class TransactionalOffsets(OffsetPipeline):
                 if err.txn_requires_abort():
                     log.warning("transaction aborted (%s); reading the batch again", err.str())
                     self.producer.abort_transaction(self.timeout_s)
-                    self.router.forget_deferred()  # they belonged to the aborted batch
                     raise BatchAborted(err.str()) from exc
                 if not err.retriable() or attempt == self.RETRIES:
                     raise DeliveryError(f"transaction failed: {err.str()}") from exc

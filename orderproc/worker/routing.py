@@ -201,13 +201,12 @@ class FailureRouter:
             remaining = int(self.producer.flush(max(0.0, deadline - time.monotonic())))
         return remaining
 
-    def forget_deferred(self) -> None:
-        """Their transaction was aborted: its batch is read again and routes them anew."""
-        self._deferred.clear()
-
     def _send_deferred(self) -> None:
         # Outside any delivery report: waiting for room is safe here. Reports served while
-        # waiting may defer more; they are sent in this same loop.
+        # waiting may defer more; they are sent in this same loop. (A DeliveryError here
+        # stops the consumer with the batch uncommitted, so the record taken is not lost.)
+        # In exactly-once mode nothing stays deferred past this: a report served inside
+        # commit_transaction cannot enqueue at all (the transaction then aborts).
         while self._deferred:
             record = self._deferred.popleft()
             self._send(record.topic, record.key, record.value, record.headers,

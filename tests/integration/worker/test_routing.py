@@ -20,6 +20,7 @@ from orderproc.worker.routing import FailureRouter
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(60)  # before the fix it waited inside the delivery report forever
 def test_a_refused_dead_letter_is_resent_reduced_even_when_the_producer_queue_is_full(
     make_settings: Callable[..., Settings],
     topic_factory: Callable[..., str],
