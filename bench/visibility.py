@@ -37,7 +37,6 @@ if not __package__:  # run as `python bench/visibility.py`: make `bench` importa
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from tabulate import tabulate
@@ -45,6 +44,7 @@ from tabulate import tabulate
 from orderproc.config import RetryMode, Settings, get_settings
 from orderproc.devstack.postgres import database_url as devstack_database_url
 from orderproc.errors import OrderProcError
+from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
@@ -152,12 +152,13 @@ class Case:
         with open_engine(self.root_url) as engine, engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
-        for future in admin.delete_topics([s.orders_topic, s.dlq_topic, *s.retry_topics]).values():
-            try:
-                future.result(timeout=30)
-            except Exception as err:  # a leftover topic is untidy, not a wrong measurement
-                print(f"  (could not delete a topic: {err})", file=sys.stderr)
+        with Admin({"bootstrap.servers": s.bootstrap_servers}) as admin:
+            topics = [s.orders_topic, s.dlq_topic, *s.retry_topics]
+            for future in admin.delete_topics(topics).values():
+                try:
+                    future.result(timeout=30)
+                except Exception as err:  # a leftover topic is untidy, not a wrong measurement
+                    print(f"  (could not delete a topic: {err})", file=sys.stderr)
 
     def env(self) -> dict[str, str]:
         out = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPROC_")}

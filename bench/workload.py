@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -23,6 +22,7 @@ from sqlalchemy.engine import make_url
 from bench import stats
 from orderproc.config import ProcessingGuarantee, RetryMode, Settings
 from orderproc.errors import OrderProcError
+from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
 from orderproc.models import Order
 from orderproc.store.engine import make_engine, normalize_url
@@ -67,7 +67,7 @@ class Workload:
         self.bootstrap = bootstrap
         self.server_url = normalize_url(database_url)
         self.schema = f"bench_{self.run_id}"
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = Admin({"bootstrap.servers": bootstrap})
         self._topics: list[str] = []
         self._groups: list[str] = []
         self._schema_created = False
@@ -229,3 +229,4 @@ class Workload:
             finally:
                 root.dispose()
             self._schema_created = False
+        self.admin.close()

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, insert, select
 
@@ -45,6 +45,7 @@ from orderproc.dlq.envelope import Failure, build_envelope, encode_envelope, eve
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import HIGH_PRICE_REASON, BusinessRuleError, DeserializationError
 from orderproc.headers import Header
+from orderproc.kafka.clients import Admin
 from orderproc.models import Order, Source
 from orderproc.records import Record
 from orderproc.report.aggregate import DlqReport
@@ -141,12 +142,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def admin(kafka_bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+def admin(kafka_bootstrap: str) -> Iterator[Admin]:
+    with Admin({"bootstrap.servers": kafka_bootstrap}) as client:
+        yield client
 
 
 @pytest.fixture
-def topic_factory(admin: AdminClient) -> Iterator[Callable[..., str]]:
+def topic_factory(admin: Admin) -> Iterator[Callable[..., str]]:
     """Create uniquely named topics; they are deleted after the test."""
     created: list[str] = []
 

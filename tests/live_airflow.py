@@ -29,11 +29,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from orderproc.config import RetryMode, Settings
 from orderproc.devstack.airflow import LocalAirflow
 from orderproc.devstack.settings import DevstackSettings
+from orderproc.kafka.clients import Admin
 from tests.support import free_ports, migrated_schema
 
 USERS = {"admin": "admin", "op": "op", "viewer": "viewer"}
@@ -226,7 +227,7 @@ def _wait_for_dags(airflow: LiveAirflow, timeout_s: float = 180.0) -> None:
 @pytest.fixture(scope="session")
 def live_airflow(
     kafka_bootstrap: str,
-    admin: AdminClient,
+    admin: Admin,
     postgres_server_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveAirflow]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from orderproc.devstack.kafka_config import (
     HOST,
@@ -46,6 +45,7 @@ from orderproc.devstack.settings import (
     DevstackSettings,
     get_devstack_settings,
 )
+from orderproc.kafka.clients import Admin
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 _JAVA_HINT = "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
@@ -88,11 +88,12 @@ class KafkaUpResult:
 
 def metadata_answers(bootstrap: str, timeout_s: float) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request within ``timeout_s``."""
-    return _answers(_admin(bootstrap), timeout_s)
+    with _admin(bootstrap) as admin:
+        return _answers(admin, timeout_s)
 
 
-def _admin(bootstrap: str, client_config: dict[str, Any] | None = None) -> AdminClient:
-    return AdminClient(
+def _admin(bootstrap: str, client_config: dict[str, Any] | None = None) -> Admin:
+    return Admin(
         {
             **(client_config or {}),
             "bootstrap.servers": bootstrap,
@@ -104,7 +105,7 @@ def _admin(bootstrap: str, client_config: dict[str, Any] | None = None) -> Admin
     )
 
 
-def _answers(admin: AdminClient, timeout_s: float) -> bool:
+def _answers(admin: Admin, timeout_s: float) -> bool:
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException:
@@ -146,7 +147,10 @@ class KafkaBroker:
     def status(self) -> KafkaStatus:
         """Whether the broker runs and answers; cleans up a stale pid file."""
         pid = self.running_pid()
-        ready = pid is not None and _answers(self._probe_admin(), 2.0)
+        ready = False
+        if pid is not None:
+            with self._probe_admin() as admin:
+                ready = _answers(admin, 2.0)
         return KafkaStatus(
             running=pid is not None,
             ready=ready,
@@ -245,7 +249,7 @@ class KafkaBroker:
         """Client keys the readiness probe needs besides ``bootstrap.servers``."""
         return {}
 
-    def _probe_admin(self) -> AdminClient:
+    def _probe_admin(self) -> Admin:
         return _admin(self.bootstrap, self._probe_config())
 
     def _cluster_id(self) -> str:
@@ -303,19 +307,21 @@ class KafkaBroker:
         return proc.pid
 
     def _wait_ready(self, pid: int, deadline: float, *, started_here: bool) -> None:
-        admin = self._probe_admin()
-        while pid_alive(pid):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if started_here:
-                    terminate(pid, _STOP_GRACE_S)
-                    self.paths.pid_file.unlink(missing_ok=True)
-                timeout = self.settings.kafka_start_timeout_s
-                raise DevstackError(
-                    self._with_log(f"kafka did not answer on {self.bootstrap} within {timeout:g}s")
-                )
-            if _answers(admin, min(1.0, remaining)):
-                return
+        with self._probe_admin() as admin:
+            while pid_alive(pid):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if started_here:
+                        terminate(pid, _STOP_GRACE_S)
+                        self.paths.pid_file.unlink(missing_ok=True)
+                    timeout = self.settings.kafka_start_timeout_s
+                    raise DevstackError(
+                        self._with_log(
+                            f"kafka did not answer on {self.bootstrap} within {timeout:g}s"
+                        )
+                    )
+                if _answers(admin, min(1.0, remaining)):
+                    return
         self.paths.pid_file.unlink(missing_ok=True)
         raise DevstackError(self._with_log(f"kafka (pid {pid}) exited during startup"))
 

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from orderproc.config import Settings, get_settings
 from orderproc.devstack.kafka import KafkaBroker, KafkaUpResult
 from orderproc.devstack.kafka_security import (
@@ -40,6 +38,7 @@ from orderproc.devstack.kafka_security import (
 from orderproc.devstack.settings import DevstackError, DevstackSettings
 from orderproc.devstack.tls import TlsFiles, ensure_tls, write_private
 from orderproc.errors import OrderProcError
+from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
 from orderproc.logs import LIBRDKAFKA_LOG
 
@@ -97,13 +96,13 @@ class SecureKafkaBroker(KafkaBroker):
         """As admin: the topics, the ``orderproc`` user (its current password) and its ACLs."""
         creds = self.credentials()
         conf: dict[str, Any] = {**self.admin_config(), "logger": LIBRDKAFKA_LOG}
-        admin = AdminClient(conf)
-        upsert_user(admin, APP_USER, creds.app)
-        try:
-            ensure_topics(self.client_settings(ADMIN_USER, creds.admin))
-        except OrderProcError as exc:
-            raise DevstackError(f"cannot create the topics as {ADMIN_USER}: {exc}") from exc
-        grant(admin, app_acls(self.app))
+        with Admin(conf) as admin:
+            upsert_user(admin, APP_USER, creds.app)
+            try:
+                ensure_topics(self.client_settings(ADMIN_USER, creds.admin))
+            except OrderProcError as exc:
+                raise DevstackError(f"cannot create the topics as {ADMIN_USER}: {exc}") from exc
+            grant(admin, app_acls(self.app))
 
     # -- what clients need -----------------------------------------------------------
 

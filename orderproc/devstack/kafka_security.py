@@ -32,7 +32,6 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
-    AdminClient,
     ResourcePatternType,
     ResourceType,
     ScramCredentialInfo,
@@ -45,7 +44,7 @@ from orderproc.config import Settings
 from orderproc.devstack.kafka_config import HOST
 from orderproc.devstack.settings import DevstackError
 from orderproc.devstack.tls import TlsFiles, write_private
-from orderproc.kafka.clients import drain_group
+from orderproc.kafka.clients import Admin, drain_group
 
 ADMIN_USER = "admin"
 APP_USER = "orderproc"
@@ -209,7 +208,7 @@ def app_acls(settings: Settings, principal: str = f"User:{APP_USER}") -> list[Ac
     ]
 
 
-def upsert_user(admin: AdminClient, user: str, password: str) -> None:
+def upsert_user(admin: Admin, user: str, password: str) -> None:
     """Create ``user`` or set its SCRAM-SHA-512 password."""
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsert = UserScramCredentialUpsertion(user, info, password.encode())
@@ -219,9 +218,7 @@ def upsert_user(admin: AdminClient, user: str, password: str) -> None:
         raise DevstackError(f"cannot set the password of {user}: {exc.args[0].str()}") from exc
 
 
-def grant(
-    admin: AdminClient, bindings: Iterable[AclBinding], timeout_s: float = _ACL_WAIT_S
-) -> None:
+def grant(admin: Admin, bindings: Iterable[AclBinding], timeout_s: float = _ACL_WAIT_S) -> None:
     """Create ``bindings`` (existing ones are kept) and wait until the broker applies them.
 
     ``create_acls`` returns once the controller committed them; the broker's authorizer
@@ -236,9 +233,7 @@ def grant(
     _wait_until(admin, wanted, present=True, timeout_s=timeout_s)
 
 
-def revoke(
-    admin: AdminClient, bindings: Iterable[AclBinding], timeout_s: float = _ACL_WAIT_S
-) -> None:
+def revoke(admin: Admin, bindings: Iterable[AclBinding], timeout_s: float = _ACL_WAIT_S) -> None:
     """Delete exactly ``bindings`` and wait until the broker no longer applies them."""
     gone = list(bindings)
     filters = [
@@ -255,7 +250,7 @@ def revoke(
 
 
 def _wait_until(
-    admin: AdminClient, bindings: list[AclBinding], *, present: bool, timeout_s: float
+    admin: Admin, bindings: list[AclBinding], *, present: bool, timeout_s: float
 ) -> None:
     # The broker answers DescribeAcls from its own authorizer: what it shows, it applies.
     principals = {b.principal for b in bindings}
@@ -274,7 +269,7 @@ def _wait_until(
         time.sleep(0.05)
 
 
-def _shown(admin: AdminClient, principals: set[str]) -> set[str]:
+def _shown(admin: Admin, principals: set[str]) -> set[str]:
     shown: set[str] = set()
     for principal in principals:
         # None matches any name and any host (the stubs say str).

@@ -25,13 +25,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
     AclOperation,
-    AdminClient,
     ClusterMetadata,
 )
 
 from orderproc.config import Settings
 from orderproc.errors import BrokerError
-from orderproc.kafka.clients import ACCESS_ERRORS, drain_group, refuses_access
+from orderproc.kafka.clients import ACCESS_ERRORS, Admin, drain_group, refuses_access
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +134,10 @@ def _detail(err: KafkaError) -> str:
     return rest if sep and "://" in head else text
 
 
-def connect(conf: Mapping[str, Any], timeout_s: float) -> tuple[AdminClient, ClusterMetadata]:
+def connect(conf: Mapping[str, Any], timeout_s: float) -> tuple[Admin, ClusterMetadata]:
     """An admin client on ``conf``'s connection once the broker answers, and its metadata.
+
+    The caller closes the client (``with admin:``); it is closed here when this raises.
 
     Raises:
         BrokerError: the broker refused the credentials or the certificate (as soon as
@@ -147,17 +148,28 @@ def connect(conf: Mapping[str, Any], timeout_s: float) -> tuple[AdminClient, Clu
     # log_level 0: the refusal is told once, here, not by librdkafka at every retry.
     probe: dict[str, Any] = {**base, "error_cb": heard.append, "log_level": 0}
     try:
-        admin = AdminClient(probe)
+        admin = Admin(probe)
     except KafkaException as exc:
         raise BrokerError(f"unusable Kafka client settings: {_detail(exc.args[0])}") from exc
+    try:
+        return admin, _answer(admin, heard, base, timeout_s)
+    except BaseException:
+        admin.close()
+        raise
+
+
+def _answer(
+    admin: Admin, heard: list[KafkaError], base: Mapping[str, Any], timeout_s: float
+) -> ClusterMetadata:
+    """The metadata once a broker answers; a refusal or the deadline raises."""
     deadline = time.monotonic() + timeout_s
     last: KafkaError | None = None
     while True:
         try:
             wait = max(0.01, min(_SLICE_S, deadline - time.monotonic()))
-            metadata = admin.list_topics(timeout=wait)
+            metadata: ClusterMetadata = admin.list_topics(timeout=wait)
             if metadata.brokers:
-                return admin, metadata
+                return metadata
         except KafkaException as exc:
             last = exc.args[0]
         admin.poll(0)  # an AdminClient serves error_cb only here
@@ -184,9 +196,10 @@ def check_access(conf: Mapping[str, Any], access: Access, timeout_s: float) -> N
             'reader' may not write to topic orders_dlq``.
     """
     admin, _ = connect(conf, timeout_s)
-    missing = _missing_topic_ops(admin, access, timeout_s) + _missing_groups(
-        admin, access.groups, timeout_s
-    )
+    with admin:
+        missing = _missing_topic_ops(admin, access, timeout_s) + _missing_groups(
+            admin, access.groups, timeout_s
+        )
     if missing:
         raise BrokerError(f"not authorized: {who(conf)} may not {'; '.join(missing)}")
 
@@ -196,7 +209,7 @@ def check_settings(settings: Settings, access: Access) -> None:
     check_access(settings.kafka_config(), access, settings.admin_timeout_s)
 
 
-def _missing_topic_ops(admin: AdminClient, access: Access, timeout_s: float) -> list[str]:
+def _missing_topic_ops(admin: Admin, access: Access, timeout_s: float) -> list[str]:
     names = list(dict.fromkeys([*access.read, *access.write]))
     if not names:
         return []
@@ -222,7 +235,7 @@ def _missing_topic_ops(admin: AdminClient, access: Access, timeout_s: float) -> 
     return missing
 
 
-def _missing_groups(admin: AdminClient, groups: Iterable[str], timeout_s: float) -> list[str]:
+def _missing_groups(admin: Admin, groups: Iterable[str], timeout_s: float) -> list[str]:
     groups = list(groups)
     if not groups:
         return []

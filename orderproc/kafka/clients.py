@@ -7,10 +7,11 @@ guarantee depends on. Producer and consumer keys are never mixed in one dict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from orderproc.config import Settings
 from orderproc.headers import Header
@@ -36,6 +37,38 @@ class Unsent:
 
     def value(self) -> bytes | None:
         return self._value
+
+
+class Admin:
+    """An ``AdminClient`` destroyed on the thread that closes it: ``with Admin(conf) as admin``.
+
+    confluent-kafka completes admin futures on the client's own librdkafka thread, running
+    Python there. A client left to the garbage collector (held, say, by the frame of a
+    traceback an exception handler keeps) can be freed by a collection that happens to run
+    on that thread, and librdkafka then aborts the process: "rd_kafka_destroy() called from
+    librdkafka owned thread" (reproduced with a client in a reference cycle whose future's
+    callback collects). So callers hold this wrapper, never the client itself, and
+    ``close`` drops the client's only reference where it is called.
+    """
+
+    def __init__(self, conf: Mapping[str, Any]) -> None:
+        self._client: AdminClient | None = AdminClient(dict(conf))
+
+    def __getattr__(self, name: str) -> Any:
+        client = self.__dict__.get("_client")
+        if client is None:
+            raise RuntimeError("the Kafka admin client is closed")
+        return getattr(client, name)
+
+    def close(self) -> None:
+        """Destroy the client now, on this thread (idempotent)."""
+        self._client = None
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 Acknowledge = Callable[[KafkaError | None, Message | Unsent | None], None]

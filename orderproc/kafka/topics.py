@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
-    AdminClient,
     ConfigResource,
     ResourceType,
 )
@@ -16,7 +15,7 @@ from confluent_kafka.cimpl import NewTopic
 from orderproc.config import Settings
 from orderproc.errors import BrokerError
 from orderproc.kafka.access import connect, who
-from orderproc.kafka.clients import refuses_access
+from orderproc.kafka.clients import Admin, refuses_access
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +33,14 @@ def required_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 def max_message_bytes(settings: Settings, topic: str, default: int) -> int:
     """The topic's ``max.message.bytes`` (what the broker accepts), or ``default`` if unknown."""
-    admin = AdminClient(settings.kafka_config())
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
-        configs = admin.describe_configs([resource])[resource].result(
-            timeout=settings.admin_timeout_s
-        )
+        with Admin(settings.kafka_config()) as admin:
+            configs = admin.describe_configs([resource])[resource].result(
+                timeout=settings.admin_timeout_s
+            )
         return int(configs["max.message.bytes"].value)
-    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+    except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
         log.warning("could not read max.message.bytes of %s (%s); assuming %d", topic, exc, default)
         return default
 
@@ -61,32 +60,33 @@ def ensure_topics(
     conf = settings.kafka_config()
     # Fails in one line, within a second, on wrong credentials or an untrusted certificate.
     admin, metadata = connect(conf, timeout_s)
-    existing = set(metadata.topics)  # only those this principal may describe
-    new = [
-        NewTopic(
-            name,
-            num_partitions=partitions or settings.topic_partitions,
-            replication_factor=settings.replication_factor,
-            config=config,
-        )
-        for name, config in wanted.items()
-        if name not in existing
-    ]
-    if not new:
-        return []
-    created = []
-    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if refuses_access(err):
-                raise BrokerError(
-                    f"not authorized: {who(conf)} may not create topic {name} "
-                    "(it is missing, or this principal may not see it)"
-                ) from exc
-            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"cannot create topic {name}: {err.str()}") from exc
-    log.info("created topics %s", ", ".join(created))
-    return created
+    with admin:
+        existing = set(metadata.topics)  # only those this principal may describe
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions or settings.topic_partitions,
+                replication_factor=settings.replication_factor,
+                config=config,
+            )
+            for name, config in wanted.items()
+            if name not in existing
+        ]
+        if not new:
+            return []
+        created = []
+        for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if refuses_access(err):
+                    raise BrokerError(
+                        f"not authorized: {who(conf)} may not create topic {name} "
+                        "(it is missing, or this principal may not see it)"
+                    ) from exc
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"cannot create topic {name}: {err.str()}") from exc
+        log.info("created topics %s", ", ".join(created))
+        return created

@@ -37,7 +37,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
-    AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
@@ -46,6 +45,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
 from sqlalchemy import text
 
 from orderproc.config import Settings
+from orderproc.kafka.clients import Admin
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
 from tests.support import free_ports, read_committed
@@ -247,9 +247,9 @@ def set_topic_config() -> Callable[[Settings, str, str, str | None], None]:
         op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
         entry = ConfigEntry(name, value or "", incremental_operation=op)
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-        for future in admin.incremental_alter_configs([resource]).values():
-            future.result(timeout=30)
+        with Admin({"bootstrap.servers": settings.bootstrap_servers}) as admin:
+            for future in admin.incremental_alter_configs([resource]).values():
+                future.result(timeout=30)
 
     return alter
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Message, Producer
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
+from orderproc.kafka.clients import Admin
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import make_engine
@@ -40,7 +40,7 @@ def test_avro_order_round_trips_bit_exact(
 
 
 def test_multi_partition_topic_created_through_admin_api(
-    topic_factory: Callable[..., str], admin: AdminClient
+    topic_factory: Callable[..., str], admin: Admin
 ) -> None:
     topic = topic_factory("multi", partitions=6)
     metadata = admin.list_topics(topic, timeout=10)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from typer.testing import CliRunner
 
 from orderproc.cli import app as cli_app
@@ -31,6 +31,7 @@ from orderproc.devstack.settings import (
     DevstackSettings,
     get_devstack_settings,
 )
+from orderproc.kafka.clients import Admin
 from tests.support import free_ports
 
 pytestmark = pytest.mark.integration
@@ -81,11 +82,11 @@ def cli_env(
 
 
 def _create_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=30
-    )
-    futures[topic].result(timeout=30)
+    with Admin({"bootstrap.servers": bootstrap}) as admin:  # must outlive the future
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=30
+        )
+        futures[topic].result(timeout=30)
 
 
 def _produce(bootstrap: str, topic: str, value: bytes) -> None:

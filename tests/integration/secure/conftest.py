@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AclOperation, AdminClient, ResourcePatternType, ResourceType
+from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
 from orderproc.config import Settings
@@ -30,6 +30,7 @@ from orderproc.devstack.kafka_security import allow, grant, upsert_user
 from orderproc.devstack.maven import kafka_home
 from orderproc.devstack.settings import DevstackSettings
 from orderproc.devstack.tls import cert_pem, make_ca
+from orderproc.kafka.clients import Admin
 from tests.support import free_ports
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
@@ -47,7 +48,7 @@ class SecureKafka:
     devstack: DevstackSettings
     libs: Path
     broker: SecureKafkaBroker
-    admin: AdminClient
+    admin: Admin
     other_ca: Path
     """A CA that did not sign the broker's certificate."""
     passwords: dict[str, str]
@@ -133,15 +134,19 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
     broker = SecureKafkaBroker(devstack, libs_dir=libs, app=Settings())
     broker.up()
     try:
-        admin = AdminClient(broker.admin_config())
-        creds = broker.credentials()
-        passwords = {"admin": creds.admin, "orderproc": creds.app, "controller": creds.controller}
-        for user in ("nobody", "reader"):
-            passwords[user] = secrets.token_urlsafe(16)
-            upsert_user(admin, user, passwords[user])
-        other_ca = devstack.devstack_dir / "other-ca.pem"
-        other_ca.write_bytes(cert_pem(make_ca("somebody else's CA")[1]))
-        yield SecureKafka(devstack, libs, broker, admin, other_ca, passwords)
+        with Admin(broker.admin_config()) as admin:
+            creds = broker.credentials()
+            passwords = {
+                "admin": creds.admin,
+                "orderproc": creds.app,
+                "controller": creds.controller,
+            }
+            for user in ("nobody", "reader"):
+                passwords[user] = secrets.token_urlsafe(16)
+                upsert_user(admin, user, passwords[user])
+            other_ca = devstack.devstack_dir / "other-ca.pem"
+            other_ca.write_bytes(cert_pem(make_ca("somebody else's CA")[1]))
+            yield SecureKafka(devstack, libs, broker, admin, other_ca, passwords)
     finally:
         broker.down()
 
