@@ -69,3 +69,14 @@ def test_a_closed_admin_says_so_instead_of_reaching_a_destroyed_client() -> None
 
     with pytest.raises(RuntimeError, match="closed"):
         admin.list_topics(timeout=0.1)
+
+
+def test_a_topic_limit_that_cannot_be_read_in_time_falls_back_to_the_default() -> None:
+    from orderproc.config import Settings
+    from orderproc.kafka.topics import max_message_bytes
+
+    # Nothing listens on port 1: the describe call's future times out (it used to raise
+    # TimeoutError out of the consumer's start instead of warning).
+    settings = Settings(bootstrap_servers="127.0.0.1:1", admin_timeout_s=0.5)
+
+    assert max_message_bytes(settings, "orders_dlq", default=123_456) == 123_456
