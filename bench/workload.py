@@ -210,6 +210,12 @@ class Workload:
     # -- cleanup -------------------------------------------------------------------------
 
     def close(self) -> None:
+        try:
+            self._clean_up()
+        finally:
+            self.admin.close()
+
+    def _clean_up(self) -> None:
         if self._groups:
             futures = self.admin.delete_consumer_groups(self._groups, request_timeout=30)
             for future in futures.values():
@@ -229,4 +235,3 @@ class Workload:
             finally:
                 root.dispose()
             self._schema_created = False
-        self.admin.close()

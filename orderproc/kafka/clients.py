@@ -48,7 +48,9 @@ class Admin:
     on that thread, and librdkafka then aborts the process: "rd_kafka_destroy() called from
     librdkafka owned thread" (reproduced with a client in a reference cycle whose future's
     callback collects). So callers hold this wrapper, never the client itself, and
-    ``close`` drops the client's only reference where it is called.
+    ``close`` drops the wrapper's reference where it is called. One reference it cannot
+    drop: a kept exception raised inside one of the client's own Python methods holds that
+    method's frame (``self``); a request still in flight is also needed for the abort.
     """
 
     def __init__(self, conf: Mapping[str, Any]) -> None:

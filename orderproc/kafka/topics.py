@@ -41,7 +41,8 @@ def max_message_bytes(settings: Settings, topic: str, default: int) -> int:
             )
         return int(configs["max.message.bytes"].value)
     except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
-        log.warning("could not read max.message.bytes of %s (%s); assuming %d", topic, exc, default)
+        why = "no answer in time" if isinstance(exc, TimeoutError) else exc
+        log.warning("could not read max.message.bytes of %s (%s); assuming %d", topic, why, default)
         return default
 
 

@@ -82,7 +82,7 @@ def cli_env(
 
 
 def _create_topic(bootstrap: str, topic: str) -> None:
-    with Admin({"bootstrap.servers": bootstrap}) as admin:  # must outlive the future
+    with Admin({"bootstrap.servers": bootstrap}) as admin:  # open until the future is done
         futures = admin.create_topics(
             [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=30
         )

@@ -3,11 +3,17 @@ process there. ``Admin`` is destroyed where it is closed, whatever still refers 
 
 from __future__ import annotations
 
+import logging
+import resource
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from orderproc.errors import BrokerError
+from orderproc.kafka import access
+from orderproc.kafka.clients import Admin
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +50,11 @@ SCRIPT = textwrap.dedent(
 
 def run(mode: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)),  # no core file
     )
 
 
@@ -62,8 +72,6 @@ def test_an_admin_closed_where_it_was_used_survives_the_same_collection() -> Non
 
 
 def test_a_closed_admin_says_so_instead_of_reaching_a_destroyed_client() -> None:
-    from orderproc.kafka.clients import Admin
-
     with Admin({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}) as admin:
         pass
 
@@ -71,7 +79,29 @@ def test_a_closed_admin_says_so_instead_of_reaching_a_destroyed_client() -> None
         admin.list_topics(timeout=0.1)
 
 
-def test_a_topic_limit_that_cannot_be_read_in_time_falls_back_to_the_default() -> None:
+def test_connect_closes_its_client_when_the_broker_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[Admin] = []
+
+    class Recorded(Admin):
+        def __init__(self, conf: dict[str, object]) -> None:
+            super().__init__(conf)
+            made.append(self)
+
+    monkeypatch.setattr(access, "Admin", Recorded)
+
+    with pytest.raises(BrokerError, match=r"cannot reach Kafka at 127\.0\.0\.1:1 "):
+        access.connect({"bootstrap.servers": "127.0.0.1:1"}, 0.3)
+
+    [admin] = made
+    with pytest.raises(RuntimeError, match="closed"):
+        admin.list_topics  # noqa: B018  # the attribute itself is refused once closed
+
+
+def test_a_topic_limit_that_cannot_be_read_in_time_falls_back_to_the_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from orderproc.config import Settings
     from orderproc.kafka.topics import max_message_bytes
 
@@ -79,4 +109,7 @@ def test_a_topic_limit_that_cannot_be_read_in_time_falls_back_to_the_default() -
     # TimeoutError out of the consumer's start instead of warning).
     settings = Settings(bootstrap_servers="127.0.0.1:1", admin_timeout_s=0.5)
 
-    assert max_message_bytes(settings, "orders_dlq", default=123_456) == 123_456
+    with caplog.at_level(logging.WARNING, logger="orderproc.kafka.topics"):
+        assert max_message_bytes(settings, "orders_dlq", default=123_456) == 123_456
+
+    assert "could not read max.message.bytes of orders_dlq (no answer in time)" in caplog.text
