@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -17,13 +18,34 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import false
 
+from orderproc.clock import as_utc
 from orderproc.models import MAX_REPLAY_ID, MAX_TEXT, DlqStatus
 
 FAILURE_KEY_LENGTH = 600
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, always aware and in UTC when read back, whichever the store.
+
+    PostgreSQL returns ``timestamptz`` values aware; SQLite keeps no zone and returns
+    them naive. Every time column is this type, so no caller ever computes with a naive
+    value (the review page once answered 500 on SQLite: "can't subtract offset-naive
+    and offset-aware datetimes").
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 class Base(DeclarativeBase):
@@ -43,7 +65,7 @@ class ProcessedOrder(Base):
     source_partition: Mapped[int] = mapped_column(Integer)
     source_offset: Mapped[int] = mapped_column(BigInteger)
     replay_id: Mapped[str | None] = mapped_column(String(MAX_REPLAY_ID), nullable=True)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_processed_orders_product", "product"),)
 
@@ -88,32 +110,29 @@ class DlqEvent(Base):
     source_topic: Mapped[str | None] = mapped_column(String(249), nullable=True)
     source_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    source_timestamp: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
-    first_failure_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
-    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    dead_lettered_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
-    drained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_timestamp: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    first_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    drained_at: Mapped[datetime] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(20), default=DlqStatus.NEW.value, index=True)
     reviewed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     corrected_payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     replay_id: Mapped[str | None] = mapped_column(String(MAX_REPLAY_ID), nullable=True)
-    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     replay_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replay_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     replay_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """A replay wrote this row's copy inside a Kafka transaction whose outcome the store has
     not recorded yet (``replay_partition/offset`` say where); see ``orderproc.dlq.replay``."""
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Counts the changes a reviewer acts on (status, correction): an action taken from a
+    view of an older version is refused (``orderproc.dlq.store``)."""
 
 
 class DlqCopy(Base):
@@ -125,7 +144,7 @@ class DlqCopy(Base):
     dlq_partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     dlq_offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("dlq_events.id"), index=True)
-    drained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    drained_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class AuditLog(Base):
@@ -137,6 +156,26 @@ class AuditLog(Base):
     dlq_event_id: Mapped[int] = mapped_column(ForeignKey("dlq_events.id"), index=True)
     action: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(200))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ReplayLease(Base):
+    """Which replay run may write the replay's rows now, and its fencing epoch.
+
+    One row (``name = 'replay'``). A run that starts takes it (the epoch goes up by one)
+    while it holds the store's replay lock (``orderproc.dlq.lease``); each of its writes
+    first checks that the epoch is still its own, so a run that was fenced can change
+    nothing any more.
+    """
+
+    __tablename__ = "replay_lease"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    replay_id: Mapped[str | None] = mapped_column(String(MAX_REPLAY_ID), nullable=True)
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
