@@ -7,6 +7,8 @@ guarantee depends on. Producer and consumer keys are never mixed in one dict.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -276,3 +278,36 @@ def produce(
             if not wait:
                 raise
             producer.poll(0.1)
+
+
+FLUSH_STEP_S = 0.1
+"""The longest single ``flush``/``poll`` call: below confluent-kafka's own 200 ms chunks."""
+
+
+def flush(producer: Producer, timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` for the delivery report of every queued record; return how
+    many are still unacknowledged.
+
+    Calls ``Producer.flush`` in steps shorter than 200 ms. A longer ``flush`` loops in
+    200 ms chunks inside confluent-kafka and goes on serving delivery reports after a
+    fatal error (a transactional producer fenced by a newer one) has set its exception:
+    each report then fails with ``SystemError`` and so does ``flush`` ("returned NULL
+    without setting an exception"; reproduced with two producers of one transactional
+    id). A short ``flush`` ends at the fatal error and raises it: a ``KafkaException``.
+    """
+    deadline = time.monotonic() + timeout_s
+    left = 0
+    for _ in range(max(1, math.ceil(timeout_s / FLUSH_STEP_S))):  # each step blocks its time
+        left = int(producer.flush(min(FLUSH_STEP_S, max(0.0, deadline - time.monotonic()))))
+        if left == 0 or time.monotonic() >= deadline:
+            break
+    return left
+
+
+def poll_for(producer: Producer, seconds: float) -> None:
+    """Serve delivery reports for ``seconds`` (in short polls, as ``flush`` does)."""
+    deadline = time.monotonic() + seconds
+    for _ in range(max(1, math.ceil(seconds / FLUSH_STEP_S))):
+        producer.poll(min(FLUSH_STEP_S, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            return

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from orderproc.clock import Pacer
 from orderproc.config import Settings
 from orderproc.kafka.access import check_settings, producer_access
-from orderproc.kafka.clients import produce, reliable_producer_config
+from orderproc.kafka.clients import flush, produce, reliable_producer_config
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 
@@ -143,7 +143,7 @@ class OrderProducer:
                 if on_progress:
                     on_progress(1)
         finally:
-            remaining = self.producer.flush(self.settings.delivery_timeout_ms / 1000 + 5)
+            remaining = flush(self.producer, self.settings.delivery_timeout_ms / 1000 + 5)
             if remaining:
                 self.stats.failed += remaining
                 log.error("%d orders not acknowledged at shutdown", remaining)

@@ -40,6 +40,7 @@ from orderproc.kafka.clients import (
     PRODUCER_MAX_MESSAGE_BYTES,
     Acknowledge,
     Unsent,
+    flush,
     produce,
     refuses_record,
     reliable_producer_config,
@@ -195,10 +196,10 @@ class FailureRouter:
             timeout_s if timeout_s is not None else self.settings.delivery_timeout_ms / 1000 + 5
         )
         deadline = time.monotonic() + timeout
-        remaining = int(self.producer.flush(timeout))
+        remaining = flush(self.producer, timeout)
         while self._deferred:  # replacements the reports just served could not queue
             self._send_deferred()
-            remaining = int(self.producer.flush(max(0.0, deadline - time.monotonic())))
+            remaining = flush(self.producer, max(0.0, deadline - time.monotonic()))
         return remaining
 
     def _send_deferred(self) -> None:
