@@ -146,7 +146,8 @@ class Settings(BaseSettings):
 
     @property
     def replay_transactional_id(self) -> str:
-        """The replay's transactional id: one replay at a time; a new one fences the last."""
+        """The replay's transactional id: runs take turns (the store's replay lease), and the
+        run that takes the lease fences the last one in Kafka with it."""
         return f"orderproc-replay-{self.orders_topic}"
 
     def retry_topic(self, attempt: int) -> str:

@@ -75,6 +75,22 @@ class UnknownEventError(ReviewError):
     """No DLQ event has the id asked for."""
 
 
+class ConflictError(ReviewError):
+    """The row changed since the reviewer's view of it: nothing was applied over it."""
+
+
+class ReplayError(OrderProcError):
+    """A replay run could not start, or was stopped by a newer run."""
+
+
+class ReplayBusyError(ReplayError):
+    """Another replay run holds the replay and did not finish within the wait."""
+
+
+class ReplayFencedError(ReplayError):
+    """A newer replay run took over: this run changes nothing any more."""
+
+
 # -- a record's failure ----------------------------------------------------------------
 
 

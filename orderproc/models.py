@@ -139,6 +139,9 @@ UNRESOLVED_STATUSES = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 DEFAULT_MAX_REPLAYS = 3
 """A row whose order was already replayed this many times is parked instead."""
 
+DEFAULT_REPLAY_WAIT_S = 300.0
+"""How long a replay run waits for one that holds the replay before it gives up."""
+
 
 class RunningAverage:
     """Average processed price, overall and per product, as the original consumer printed it."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
+
+if TYPE_CHECKING:  # the DLQ wing imports Kafka clients: too heavy while a DAG file parses
+    from orderproc.dlq.replay import ReplayRequest
 
 from orderproc.clock import as_utc
 from orderproc.errors import ConfigError
@@ -105,6 +108,28 @@ class ReplayParams(Params):
         if value is not None and since is not None and value <= since:
             raise ValueError(f"must be after since ({since.isoformat()}), got {value.isoformat()}")
         return value
+
+
+def replay_request(params: ReplayParams) -> ReplayRequest:
+    """The replay a validated trigger form (or the CLI's options) asks for."""
+    from orderproc.dlq.filters import EventFilter
+    from orderproc.dlq.replay import ReplayRequest
+
+    return ReplayRequest(
+        selection=EventFilter(
+            status=params.status,
+            ids=params.event_ids,
+            order_ids=params.order_ids,
+            reasons=params.reasons,
+            categories=params.categories,
+            since=params.since,
+            until=params.until,
+        ),
+        max_messages=params.max_messages,
+        rate_per_sec=params.rate_per_sec,
+        dry_run=params.dry_run,
+        max_replays=params.max_replays,
+    )
 
 
 class ReportParams(Params):

@@ -18,12 +18,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from orderproc.airflow.connections import DB_CONN_ID, KAFKA_CONN_ID, database_url
 from orderproc.airflow.hooks import dlq_consumer, replay_producer, replay_reader
-from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams
+from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams, replay_request
 from orderproc.config import get_settings
 from orderproc.dlq.drain import run_drain
-from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.replay import ReplayRequest, replay_id_for, replay_with_settings
-from orderproc.dlq.replay import summary_markdown as replay_summary
+from orderproc.dlq.replay import replay_id_for, replay_with_settings
+from orderproc.dlq.summary import summary_markdown as replay_summary
 from orderproc.errors import ConfigError
 from orderproc.report import generate_report
 from orderproc.report.render import format_table
@@ -65,25 +64,6 @@ def drain_dlq(
         actor=_actor(run_id),
     )
     return result.to_dict()
-
-
-def replay_request(params: ReplayParams) -> ReplayRequest:
-    """The replay a validated trigger form asks for."""
-    return ReplayRequest(
-        selection=EventFilter(
-            status=params.status,
-            ids=params.event_ids,
-            order_ids=params.order_ids,
-            reasons=params.reasons,
-            categories=params.categories,
-            since=params.since,
-            until=params.until,
-        ),
-        max_messages=params.max_messages,
-        rate_per_sec=params.rate_per_sec,
-        dry_run=params.dry_run,
-        max_replays=params.max_replays,
-    )
 
 
 def replay_dlq(

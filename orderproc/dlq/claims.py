@@ -1,13 +1,15 @@
 """The replay's ledger in the DLQ store: claims, copies pending in a Kafka transaction,
 and what a replay recorded as published.
 
-A row a replay works on is *claimed* (``claimed_by``: one claimer per task attempt).
-Before its Kafka transaction commits, the replay records where the broker put the
-copy and marks the row ``replay_pending``; after the commit, the row becomes
-``replayed``. A replay that starts fences every earlier one (``orderproc.dlq.replay``),
-so it may take over their claims and resolve their pending rows: each pending row's
-copy is either committed (the row is marked replayed) or was aborted (the row is
-freed). Every transition is a conditional ``UPDATE`` with its audit row.
+Only the run holding the replay lease writes here (``orderproc.dlq.lease``), and each
+write is a transaction of that lease, refused once a newer run took over. A row the run
+works on is *claimed* (``claimed_by``: one claimer per task attempt). Before its Kafka
+transaction commits, the run records where the broker put the copy and marks the row
+``replay_pending``; after the commit, the row becomes ``replayed``. A run that takes
+the lease fences every earlier one in Kafka (``orderproc.dlq.replay``), so it may take
+over their claims and resolve their pending rows: each pending row's copy is either
+committed (the row is marked replayed) or was aborted (the row is freed). Every
+transition is a conditional ``UPDATE`` with its audit row.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import utcnow
-from orderproc.dlq.audit import audit
+from orderproc.dlq.audit import AuditAction, audit
 from orderproc.dlq.filters import EventFilter
+from orderproc.dlq.lease import Lease
 from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
 from orderproc.store.tables import DlqEvent
@@ -53,19 +56,14 @@ class Claims:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
 
-    def claim(
-        self, flt: EventFilter, *, claimer: str, limit: int, take_over: bool = False
-    ) -> list[DlqEvent]:
-        """Atomically claim up to ``limit`` matching events for ``claimer``.
+    def claim(self, flt: EventFilter, *, lease: Lease, limit: int) -> list[DlqEvent]:
+        """Claim up to ``limit`` matching events for the lease's run.
 
-        Free rows and rows ``claimer`` holds already are claimable; with ``take_over``
-        (a replay that has fenced every earlier one) rows other claimers hold too.
-        Rows with a copy pending in a transaction never are: they are resolved first.
+        Its run holds the replay lease, so no other run is claiming now: rows an earlier
+        run still names (one that died, or was fenced) are taken over. Rows with a copy
+        pending in a transaction never are: the run resolves them first.
         """
-        free = or_(DlqEvent.claimed_by.is_(None), DlqEvent.claimed_by == claimer)
-        if take_over:
-            free = or_(free, DlqEvent.claimed_by.is_not(None))
-        claimable = [*flt.clauses(), free, DlqEvent.replay_pending.is_(False)]
+        claimable = [*flt.clauses(), DlqEvent.replay_pending.is_(False)]
         candidates = (
             select(DlqEvent.id)
             .where(*claimable)
@@ -73,14 +71,14 @@ class Claims:
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL only; SQLite ignores it
         )
-        with self.engine.begin() as conn:
+        with lease.transaction() as conn:
             # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
             # subquery per row and claim more than ``limit`` rows.
             picked = list(conn.scalars(candidates))
             stmt = (
                 update(DlqEvent)
                 .where(DlqEvent.id.in_(picked), *claimable)
-                .values(claimed_by=claimer, claimed_at=utcnow())
+                .values(claimed_by=lease.claimer, claimed_at=utcnow())
                 .returning(DlqEvent.id)
             )
             ids = sorted(int(i) for i in conn.scalars(stmt)) if picked else []
@@ -93,32 +91,33 @@ class Claims:
             rows = session.scalars(select(DlqEvent).where(DlqEvent.id.in_(ids)))
             return sorted(rows, key=lambda e: e.id)
 
-    def release(self, *, claimer: str, ids: Sequence[int] | None = None) -> None:
-        """Give up ``claimer``'s claims (all, or ``ids``) on rows with nothing pending."""
+    def release(self, lease: Lease) -> None:
+        """Give up the run's claims on rows with nothing pending.
+
+        Not a lease transaction: a run that was fenced frees what it still names (rows it
+        claimed that no newer run took), so none stays claimed by a run that has ended.
+        """
         stmt = update(DlqEvent).where(
-            DlqEvent.claimed_by == claimer, DlqEvent.replay_pending.is_(False)
+            DlqEvent.claimed_by == lease.claimer, DlqEvent.replay_pending.is_(False)
         )
-        if ids is not None:
-            stmt = stmt.where(DlqEvent.id.in_(ids))
         with self.engine.begin() as conn:
             conn.execute(stmt.values(**_FREE))
 
-    def mark_pending(
-        self, deliveries: Sequence[Delivered], *, claimer: str, replay_id: str
-    ) -> None:
+    def mark_pending(self, deliveries: Sequence[Delivered], *, lease: Lease) -> None:
         """Record where the broker put each copy, before its transaction commits.
 
         Raises:
-            ReviewError: a claim was lost (the caller must abort the transaction).
+            ReplayFencedError: a newer run took the lease (abort the transaction).
+            ReviewError: a claim was lost (abort the transaction).
         """
         if not deliveries:
             return
-        with self.engine.begin() as conn:
+        with lease.transaction() as conn:
             for d in deliveries:
                 stmt = (
                     update(DlqEvent)
-                    .where(DlqEvent.id == d.event_id, DlqEvent.claimed_by == claimer)
-                    .values(replay_pending=True, replay_id=replay_id,
+                    .where(DlqEvent.id == d.event_id, DlqEvent.claimed_by == lease.claimer)
+                    .values(replay_pending=True, replay_id=lease.replay_id,
                             replay_partition=d.partition, replay_offset=d.offset)
                 )  # fmt: skip
                 if conn.execute(stmt).rowcount != 1:
@@ -130,12 +129,12 @@ class Claims:
             stmt = select(DlqEvent).where(DlqEvent.replay_pending.is_(True)).order_by(DlqEvent.id)
             return list(session.scalars(stmt))
 
-    def mark_replayed(self, deliveries: Sequence[Delivered], *, actor: str) -> None:
+    def mark_replayed(self, deliveries: Sequence[Delivered], *, lease: Lease, actor: str) -> None:
         """Record committed copies: status, coordinates, count, audit; release the claims."""
         if not deliveries:
             return
         now = utcnow()
-        with self.engine.begin() as conn:
+        with lease.transaction() as conn:
             for d in deliveries:
                 stmt = (
                     update(DlqEvent)
@@ -147,14 +146,16 @@ class Claims:
                         replay_offset=d.offset,
                         replay_count=DlqEvent.replay_count + 1,
                         replay_pending=False,
+                        version=DlqEvent.version + 1,
                         **_FREE,
                     )
                 )
                 details = {"topic": d.topic, "partition": d.partition, "offset": d.offset}
                 if conn.execute(stmt).rowcount == 1:
-                    audit(conn, [d.event_id], "replayed", actor, at=now, details=details)
+                    audit(conn, [d.event_id], AuditAction.REPLAYED, actor, at=now,
+                          details=details)  # fmt: skip
 
-    def clear_pending(self, ids: Sequence[int], *, actor: str, note: str) -> None:
+    def clear_pending(self, ids: Sequence[int], *, lease: Lease, actor: str, note: str) -> None:
         """Copies whose transaction was aborted: the rows are replayable again."""
         if not ids:
             return
@@ -164,27 +165,27 @@ class Claims:
             .where(DlqEvent.id.in_(ids), DlqEvent.replay_pending.is_(True))
             .values(replay_pending=False, replay_partition=None, replay_offset=None, **_FREE)
         )
-        with self.engine.begin() as conn:
+        with lease.transaction() as conn:
             conn.execute(stmt)
-            audit(conn, list(ids), "unpublished", actor, at=now, note=note)
+            audit(conn, list(ids), AuditAction.UNPUBLISHED, actor, at=now, note=note)
 
-    def park(self, ids: Sequence[int], *, claimer: str, actor: str, note: str) -> None:
+    def park(self, ids: Sequence[int], *, lease: Lease, actor: str, note: str) -> None:
         """Move claimed events over the replay cap to ``parked``."""
-        self._finish(ids, DlqStatus.PARKED, "parked", claimer=claimer, actor=actor, note=note)
+        self._finish(ids, DlqStatus.PARKED, AuditAction.PARKED, lease=lease, actor=actor,
+                     note=note)  # fmt: skip
 
-    def reject_claimed(self, event_id: int, *, claimer: str, actor: str, note: str) -> None:
+    def reject_claimed(self, event_id: int, *, lease: Lease, actor: str, note: str) -> None:
         """Reject a claimed event whose order cannot be re-encoded."""
-        self._finish(
-            [event_id], DlqStatus.REJECTED, "rejected", claimer=claimer, actor=actor, note=note
-        )
+        self._finish([event_id], DlqStatus.REJECTED, AuditAction.REJECTED, lease=lease,
+                     actor=actor, note=note)  # fmt: skip
 
     def _finish(
         self,
         ids: Sequence[int],
         target: DlqStatus,
-        action: str,
+        action: AuditAction,
         *,
-        claimer: str,
+        lease: Lease,
         actor: str,
         note: str,
     ) -> None:
@@ -193,10 +194,10 @@ class Claims:
         now = utcnow()
         stmt = (
             update(DlqEvent)
-            .where(DlqEvent.id.in_(ids), DlqEvent.claimed_by == claimer)
-            .values(status=target.value, **_FREE)
+            .where(DlqEvent.id.in_(ids), DlqEvent.claimed_by == lease.claimer)
+            .values(status=target.value, version=DlqEvent.version + 1, **_FREE)
         )
-        with self.engine.begin() as conn:
+        with lease.transaction() as conn:
             if conn.execute(stmt).rowcount != len(ids):
                 raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
             audit(conn, list(ids), action, actor, at=now, note=note)

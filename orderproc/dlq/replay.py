@@ -1,16 +1,23 @@
 """Replay reviewed DLQ events back to ``orders``, with lineage headers.
 
-One run: fence every earlier replay and settle what a dead one left pending
-(``orderproc.dlq.publish``), claim the selected rows atomically (taking over the
-claims of fenced runs), park rows that reached the replay cap, reject rows whose
-order no longer encodes with the Avro schema, and publish the rest (rate limited)
-in Kafka transactions, chunk by chunk.
+One run, in steps (each a function below, so a run that stops between two of them
+leaves its claims released and the lease free):
+
+1. take the replay lease (``orderproc.dlq.lease``), waiting (bounded) for a run that
+   holds it to finish: runs take turns, and a waiting run fences nobody;
+2. fence every earlier run in Kafka and settle what an ended run left pending
+   (``orderproc.dlq.publish``);
+3. claim the selected rows, taking over those an ended run still names;
+4. park rows at the replay cap, reject rows whose order no longer encodes;
+5. publish the rest (rate limited) in Kafka transactions, chunk by chunk;
+6. release the claims that were not published, then the lease.
 
 Delivery semantics (exactly once, as a ``read_committed`` consumer sees ``orders``):
 a row becomes ``replayed`` only once the transaction holding its copy committed;
-a run killed at any point and rerun at once (or retried by Airflow) publishes
-every approved row once. A chunk whose delivery fails is aborted and its rows stay
-replayable; the run then fails.
+whatever the interleaving of runs (two triggers, a trigger and an Airflow retry, the
+review page and the CLI), and wherever one is killed or fenced, every approved row is
+published once. A chunk whose delivery fails is aborted and its rows stay replayable;
+the run then fails.
 
 Lineage headers are not prefixed ``orderproc.``: the consumer keeps them across
 later retry and DLQ hops, so a record that fails again still carries them, and
@@ -23,38 +30,45 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
-from tabulate import tabulate
+from confluent_kafka import Consumer, Producer
 
-from orderproc import headers as h
 from orderproc.clock import Pacer
 from orderproc.config import Settings
 from orderproc.dlq.claims import Delivered
-from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.publish import Crash, commit_chunk, fence, resolve_pending
+from orderproc.dlq.lease import Lease
+from orderproc.dlq.plan import (
+    PARK,
+    PUBLISH,
+    REJECT,
+    PlanAction,
+    PlannedRow,
+    lineage_headers,
+    plan_rows,
+    why_not_taken,
+)
+from orderproc.dlq.publish import Copy, Crash, fence, publish_chunk, resolve_pending
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import DeliveryError, ReviewError
-from orderproc.headers import Header
+from orderproc.errors import DeliveryError, OrderProcError, ReplayFencedError
 from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import (
-    produce,
+    poll_for,
     replay_producer_config,
     replay_reader_config,
     transactional_delivery_timeout_ms,
 )
-from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
+from orderproc.models import DEFAULT_MAX_REPLAYS, DEFAULT_REPLAY_WAIT_S, DlqStatus
 from orderproc.serde import OrderSerde
 from orderproc.store.engine import open_engine
 from orderproc.store.tables import DlqEvent
 
 log = logging.getLogger(__name__)
 
-PUBLISH, PARK, REJECT = "publish", "park", "reject"
 
 CHUNK = 100
 """Rows published per Kafka transaction (fewer when paced: see ``_chunk_size``)."""
@@ -71,18 +85,7 @@ class ReplayRequest:
     rate_per_sec: float = 0.0
     dry_run: bool = False
     max_replays: int = DEFAULT_MAX_REPLAYS
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedRow:
-    """What a run does (or a dry run would do) with one DLQ event."""
-
-    event_id: int
-    order_id: str | None
-    action: str
-    replay_count: int
-    payload: dict[str, Any] | None = None
-    note: str | None = None
+    wait_s: float = DEFAULT_REPLAY_WAIT_S
 
 
 @dataclass
@@ -95,9 +98,13 @@ class ReplayResult:
     planned: list[PlannedRow] = field(default_factory=list)
     delivered: list[Delivered] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
-    recovered: tuple[int, int] = (0, 0)  # a dead replay's pending rows: (committed, aborted)
+    recovered: tuple[int, int] = (0, 0)  # an ended run's pending rows: (committed, aborted)
+    waited_for: str | None = None
+    """The run this one waited for before it could start, if any."""
+    not_taken: dict[int, str] = field(default_factory=dict)
+    """Rows the selection named by id that this run did not take, and why (whose they are)."""
 
-    def ids(self, action: str) -> list[int]:
+    def ids(self, action: PlanAction) -> list[int]:
         return [p.event_id for p in self.planned if p.action == action]
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,45 +112,23 @@ class ReplayResult:
             "replay_id": self.replay_id,
             "topic": self.topic,
             "dry_run": self.dry_run,
-            "planned": [asdict(p) for p in self.planned],
+            "planned": [{**asdict(p), "action": p.action.value} for p in self.planned],
             "published": [asdict(d) for d in self.delivered],
             "parked": self.ids(PARK),
             "rejected": self.ids(REJECT),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
+            "recovered": list(self.recovered),
+            "waited_for": self.waited_for,
+            "not_taken": {str(k): v for k, v in sorted(self.not_taken.items())},
         }
 
-
-# -- pure steps ------------------------------------------------------------------------
-
-
-def plan_rows(events: Sequence[DlqEvent], *, max_replays: int) -> list[PlannedRow]:
-    """Decide per event: park (cap reached), reject (not a valid order) or publish."""
-    return [_plan_one(e, max_replays) for e in events]
-
-
-def _plan_one(event: DlqEvent, max_replays: int) -> PlannedRow:
-    def planned(action: str, **extra: Any) -> PlannedRow:
-        return PlannedRow(event.id, event.order_id, action, event.replay_count, **extra)
-
-    if event.replay_count >= max_replays:
-        return planned(PARK, note=f"replay cap reached ({event.replay_count} of {max_replays})")
-    try:
-        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}")
-    except ReviewError as exc:
-        return planned(REJECT, note=f"not replayable: {exc}")
-    return planned(PUBLISH, payload=payload)
-
-
-def lineage_headers(event: DlqEvent, replay_id: str) -> list[Header]:
-    """Headers that tie the replayed copy to its DLQ record and count the replays."""
-    pairs = {
-        h.REPLAY_ID: replay_id,
-        h.REPLAY_COUNT: str(event.replay_count + 1),
-        h.REPLAY_DLQ_TOPIC: event.dlq_topic,
-        h.REPLAY_DLQ_PARTITION: str(event.dlq_partition),
-        h.REPLAY_DLQ_OFFSET: str(event.dlq_offset),
-    }
-    return [(k, v.encode()) for k, v in pairs.items()]
+    def counts(self) -> str:
+        return (
+            f"selected={len(self.planned)} publish={len(self.ids(PUBLISH))} "
+            f"delivered={len(self.delivered)} failed={len(self.failed)} "
+            f"parked={len(self.ids(PARK))} rejected={len(self.ids(REJECT))} "
+            f"not_taken={len(self.not_taken)}"
+        )
 
 
 def replay_id_for(run_id: str | None) -> str:
@@ -169,20 +154,24 @@ def run_replay(
     actor: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
+    wait: Callable[[float], Any] = time.sleep,
     timeout_s: float = 60.0,
     transaction_timeout_s: float = 60.0,
     crash: Crash | None = None,
+    make_lease: Callable[..., Lease] = Lease,
 ) -> ReplayResult:
     """Replay the selected DLQ events to ``topic``; see the module docstring.
 
-    ``producer`` (transactional: the replay's transactional id) and ``reader`` (a
-    ``read_committed`` consumer, unsubscribed) are called only for a real run, before
-    any row is claimed: a broker that refuses us (credentials, certificate, ACLs: a
-    ``BrokerError`` from the factory) fails the run with nothing claimed, parked or
-    rejected. ``sleep`` defaults to polling the producer, so delivery reports are
-    served while the pacer waits.
+    ``producer`` (transactional: the replay's transactional id) is called first: a broker
+    that refuses us (credentials, certificate, ACLs: a ``BrokerError``) fails the run
+    with nothing claimed. ``reader`` (a ``read_committed`` consumer, unsubscribed) reads
+    back what an ended run left pending. ``sleep`` spaces paced records (default: serve
+    delivery reports meanwhile); ``wait`` is slept between looks at a busy lease.
+    ``crash`` and ``make_lease`` are seams for tests of interleavings.
 
     Raises:
+        ReplayBusyError: another run held the replay for all of ``request.wait_s``.
+        ReplayFencedError: a newer run took over; what this one left is that run's.
         DeliveryError: a chunk was not acknowledged or did not commit (its rows stay
             replayable; the committed chunks are marked ``replayed``).
     """
@@ -192,35 +181,38 @@ def run_replay(
     if request.dry_run:
         events = store.select_for_replay(request.selection, limit=request.max_messages)
         result.planned = plan_rows(events, max_replays=request.max_replays)
-        log.info("replay dry run: %s", _counts(result))
+        result.not_taken = _not_taken(store, request.selection, result.planned)
+        log.info("replay dry run: %s", result.counts())
         return result
+    crash = crash or (lambda _point: None)
     kafka = producer()
-    fence(kafka, timeout_s)  # from here on no earlier replay can commit anything
-    consumer = reader()
-    try:
-        result.recovered = resolve_pending(store, consumer, topic, actor=actor,
-                                           timeout_s=timeout_s)  # fmt: skip
-    finally:
-        consumer.close()
     # One claimer per attempt; the run id stays the lineage id.
-    claimer = f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}"
-    claimed = store.claim(request.selection, claimer=claimer, limit=request.max_messages,
-                          take_over=True)  # fmt: skip
+    lease = make_lease(store.engine, replay_id=replay_id,
+                       claimer=f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}", sleep=wait)  # fmt: skip
+    waited = lease.acquire(request.wait_s)
+    result.waited_for = str(waited) if waited else None
     try:
+        crash("leased")
+        _take_over(kafka, reader, store, lease, result, actor, timeout_s, crash)
+        claimed = store.claim(request.selection, lease=lease, limit=request.max_messages)
+        crash("claimed")
         result.planned = plan_rows(claimed, max_replays=request.max_replays)
-        _settle(store, result, actor, claimer)
+        _settle(store, lease, result, actor)
+        pacer = Pacer(request.rate_per_sec, clock=clock,
+                      sleep=sleep or (lambda s: poll_for(kafka, s)))  # fmt: skip
         chunk = _chunk_size(request.rate_per_sec, transaction_timeout_s)
-        pacer = Pacer(request.rate_per_sec, clock=clock, sleep=sleep or kafka.poll)
-        by_id = {e.id: e for e in claimed}
-        rows = [p for p in result.planned if p.action == PUBLISH]
-        for start in range(0, len(rows), chunk):
-            part = [(row, by_id[row.event_id]) for row in rows[start : start + chunk]]
-            if not _publish_chunk(kafka, store, part, result, claimer, actor, pacer,
-                                  timeout_s, crash or (lambda _point: None)):  # fmt: skip
-                break
+        _publish(kafka, store, lease, claimed, result, actor, pacer, chunk, timeout_s, crash)
+    except ReplayFencedError as exc:
+        left = _after_fence(store, lease, reader, result, actor, timeout_s)
+        raise ReplayFencedError(
+            f"{exc} (it had published {len(result.delivered)} of the "
+            f"{len(result.ids(PUBLISH))} rows it took; {left})"
+        ) from exc
     finally:
-        store.release(claimer=claimer)  # rows never committed; pending ones are kept
-    log.info("replay %s: %s", replay_id, _counts(result))
+        store.release(lease)  # rows never committed; pending ones are the next run's
+        lease.release()
+    result.not_taken = _not_taken(store, request.selection, result.planned)
+    log.info("replay %s: %s", replay_id, result.counts())
     if result.failed:
         first = next(iter(result.failed.items()))
         raise DeliveryError(
@@ -230,6 +222,51 @@ def run_replay(
     return result
 
 
+def _take_over(
+    kafka: Producer,
+    reader: Callable[[], Consumer],
+    store: DlqStore,
+    lease: Lease,
+    result: ReplayResult,
+    actor: str,
+    timeout_s: float,
+    crash: Crash,
+) -> None:
+    """Fence every earlier run in Kafka, then settle the rows it left pending."""
+    fence(kafka, timeout_s)  # from here on no earlier run can commit anything
+    crash("fenced")
+    with closing(reader()) as consumer:
+        result.recovered = resolve_pending(store, lease, consumer, result.topic, actor=actor,
+                                           timeout_s=timeout_s)  # fmt: skip
+    crash("resolved")
+
+
+def _after_fence(
+    store: DlqStore,
+    lease: Lease,
+    reader: Callable[[], Consumer],
+    result: ReplayResult,
+    actor: str,
+    timeout_s: float,
+) -> str:
+    """What a fenced run leaves, and to whom.
+
+    Fenced by a newer run (the lease is gone): that run settles everything. Fenced only in
+    Kafka (someone else initialised the transactional id) while it still holds the lease:
+    its transaction is decided now, committed or aborted, so it settles its own pending
+    rows, and no row stays claimed by a run that has ended.
+    """
+    if not lease.holds():
+        return "the rest are left to the run that holds the replay"
+    try:
+        with closing(reader()) as consumer:
+            committed, aborted = resolve_pending(store, lease, consumer, result.topic,
+                                                 actor=actor, timeout_s=timeout_s)  # fmt: skip
+    except OrderProcError as exc:
+        return f"its pending rows stay for the next run to settle ({exc})"
+    return f"it settled its pending rows: {committed} committed, {aborted} aborted"
+
+
 def _chunk_size(rate_per_sec: float, transaction_timeout_s: float) -> int:
     """Rows per transaction: a paced chunk must finish well inside the transaction timeout."""
     if rate_per_sec <= 0:
@@ -237,116 +274,58 @@ def _chunk_size(rate_per_sec: float, transaction_timeout_s: float) -> int:
     return max(1, min(CHUNK, int(rate_per_sec * transaction_timeout_s / 2)))
 
 
-def _settle(store: DlqStore, result: ReplayResult, actor: str, claimer: str) -> None:
+def _settle(store: DlqStore, lease: Lease, result: ReplayResult, actor: str) -> None:
     for row in result.planned:
         if row.action == PARK:
-            store.park([row.event_id], claimer=claimer, actor=actor, note=row.note or "")
+            store.park([row.event_id], lease=lease, actor=actor, note=row.note or "")
         elif row.action == REJECT:
-            store.reject_claimed(row.event_id, claimer=claimer, actor=actor, note=row.note or "")
+            store.reject_claimed(row.event_id, lease=lease, actor=actor, note=row.note or "")
 
 
-def _publish_chunk(
+def _publish(
     kafka: Producer,
     store: DlqStore,
-    rows: Sequence[tuple[PlannedRow, DlqEvent]],
+    lease: Lease,
+    claimed: Sequence[DlqEvent],
     result: ReplayResult,
-    claimer: str,
     actor: str,
     pacer: Pacer,
+    chunk: int,
     timeout_s: float,
     crash: Crash,
-) -> bool:
-    """One chunk in one transaction (``orderproc.dlq.publish``); False when it failed."""
+) -> None:
+    """Publish the planned rows chunk by chunk; stop at the first chunk that fails."""
     serde = OrderSerde()
-    delivered: list[Delivered] = []
-    failed: dict[int, str] = {}
-    kafka.begin_transaction()
-    for row, event in rows:
-        pacer.wait()
-        produce(
-            kafka,
-            result.topic,
-            key=(event.message_key or row.order_id or "").encode() or None,
-            value=serde.encode_record(row.payload or {}),
-            headers=lineage_headers(event, result.replay_id),
-            on_delivery=_reporter(row.event_id, delivered, failed),
-        )
-    crash("produced")
-    remaining = kafka.flush(timeout_s)
-    crash("acknowledged")
-    ids = [row.event_id for row, _ in rows]
-    if failed or remaining:
-        kafka.abort_transaction(timeout_s)
-        why = next(iter(failed.values()), f"no delivery report within {timeout_s:.0f}s")
-        result.failed.update({i: failed.get(i, f"aborted with its chunk: {why}") for i in ids})
-        return False
-    problem = commit_chunk(kafka, store, delivered, claimer=claimer, replay_id=result.replay_id,
-                           actor=actor, timeout_s=timeout_s, crash=crash)  # fmt: skip
-    if problem:
-        result.failed.update(dict.fromkeys(ids, problem))
-        return False
-    result.delivered += delivered
-    return True
-
-
-def _reporter(
-    event_id: int, delivered: list[Delivered], failed: dict[int, str]
-) -> Callable[[KafkaError | None, Message], None]:
-    # Delivery callbacks run inside poll()/flush() on this thread: no lock needed.
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            failed[event_id] = err.str()
+    by_id = {e.id: e for e in claimed}
+    rows = [p for p in result.planned if p.action == PUBLISH]
+    for start in range(0, len(rows), chunk):
+        copies = [
+            Copy(
+                row.event_id,
+                (by_id[row.event_id].message_key or row.order_id or "").encode() or None,
+                serde.encode_record(row.payload or {}),
+                lineage_headers(by_id[row.event_id], result.replay_id),
+            )
+            for row in rows[start : start + chunk]
+        ]
+        done = publish_chunk(kafka, store, lease, result.topic, copies, actor=actor,
+                             pacer=pacer, timeout_s=timeout_s, crash=crash)  # fmt: skip
+        result.delivered += done.delivered
+        if done.failed:
+            result.failed.update(done.failed)
             return
-        delivered.append(
-            Delivered(event_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-        )
-
-    return on_delivery
 
 
-def _counts(result: ReplayResult) -> str:
-    return (
-        f"selected={len(result.planned)} publish={len(result.ids(PUBLISH))} "
-        f"delivered={len(result.delivered)} failed={len(result.failed)} "
-        f"parked={len(result.ids(PARK))} rejected={len(result.ids(REJECT))}"
-    )
-
-
-def summary_markdown(result: Mapping[str, Any]) -> str:
-    """A Markdown table of a run (``ReplayResult.to_dict()``), for the task log."""
-    delivered = {int(d["event_id"]): d for d in result.get("published", [])}
-    failed = {int(k): v for k, v in result.get("failed", {}).items()}
-    mode = "dry run" if result.get("dry_run") else "replay"
-    rows = []
-    for row in result.get("planned", []):
-        eid = int(row["event_id"])
-        price = (row.get("payload") or {}).get("price")
-        outcome = _outcome(row, delivered.get(eid), failed.get(eid), bool(result.get("dry_run")))
-        shown = "-" if price is None else f"{price:.2f}"
-        rows.append(
-            [eid, row.get("order_id") or "-", row["action"], row["replay_count"], shown, outcome]
-        )
-    if not rows:
-        rows.append(["-", "-", "nothing selected", "-", "-", "-"])
-    table = tabulate(
-        rows,
-        headers=["event", "order", "action", "replays", "price", "outcome"],
-        tablefmt="github",
-        disable_numparse=True,
-    )
-    return f"{mode} {result.get('replay_id')} -> {result.get('topic')}\n\n{table}"
-
-
-def _outcome(
-    row: Mapping[str, Any], delivered: Mapping[str, Any] | None, failed: str | None, dry: bool
-) -> str:
-    if row["action"] != PUBLISH:
-        return str(row.get("note") or "")
-    if dry:
-        return "would publish"
-    if delivered is not None:
-        return f"partition {delivered['partition']} offset {delivered['offset']}"
-    return f"FAILED: {failed}" if failed else "not published"
+def _not_taken(
+    store: DlqStore, selection: EventFilter, planned: Sequence[PlannedRow]
+) -> dict[int, str]:
+    """For a selection by id: the ids this run did not take, and why."""
+    missing = sorted(set(selection.ids) - {p.event_id for p in planned})
+    if not missing:
+        return {}
+    events = {e.id: e for e in store.list_events(EventFilter(ids=tuple(missing)),
+                                                 limit=len(missing))}  # fmt: skip
+    return {i: why_not_taken(events.get(i), selection) for i in missing}
 
 
 def settings_producer(settings: Settings) -> Producer:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select, text
 
 from orderproc.config import Settings
 from orderproc.dlq.drain import run_drain
+from orderproc.dlq.lease import Lease
 from orderproc.dlq.replay import ReplayRequest, ReplayResult, run_replay
 from orderproc.dlq.store import DlqStore, EventFilter
 from orderproc.errors import DeliveryError
@@ -190,49 +191,6 @@ def test_max_messages_bounds_a_run(
     assert all(rows[i].claimed_by is None for i in ids)
 
 
-def test_two_concurrent_replays_never_publish_the_same_row(
-    store: DlqStore,
-    settings: Settings,
-    seed_dlq: Helper,
-    make_orders: Helper,
-    dlq_rows: Helper,
-    end_offset: Helper,
-    headers_of: Helper,
-    drain_topic: Helper,
-) -> None:
-    ids = seed_dlq(store, make_orders(40))
-    store.approve(ids, actor="alice")
-    start = threading.Barrier(2)
-    results: dict[str, ReplayResult | BaseException] = {}
-
-    def run(name: str) -> None:
-        start.wait()
-        try:
-            results[name] = replay(store, settings, ReplayRequest(max_messages=40), replay_id=name)
-        except DeliveryError as exc:  # fenced by the other run: it takes over
-            results[name] = exc
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("run-a", "run-b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    if any(isinstance(r, BaseException) for r in results.values()):
-        results["rerun"] = replay(
-            store, settings, ReplayRequest(max_messages=40), replay_id="run-c"
-        )
-
-    assert any(isinstance(r, ReplayResult) for r in results.values())
-    assert end_offset(settings) == 40  # every row once, whichever run published it
-    msgs = drain_topic(settings.orders_topic, expected=40)
-    offsets = [headers_of(m)["replay.dlq.offset"] for m in msgs]
-    assert len(msgs) == 40 and len(set(offsets)) == 40
-    rows = dlq_rows(store)
-    assert {rows[i].status for i in ids} == {"replayed"}
-    assert {rows[i].replay_id for i in ids} <= {"run-a", "run-b", "run-c"}
-    assert all(rows[i].replay_count == 1 for i in ids)
-
-
 def test_rows_at_the_replay_cap_are_parked_not_published(
     store: DlqStore,
     settings: Settings,
@@ -344,23 +302,25 @@ def test_the_rate_limit_spaces_records_on_the_injected_clock(
     assert len(result.delivered) == 4
 
 
-def test_claims_skip_rows_another_run_is_claiming(
-    pg_engine: Engine, make_settings: Callable[..., Settings], seed_dlq: Helper, make_orders: Helper
+def test_claims_skip_rows_a_reviewer_is_changing_right_now(
+    pg_engine: Engine, seed_dlq: Helper, make_orders: Helper
 ) -> None:
     store = DlqStore(pg_engine)
     ids = seed_dlq(store, make_orders(6))
     store.approve(ids, actor="alice")
+    lease = Lease(pg_engine, replay_id="b", claimer="b")
+    lease.acquire(0)
     claimed: list[int] = []
 
-    with pg_engine.connect() as other_run:
-        tx = other_run.begin()
-        other_run.execute(
+    with pg_engine.connect() as reviewer:
+        tx = reviewer.begin()
+        reviewer.execute(
             text("SELECT id FROM dlq_events WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids[:3]}
         )
-        # Without SKIP LOCKED this claim would wait for the other transaction.
+        # Without SKIP LOCKED this claim would wait for the reviewer's transaction.
         worker = threading.Thread(
             target=lambda: claimed.extend(
-                e.id for e in store.claim(EventFilter(status="approved"), claimer="b", limit=6)
+                e.id for e in store.claim(EventFilter(status="approved"), lease=lease, limit=6)
             )
         )
         worker.start()
@@ -368,6 +328,7 @@ def test_claims_skip_rows_another_run_is_claiming(
         finished_while_locked = not worker.is_alive()
         tx.rollback()
     worker.join(timeout=20)
+    lease.release()
 
     assert finished_while_locked
     assert claimed == ids[3:]
@@ -414,15 +375,28 @@ def test_a_run_stopped_half_way_commits_nothing_of_its_chunk_and_a_rerun_publish
     assert end_offset(settings) == 4  # each row once, as a read_committed consumer sees it
 
 
-def test_a_retry_takes_over_the_claims_of_an_attempt_it_fenced(
-    store: DlqStore, settings: Settings, seed_dlq: Helper, make_orders: Helper, end_offset: Helper
+def test_a_retry_takes_over_the_claims_of_an_attempt_that_died(
+    store: DlqStore,
+    settings: Settings,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    end_offset: Helper,
+    dlq_rows: Helper,
 ) -> None:
     ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
-    held = store.claim(APPROVED.selection, claimer="run-1#attempt-1", limit=10)
-    assert sorted(e.id for e in held) == ids  # an attempt that died holding its claims
+    attempt = Lease(store.engine, replay_id="run-1", claimer="run-1#attempt-1")
+    attempt.acquire(0)
+    held = store.claim(APPROVED.selection, lease=attempt, limit=10)
+    assert sorted(e.id for e in held) == ids
+    attempt.drop_lock()  # the attempt's process died holding its claims: its lock went with it
 
-    second_attempt = replay(store, settings, replay_id="run-1")
+    second_attempt = replay(store, settings, replay_id="run-1", wait=_no_wait)
 
     assert sorted(d.event_id for d in second_attempt.delivered) == ids
     assert end_offset(settings) == 3
+    assert {dlq_rows(store)[i].claimed_by for i in ids} == {None}
+
+
+def _no_wait(_seconds: float) -> None:
+    raise AssertionError("the lease of a dead attempt is free: nothing to wait for")

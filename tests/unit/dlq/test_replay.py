@@ -8,19 +8,12 @@ from typing import Any
 
 import pytest
 
-from orderproc.airflow.params import ReplayParams
-from orderproc.airflow.tasks import replay_request
+from orderproc.airflow.params import ReplayParams, replay_request
 from orderproc.clock import Pacer
 from orderproc.dlq.corrections import coerce_field, payload_of, validated_order
-from orderproc.dlq.replay import (
-    PARK,
-    PUBLISH,
-    REJECT,
-    lineage_headers,
-    plan_rows,
-    replay_id_for,
-    summary_markdown,
-)
+from orderproc.dlq.plan import PARK, PUBLISH, REJECT, lineage_headers, plan_rows
+from orderproc.dlq.replay import replay_id_for
+from orderproc.dlq.summary import summary_markdown
 from orderproc.errors import ConfigError, ReviewError
 from orderproc.store.tables import DlqEvent
 
