@@ -26,9 +26,10 @@ from orderproc.dlq.backlog import PAGE_SIZES, SORTS, Sort
 from orderproc.dlq.corrections import coerce_field
 from orderproc.dlq.envelope import MAX_REASON
 from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.replay import PlannedRow, ReplayRequest, lineage_headers, run_replay
+from orderproc.dlq.plan import PlanAction, PlannedRow, lineage_headers
+from orderproc.dlq.replay import ReplayRequest, run_replay
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import ErrorCategory, ReviewError
+from orderproc.errors import ConfigError, ErrorCategory, ReviewError
 from orderproc.models import MAX_TEXT, DlqStatus
 from orderproc.serde import load_schema
 from orderproc.store.tables import AuditLog, DlqCopy, DlqEvent
@@ -197,6 +198,28 @@ def bulk_ids(store: DlqStore, query: BacklogQuery, chosen: Sequence[int]) -> lis
     return ids
 
 
+def event_id_of(value: Any) -> int:
+    """An event id a form sent (a positive integer of at most 18 ASCII digits)."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
+        raise ConfigError(f"not an event id: {text[:40]!r}")
+    return int(text)
+
+
+def version_of(value: Any) -> int:
+    """A row version a form sent (what the reviewer's view showed)."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise ConfigError(f"not a row version: {text[:40]!r}")
+    return int(text)
+
+
+def ticked(value: Any) -> tuple[int, int | None]:
+    """A ticked row: ``<event id>@<version the page showed>`` (or just the id)."""
+    event_id, at, version = str(value).partition("@")
+    return event_id_of(event_id), version_of(version) if at else None
+
+
 # -- what a detail page shows ------------------------------------------------------------
 
 
@@ -290,7 +313,7 @@ def preview(store: DlqStore, query: BacklogQuery, *, topic: str, limit: int) -> 
     for plan in result.planned:
         event = events[plan.event_id]
         headers = []
-        if plan.action == "publish":
+        if plan.action == PlanAction.PUBLISH:
             lineage = lineage_headers(event, "(this run's id)")
             headers = [(name, value.decode()) for name, value in lineage]
         rows.append(PreviewRow(plan, event.message_key or event.order_id, headers))

@@ -6,29 +6,32 @@ Built by the API server on the page's first request (``plugins/dlq_review_plugin
 which hands over the plugin's folder of templates and assets. Pages are GETs anyone who
 may read ``orders_dlq_replay``'s runs may open; actions are POSTs (``CanAct`` +
 ``CsrfChecked``) answered with a redirect back to a page (post/redirect/get), naming what
-was done with a code, never with free text.
+was done with a code, never with free text. Two answers are pages instead: an action
+taken from a stale view (the event as it is now, the change in between named, 409), and a
+bulk action that skipped rows (the backlog, listing them and why).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from airflow.api_fastapi.app import API_ROOT_PATH
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, FastAPI, Form, Request, status
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orderproc.airflow.connections import DB_CONN_ID, database_url
-from orderproc.airflow.rest import TERMINAL_STATES, AirflowApiError, AirflowRest, api_base_url
+from orderproc.airflow.rest import TERMINAL_STATES, AirflowRest, api_base_url
 from orderproc.airflow.review import (
     BULK_LIMIT,
     REPLAY_DAG_ID,
@@ -36,53 +39,41 @@ from orderproc.airflow.review import (
     bulk_ids,
     edit_changes,
     event_detail,
+    event_id_of,
     note_of,
     preview,
     replay_conf,
+    ticked,
+    version_of,
 )
 from orderproc.airflow.review_auth import (
     CanAct,
     CanView,
     CsrfChecked,
-    form_token,
     http_error,
-    may_act,
     user_token,
 )
-from orderproc.clock import utcnow
+from orderproc.airflow.review_render import (
+    DONE,
+    back,
+    page,
+    refused,
+    store_failed,
+    templates,
+)
 from orderproc.config import get_settings
 from orderproc.dlq.corrections import payload_of
 from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.store import DlqStore
+from orderproc.dlq.store import DlqStore, Reviewed
 from orderproc.errors import (
     ConfigError,
+    ConflictError,
     OrderProcError,
     ReviewError,
-    StoreError,
-    UnknownEventError,
 )
-from orderproc.report.render import fmt_age
-from orderproc.store.engine import make_engine, store_error
+from orderproc.store.engine import make_engine
 
 ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
-DONE = {
-    "approved": "Approved: the row will be replayed by the next replay of approved rows.",
-    "rejected": "Rejected: the row will never be replayed.",
-    "edited": "Correction saved; the original order is kept beside it.",
-    "bulk-approved": "Approved {n} row(s).",
-    "bulk-rejected": "Rejected {n} row(s).",
-}
-"""What a redirect after an action says, by the code it carries."""
-HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
-    ),
-}
-
 router = APIRouter()
 _stores: dict[str, DlqStore] = {}
 _stores_lock = threading.Lock()
@@ -93,22 +84,12 @@ def create_app(folder: Path) -> FastAPI:
     ``templates`` and ``assets``."""
     app = FastAPI(title="orderproc DLQ review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.folder = folder
-    app.state.templates = _templates(folder / "templates")
+    app.state.templates = templates(folder / "templates")
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(OrderProcError, _refused)
-    app.add_exception_handler(SQLAlchemyError, _store_failed)
+    app.add_exception_handler(OrderProcError, refused)
+    app.add_exception_handler(SQLAlchemyError, store_failed)
     app.include_router(router)
     return app
-
-
-def _templates(folder: Path) -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(folder),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-    )
-    env.filters["age"] = lambda at: fmt_age(utcnow() - at) if at else "n/a"
-    return env
 
 
 def store() -> DlqStore:
@@ -134,10 +115,19 @@ def close_stores() -> None:
 @router.get("/", response_class=HTMLResponse, dependencies=[CanView])
 def backlog(request: Request, user: GetUserDep) -> Response:
     """Filtered, sorted, paginated rows, counts per status, the oldest unresolved row."""
-    query = BacklogQuery.parse(request.query_params)
+    return _backlog(request, user, BacklogQuery.parse(request.query_params))
+
+
+def _backlog(
+    request: Request,
+    user: BaseUser,
+    query: BacklogQuery,
+    done: str | None = None,
+    skipped: Mapping[int, str] | None = None,
+) -> HTMLResponse:
     dlq = store()
     flt = query.event_filter()
-    return _page(
+    return page(
         request,
         user,
         "backlog.html",
@@ -147,6 +137,8 @@ def backlog(request: Request, user: GetUserDep) -> Response:
         oldest=dlq.oldest_unresolved(),
         choices=dlq.choices(),
         bulk_limit=BULK_LIMIT,
+        said=done,
+        skipped=dict(skipped or {}),
     )
 
 
@@ -162,7 +154,7 @@ def replay_preview(request: Request, user: GetUserDep) -> Response:
     query = BacklogQuery.parse(request.query_params)
     topic = get_settings().orders_topic
     rows = preview(store(), query, topic=topic, limit=BULK_LIMIT)
-    return _page(request, user, "preview.html", q=query, rows=rows, topic=topic)
+    return page(request, user, "preview.html", q=query, rows=rows, topic=topic)
 
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse, dependencies=[CanView])
@@ -173,7 +165,7 @@ def replay_run(run_id: str, request: Request, user: GetUserDep) -> Response:
     # The conf is whatever the run was triggered with: keep only what can be an event id.
     ids = tuple(i for i in asked if type(i) is int)[:BULK_LIMIT] if isinstance(asked, list) else ()
     rows = store().list_events(EventFilter(ids=ids), limit=len(ids)) if ids else []
-    return _page(
+    return page(
         request,
         user,
         "run.html",
@@ -196,157 +188,124 @@ def asset(name: str, request: Request) -> Response:
 # -- actions -------------------------------------------------------------------------
 
 Note = Annotated[str, Form()]
+Version = Annotated[str, Form()]
+
+
+class _Answer:
+    """What ``_conflicts`` answers instead, when the action was refused as stale."""
+
+    response: Response | None = None
+
+
+@contextmanager
+def _conflicts(request: Request, user: BaseUser, event_id: int) -> Iterator[_Answer]:
+    """An action made from a stale view: the page as it is now, the conflict named, 409."""
+    answer = _Answer()
+    try:
+        yield answer
+    except ConflictError as exc:
+        answer.response = _detail(
+            request, user, event_id, error=str(exc), status_code=409, conflict=True
+        )
 
 
 @router.post("/events/{event_id}/approve", dependencies=[CanAct, CsrfChecked])
-def approve(event_id: int, request: Request, user: GetUserDep, note: Note = "") -> Response:
-    store().approve([event_id], actor=user.get_name(), note=note_of(note))
-    return _back(request, f"/events/{event_id}", done="approved")
+def approve(
+    event_id: int, request: Request, user: GetUserDep, note: Note = "", version: Version = ""
+) -> Response:
+    seen = {event_id: version_of(version)} if version else None
+    with _conflicts(request, user, event_id) as answer:
+        store().approve([event_id], actor=user.get_name(), note=note_of(note), seen=seen)
+    return answer.response or back(request, f"/events/{event_id}", done="approved")
 
 
 @router.post("/events/{event_id}/reject", dependencies=[CanAct, CsrfChecked])
-def reject(event_id: int, request: Request, user: GetUserDep, note: Note = "") -> Response:
-    store().reject([event_id], actor=user.get_name(), note=note_of(note, required=True))
-    return _back(request, f"/events/{event_id}", done="rejected")
+def reject(
+    event_id: int, request: Request, user: GetUserDep, note: Note = "", version: Version = ""
+) -> Response:
+    seen = {event_id: version_of(version)} if version else None
+    why = note_of(note, required=True)
+    with _conflicts(request, user, event_id) as answer:
+        store().reject([event_id], actor=user.get_name(), note=why, seen=seen)
+    return answer.response or back(request, f"/events/{event_id}", done="rejected")
 
 
 @router.post("/events/{event_id}/edit", dependencies=[CanAct, CsrfChecked])
 async def edit(event_id: int, request: Request, user: GetUserDep) -> Response:
     """Save a correction, validated with the Avro schema and the store's limits; a refused
-    one re-shows the page with the reason, and nothing is saved."""
+    one (invalid, or made from a stale view) re-shows the page as it is now with the
+    reason, and nothing is saved."""
     form = await request.form()
     try:
         await run_in_threadpool(_edit, event_id, form, user.get_name())
     except ReviewError as exc:
         return await run_in_threadpool(
-            _detail, request, user, event_id, error=str(exc), status_code=400
-        )
-    return _back(request, f"/events/{event_id}", done="edited")
+            _detail, request, user, event_id, error=str(exc),
+            status_code=_status_of(exc), conflict=isinstance(exc, ConflictError),
+        )  # fmt: skip
+    return back(request, f"/events/{event_id}", done="edited")
 
 
 def _edit(event_id: int, form: FormData, actor: str) -> None:
     dlq = store()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
+    seen = version_of(values["version"]) if values.get("version") else None
     changes = edit_changes(values, payload_of(dlq.get(event_id)))
-    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")))
+    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")), seen=seen)
 
 
 @router.post("/bulk", dependencies=[CanAct, CsrfChecked])
 async def bulk(request: Request, user: GetUserDep) -> Response:
-    """Approve or reject the chosen rows, or every new row the filters select."""
+    """Approve or reject the chosen rows (each at the version the page showed), or every
+    new row the filters select; the page then lists the rows it skipped and why."""
     form = await request.form()
     query = BacklogQuery.parse({k: v for k, v in form.items() if k in BacklogQuery.model_fields})
     action = str(form.get("action", ""))
     if action not in ("approve", "reject"):
         raise ConfigError(f"unknown bulk action {action!r}: approve or reject")
-    chosen = [_id(v) for v in form.getlist("event_id")]
+    seen = dict(ticked(v) for v in form.getlist("event_id"))
     note = note_of(str(form.get("note", "")), required=action == "reject")
-    ids = await run_in_threadpool(_bulk, query, chosen, action, note, user.get_name())
-    done = "bulk-approved" if action == "approve" else "bulk-rejected"
-    return _back(request, "/", query.link(), done=done, n=len(ids))
+    done = await run_in_threadpool(_bulk, query, seen, action, note, user.get_name())
+    code = "bulk-approved" if action == "approve" else "bulk-rejected"
+    if not done.skipped:
+        return back(request, "/", query.link(), done=code, n=len(done.done))
+    said = DONE[code].format(n=len(done.done))
+    return await run_in_threadpool(_backlog, request, user, query, said, done.skipped)
 
 
 def _bulk(
-    query: BacklogQuery, chosen: list[int], action: str, note: str | None, actor: str
-) -> list[int]:
+    query: BacklogQuery, seen: dict[int, int | None], action: str, note: str | None, actor: str
+) -> Reviewed:
     dlq = store()
-    ids = bulk_ids(dlq, query, chosen)
-    (dlq.approve if action == "approve" else dlq.reject)(ids, actor=actor, note=note)
-    return ids
+    ids = bulk_ids(dlq, query, list(seen))
+    versions = {i: v for i, v in seen.items() if v is not None}
+    review = dlq.approve if action == "approve" else dlq.reject
+    return review(ids, actor=actor, note=note, seen=versions, partial=True)
 
 
 @router.post("/replay", dependencies=[CanAct, CsrfChecked])
 async def replay(request: Request, user: GetUserDep) -> Response:
     """Trigger ``orders_dlq_replay`` for exactly the previewed rows, as the user."""
     form = await request.form()
-    conf = replay_conf([_id(v) for v in form.getlist("event_id")])
+    conf = replay_conf([event_id_of(v) for v in form.getlist("event_id")])
     rest = AirflowRest(api_base_url(), user_token(user))
     run_id = await run_in_threadpool(rest.trigger, REPLAY_DAG_ID, conf)
-    return _back(request, f"/runs/{quote(run_id, safe='')}")
+    return back(request, f"/runs/{quote(run_id, safe='')}")
 
 
 # -- helpers -------------------------------------------------------------------------
 
 
-def _id(value: Any) -> int:
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) < 1:
-        raise ConfigError(f"not an event id: {text[:40]!r}")
-    return int(text)
-
-
-def _env(request: Request) -> Environment:
-    env: Environment = request.app.state.templates
-    return env
-
-
-def _base(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _page(
-    request: Request, user: BaseUser, template: str, *, status_code: int = 200, **values: Any
-) -> HTMLResponse:
-    act = may_act(user)
-    done = DONE.get(request.query_params.get("done", ""))
-    body = (
-        _env(request)
-        .get_template(template)
-        .render(
-            base=_base(request),
-            user=user.get_name(),
-            may_act=act,
-            csrf=form_token(user) if act else "",
-            done=done.format(n=_count(request)) if done else None,
-            **values,
-        )
-    )
-    return HTMLResponse(body, status_code=status_code, headers=HEADERS)
-
-
-def _count(request: Request) -> int:
-    n = request.query_params.get("n", "")
-    return int(n) if n.isdigit() else 0
+def _status_of(exc: ReviewError) -> int:
+    return status.HTTP_409_CONFLICT if isinstance(exc, ConflictError) else 400
 
 
 def _detail(
     request: Request, user: BaseUser, event_id: int, *, error: str | None = None,
-    status_code: int = 200,
+    status_code: int = 200, conflict: bool = False,
 ) -> HTMLResponse:  # fmt: skip
     info = event_detail(store(), event_id)
-    return _page(
-        request, user, "detail.html", d=info, e=info.event, error=error, status_code=status_code
-    )
-
-
-def _back(request: Request, path: str, query: str = "", **done: Any) -> RedirectResponse:
-    """See other: ``path`` of this app, with ``query`` and what was done."""
-    extra = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in done.items())
-    qs = "&".join(part for part in (query, extra) if part)
-    url = _base(request) + path + (f"?{qs}" if qs else "")
-    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
-
-
-async def _refused(request: Request, exc: Exception) -> Response:
-    """An expected failure (bad filter, refused action, Airflow said no) in one line: an
-    error page for a browser, JSON for anything else."""
-    code = status.HTTP_400_BAD_REQUEST
-    if isinstance(exc, AirflowApiError):
-        code = status.HTTP_502_BAD_GATEWAY
-    elif isinstance(exc, StoreError):
-        code = status.HTTP_503_SERVICE_UNAVAILABLE
-    elif isinstance(exc, UnknownEventError):
-        code = status.HTTP_404_NOT_FOUND
-    if "text/html" not in request.headers.get("accept", ""):
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-    body = (
-        _env(request)
-        .get_template("error.html")
-        .render(base=_base(request), message=str(exc), status_code=code)
-    )
-    return HTMLResponse(body, status_code=code, headers=HEADERS)
-
-
-async def _store_failed(request: Request, exc: Exception) -> Response:
-    """The DLQ store failed: one line (no password, no traceback), 503."""
-    return await _refused(request, store_error("the DLQ store failed", exc))
+    return page(
+        request, user, "detail.html", d=info, e=info.event, error=error,
+        status_code=status_code, conflict=conflict,
+    )  # fmt: skip

@@ -35,6 +35,15 @@ ActorOption = Annotated[
 ]
 NoteOption = Annotated[str | None, typer.Option("--note", help="Why; kept in the audit trail.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--if-version",
+        min=0,
+        help="Act only if the event is still at this version (`show` prints it); "
+        "refused, naming the change, if someone changed it since. One event id only.",
+    ),
+]
 
 
 def default_actor() -> str:
@@ -119,10 +128,12 @@ def approve(
     event_ids: Annotated[list[int], typer.Argument(help="Event ids.")],
     note: NoteOption = None,
     actor: ActorOption = None,
+    if_version: IfVersion = None,
 ) -> None:
     """Approve new events for replay (all or none)."""
+    seen = _seen(event_ids, if_version)
     with open_store() as store:
-        store.approve(event_ids, actor=actor or default_actor(), note=note)
+        store.approve(event_ids, actor=actor or default_actor(), note=note, seen=seen)
     echo(f"approved {len(set(event_ids))} event(s): {_ids(event_ids)}")
 
 
@@ -130,11 +141,21 @@ def reject(
     event_ids: Annotated[list[int], typer.Argument(help="Event ids.")],
     note: NoteOption = None,
     actor: ActorOption = None,
+    if_version: IfVersion = None,
 ) -> None:
     """Reject new events: they will never be replayed (all or none)."""
+    seen = _seen(event_ids, if_version)
     with open_store() as store:
-        store.reject(event_ids, actor=actor or default_actor(), note=note)
+        store.reject(event_ids, actor=actor or default_actor(), note=note, seen=seen)
     echo(f"rejected {len(set(event_ids))} event(s): {_ids(event_ids)}")
+
+
+def _seen(event_ids: list[int], version: int | None) -> dict[int, int] | None:
+    if version is None:
+        return None
+    if len(set(event_ids)) != 1:
+        raise ReviewError("--if-version goes with one event id (each event has its own version)")
+    return {event_ids[0]: version}
 
 
 def edit(
@@ -144,11 +165,16 @@ def edit(
     ],
     note: NoteOption = None,
     actor: ActorOption = None,
+    if_version: IfVersion = None,
 ) -> None:
-    """Correct the order a replay will publish; validated against the Avro schema."""
+    """Correct the order a replay will publish; validated against the Avro schema.
+
+    The correction applies to the order as it is now (or at ``--if-version``) and is
+    saved only if nobody changed the event in between."""
     changes = parse_assignments(assignments)
     with open_store() as store:
-        corrected = store.edit(event_id, changes, actor=actor or default_actor(), note=note)
+        corrected = store.edit(event_id, changes, actor=actor or default_actor(), note=note,
+                               seen=if_version)  # fmt: skip
     echo(f"event {event_id} will be replayed as {json.dumps(corrected)}")
 
 
@@ -175,6 +201,7 @@ def summary(event: DlqEvent) -> dict[str, Any]:
         "category": event.category,
         "reason": event.reason,
         "replay_count": event.replay_count,
+        "version": event.version,
         "dead_lettered_at": event.dead_lettered_at or event.drained_at,
     }
 

@@ -4,32 +4,35 @@ Every state change happens in one transaction together with its ``dlq_audit`` ro
 and every transition is a conditional ``UPDATE`` (``... WHERE status = 'new'``), so
 two actors racing on the same event cannot both win.
 
-Replay claims: ``claim`` picks candidate ids (``SELECT ... FOR UPDATE SKIP LOCKED``
-on PostgreSQL, so a concurrent run skips rows another run is claiming instead of
-waiting for them) and marks them ``claimed_by = <replay id>`` with an ``UPDATE``
-that re-checks ``claimed_by IS NULL``. The re-check runs on the latest committed
-row version (PostgreSQL) or under the database write lock (SQLite), so a row is
-claimed by at most one run.
+Reviewers act on what they saw: each row has a ``version`` that every change a
+reviewer acts on (approve, reject, edit, replayed, parked) moves by one. An action
+names the version its view showed, and its ``UPDATE`` matches only that version, so
+an action from a stale view is refused with a line naming the change in between
+(``ConflictError``), never applied over it. The condition runs on the latest
+committed row version (PostgreSQL) or under the database write lock (SQLite).
+
+Replay claims are the replay's (``orderproc.dlq.claims``), written only by the run
+holding the replay lease; a reviewer cannot act on a row a replay has claimed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, Update, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import utcnow
-from orderproc.dlq.audit import audit
+from orderproc.dlq.audit import REVIEW_ACTIONS, AuditAction, audit
 from orderproc.dlq.backlog import Backlog
 from orderproc.dlq.claims import Claims
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
-from orderproc.errors import ReviewError, UnknownEventError
+from orderproc.errors import ConflictError, ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
 from orderproc.store.tables import AuditLog, DlqEvent
 
@@ -40,10 +43,6 @@ EDITABLE = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 """A correction makes sense until the record is replayed, rejected or parked."""
 
 log = logging.getLogger(__name__)
-
-
-class _NotAll(Exception):
-    """A conditional update did not match every event it should have."""
 
 
 class DlqStore(Intake, Claims, Backlog):
@@ -77,29 +76,76 @@ class DlqStore(Intake, Claims, Backlog):
 
     # -- review --------------------------------------------------------------------
 
-    def approve(self, ids: Sequence[int], *, actor: str, note: str | None = None) -> None:
-        """Approve ``new`` events for replay (all or none)."""
-        self._review(ids, DlqStatus.APPROVED, "approve", actor=actor, note=note)
+    def approve(
+        self,
+        ids: Sequence[int],
+        *,
+        actor: str,
+        note: str | None = None,
+        seen: Mapping[int, int] | None = None,
+        partial: bool = False,
+    ) -> Reviewed:
+        """Approve ``new`` events for replay; see ``_review``."""
+        return self._review(ids, DlqStatus.APPROVED, actor=actor, note=note, seen=seen,
+                            partial=partial)  # fmt: skip
 
-    def reject(self, ids: Sequence[int], *, actor: str, note: str | None = None) -> None:
-        """Reject ``new`` events: they will never be replayed (all or none)."""
-        self._review(ids, DlqStatus.REJECTED, "reject", actor=actor, note=note)
+    def reject(
+        self,
+        ids: Sequence[int],
+        *,
+        actor: str,
+        note: str | None = None,
+        seen: Mapping[int, int] | None = None,
+        partial: bool = False,
+    ) -> Reviewed:
+        """Reject ``new`` events: they will never be replayed; see ``_review``."""
+        return self._review(ids, DlqStatus.REJECTED, actor=actor, note=note, seen=seen,
+                            partial=partial)  # fmt: skip
 
     def _review(
-        self, ids: Sequence[int], target: DlqStatus, verb: str, *, actor: str, note: str | None
-    ) -> None:
+        self,
+        ids: Sequence[int],
+        target: DlqStatus,
+        *,
+        actor: str,
+        note: str | None,
+        seen: Mapping[int, int] | None,
+        partial: bool,
+    ) -> Reviewed:
+        """Move events to ``target``, each only if it is ``new``, not being replayed and,
+        for the ids in ``seen``, still at the version the reviewer saw.
+
+        All or nothing, unless ``partial`` (a bulk action): then the events that qualify
+        move and the others are reported with why.
+
+        Raises:
+            ConflictError: an event changed since the reviewer's view (all or nothing).
+            ReviewError: an event is unknown, not ``new`` or being replayed (all or nothing).
+        """
         wanted = sorted(set(ids))
         now = utcnow()
-        stmt = (
-            update(DlqEvent)
-            .where(DlqEvent.id.in_(wanted), DlqEvent.status.in_(REVIEWABLE))
-            .where(DlqEvent.claimed_by.is_(None))
-            .values(status=target.value, reviewed_by=actor[:200], reviewed_at=now, review_note=note)
-        )
-        with self._all_or_nothing(verb, wanted, REVIEWABLE) as conn:
-            if conn.execute(stmt).rowcount != len(wanted):
-                raise _NotAll
-            audit(conn, wanted, target.value, actor, at=now, note=note)
+        verb = "approve" if target is DlqStatus.APPROVED else "reject"
+        action = AuditAction(target.value)
+        done: list[int] = []
+        blocked: int | None = None
+        with self.engine.connect() as conn, conn.begin() as tx:
+            for event_id in wanted:
+                stmt = _reviewable(event_id, REVIEWABLE, (seen or {}).get(event_id)).values(
+                    status=target.value, reviewed_by=actor[:200], reviewed_at=now,
+                    review_note=note, version=DlqEvent.version + 1,
+                )  # fmt: skip
+                if conn.execute(stmt).rowcount == 1:
+                    done.append(event_id)
+                elif not partial:
+                    blocked = event_id
+                    tx.rollback()
+                    break
+            else:
+                audit(conn, done, action, actor, at=now, note=note)
+        if blocked is not None:  # said as the events are after the rollback
+            raise self._refusal(f"cannot {verb}, nothing changed", blocked, REVIEWABLE, seen)
+        skipped = {i: self._why_not(i, REVIEWABLE, seen) for i in wanted if i not in done}
+        return Reviewed(done, skipped)
 
     def edit(
         self,
@@ -108,14 +154,25 @@ class DlqStore(Intake, Claims, Backlog):
         *,
         actor: str,
         note: str | None = None,
+        seen: int | None = None,
     ) -> dict[str, Any]:
         """Store a corrected order for replay; return it.
 
         The correction is the current payload (an earlier correction, else the
         failed order) with ``changes`` applied, and must encode with the Avro
-        schema and pass the order's validation.
+        schema and pass the order's validation. It is saved only over the version it
+        was made from (``seen``, the reviewer's view, else the one read here), never over
+        another reviewer's change made in between.
+
+        Raises:
+            ConflictError: the event changed since ``seen`` (or since it was read here).
+            ReviewError: the event cannot be edited, or the correction is not valid.
         """
         event = self.get(event_id)
+        base = event.version if seen is None else seen
+        if event.version != base:
+            raise self._refusal("cannot edit, nothing changed", event_id, EDITABLE,
+                                {event_id: base})  # fmt: skip
         if event.status not in EDITABLE:
             raise ReviewError(
                 f"cannot edit {event_id}: status is {event.status} "
@@ -124,54 +181,94 @@ class DlqStore(Intake, Claims, Backlog):
         before = payload_of(event) or {}
         corrected = validated_order({**before, **changes}, context=f"event {event_id}")
         now = utcnow()
-        stmt = (
-            update(DlqEvent)
-            .where(DlqEvent.id == event_id, DlqEvent.status.in_(EDITABLE))
-            .where(DlqEvent.claimed_by.is_(None))
-            .values(corrected_payload=corrected)
+        stmt = _reviewable(event_id, EDITABLE, base).values(
+            corrected_payload=corrected, version=DlqEvent.version + 1
         )
         details = {"before": before, "after": corrected, "changes": dict(changes)}
-        with self._all_or_nothing("edit", [event_id], EDITABLE) as conn:
-            if conn.execute(stmt).rowcount != 1:
-                raise _NotAll
-            audit(conn, [event_id], "edited", actor, at=now, note=note, details=details)
+        with self.engine.begin() as conn:
+            saved = conn.execute(stmt).rowcount == 1
+            if saved:
+                audit(conn, [event_id], AuditAction.EDITED, actor, at=now, note=note,
+                      details=details)  # fmt: skip
+        if not saved:
+            raise self._refusal("cannot edit, nothing changed", event_id, EDITABLE,
+                                {event_id: base})  # fmt: skip
         return corrected
 
-    @contextmanager
-    def _all_or_nothing(
-        self, verb: str, ids: Sequence[int], allowed: Sequence[str]
-    ) -> Iterator[Connection]:
-        """A transaction that is rolled back whole when the block raises ``_NotAll``; the
-        error then names the first event that blocked it, as the events are *after* the
-        rollback (never one this call changed and then undid)."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except _NotAll:
-            with self.engine.connect() as conn:
-                why = _why_not(conn, ids, allowed)
-            raise ReviewError(f"cannot {verb}, nothing changed: {why}") from None
+    def _refusal(
+        self, what: str, event_id: int, allowed: Sequence[str], seen: Mapping[int, int] | None
+    ) -> ReviewError:
+        """The error for an event that blocked an action, as the event is now."""
+        why = self._why_not(event_id, allowed, seen)
+        if why.startswith(CHANGED):
+            return ConflictError(f"{what}: {why}")
+        if why.startswith("no DLQ event"):
+            return UnknownEventError(f"{what}: {why}")
+        return ReviewError(f"{what}: {why}")
+
+    def _why_not(
+        self, event_id: int, allowed: Sequence[str], seen: Mapping[int, int] | None
+    ) -> str:
+        """One line naming why an event did not qualify for an action, as it is now."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            event = session.get(DlqEvent, event_id)
+            if event is None:
+                return f"no DLQ event with id {event_id}"
+            expected = (seen or {}).get(event_id)
+            if expected is not None and event.version != expected:
+                return f"{CHANGED} {event_id}: {_changes(session, event, expected)}; reload it"
+        if event.status not in allowed:
+            return f"event {event_id} is {event.status} (only {'/'.join(allowed)} records qualify)"
+        if event.claimed_by is not None:
+            return f"event {event_id} is being replayed right now (claimed by {event.claimed_by})"
+        return f"event {event_id} changed while this action ran; try again"
+
+
+CHANGED = "another change was made to event"
+"""How a refusal for a stale view begins (``ConflictError``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed:
+    """What a review action did: the events it moved, and the others with why not."""
+
+    done: list[int]
+    skipped: dict[int, str] = field(default_factory=dict)
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _why_not(conn: Connection, ids: Sequence[int], allowed: Sequence[str]) -> str:
-    """One line naming the first event that blocked an action, and why."""
-    rows = conn.execute(select(DlqEvent.id, DlqEvent.status).where(DlqEvent.id.in_(ids)))
-    found: dict[int, str] = {row.id: row.status for row in rows}
-    claimed = set(
-        conn.scalars(
-            select(DlqEvent.id).where(DlqEvent.id.in_(ids), DlqEvent.claimed_by.is_not(None))
-        )
+def _reviewable(event_id: int, allowed: Sequence[str], version: int | None) -> Update:
+    """The conditional update of one event a reviewer acts on: in an ``allowed`` status,
+    not claimed by a replay, and at ``version`` when the reviewer's view had one."""
+    stmt = update(DlqEvent).where(
+        DlqEvent.id == event_id, DlqEvent.status.in_(allowed), DlqEvent.claimed_by.is_(None)
     )
-    for event_id in ids:
-        if event_id not in found:
-            return f"no DLQ event with id {event_id}"
-        if found[event_id] not in allowed:
-            return (
-                f"event {event_id} is {found[event_id]} (only {'/'.join(allowed)} records qualify)"
-            )
-        if event_id in claimed:
-            return f"event {event_id} is being replayed right now"
-    return "the events changed concurrently; try again"
+    return stmt if version is None else stmt.where(DlqEvent.version == version)
+
+
+def _changes(session: Session, event: DlqEvent, seen: int) -> str:
+    """What changed an event since version ``seen``: its latest change, in words."""
+    versioned = (*REVIEW_ACTIONS, AuditAction.REPLAYED, AuditAction.PARKED)
+    stmt = (
+        select(AuditLog)
+        .where(AuditLog.dlq_event_id == event.id, AuditLog.action.in_(versioned))
+        .order_by(AuditLog.id.desc())
+        .limit(max(1, event.version - seen))
+    )
+    trail = list(session.scalars(stmt))
+    if not trail:
+        return f"it is at version {event.version}, the view showed {seen}"
+    last = trail[0]
+    said = f"{last.action} by {last.actor} at {last.at:%Y-%m-%d %H:%M:%S} UTC"
+    changed = (last.details or {}).get("changes")
+    if isinstance(changed, dict) and changed:
+        before = (last.details or {}).get("before") or {}
+        said += (
+            " ("
+            + ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in sorted(changed.items()))
+            + ")"
+        )
+    earlier = len(trail) - 1
+    return said + (f", after {earlier} more change(s)" if earlier else "")
