@@ -3,10 +3,11 @@
 ``live_airflow`` starts ``orderproc.devstack.airflow.LocalAirflow`` (API server, scheduler,
 DAG processor, triggerer; loopback only, a free port, ``AIRFLOW_HOME`` in a tmp folder)
 with the project's DAGs and plugins, users ``admin``/``op``/``viewer`` whose passwords the
-session wrote beforehand, the DLQ store on a PostgreSQL schema of its own and Kafka topics
-of its own. Its ``kafka_default`` connection goes through ``KafkaGate``, a loopback
-forwarder to the test broker that a test can close to play a broker outage (the broker
-itself is shared: it is never stopped). Everything started is stopped by pid at the end.
+session wrote beforehand, the DLQ store on a PostgreSQL schema of its own (then, in a
+second Airflow, the embedded SQLite store) and Kafka topics of its own. Its
+``kafka_default`` connection goes through ``KafkaGate``, a loopback forwarder to the test
+broker that a test can close to play a broker outage (the broker itself is shared: it is
+never stopped). Everything started is stopped by pid at the end.
 
 Registered as a plugin by ``tests/conftest.py``; started only when a test asks for it.
 """
@@ -224,20 +225,28 @@ def _wait_for_dags(airflow: LiveAirflow, timeout_s: float = 180.0) -> None:
             time.sleep(1.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
 def live_airflow(
+    request: pytest.FixtureRequest,
     kafka_bootstrap: str,
     admin: Admin,
     postgres_server_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveAirflow]:
-    """The session's local Airflow (started on first use, stopped at the end)."""
+    """The session's local Airflow (started on first use, stopped at the end), once on a
+    PostgreSQL store, then on the embedded one: no ``ORDERPROC_DATABASE_URL`` at all, the
+    SQLite file under the data folder that ``make airflow`` uses on a fresh machine. One
+    runs at a time (pytest ends the first before it starts the second); a test that needs
+    only one says so with ``@pytest.mark.parametrize("live_airflow", [...], indirect=True)``.
+    """
     uid = uuid.uuid4().hex[:10]
     folder = tmp_path_factory.mktemp("live-airflow")
     gate = KafkaGate(kafka_bootstrap)
     gate.up()
     cleanup = contextlib.ExitStack()
-    database_url = cleanup.enter_context(migrated_schema(postgres_server_url, f"af_{uid}"))
+    database_url: str | None = None
+    if request.param == "postgresql":
+        database_url = cleanup.enter_context(migrated_schema(postgres_server_url, f"af_{uid}"))
     settings = Settings(
         bootstrap_servers=gate.address,
         orders_topic=f"orders-{uid}",
@@ -268,7 +277,7 @@ def live_airflow(
     airflow = LiveAirflow(
         url=f"http://127.0.0.1:{local.port}",
         settings=settings,
-        database_url=database_url,
+        database_url=settings.effective_database_url,
         passwords=passwords,
         home=home,
         gate=gate,

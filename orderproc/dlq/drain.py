@@ -81,12 +81,18 @@ def drain(
     stall_timeout_s: float = 60.0,
     actor: str = "drain",
     after_db_commit: AfterCommit | None = None,
+    store_step: Callable[[str], None] | None = None,
+    sleep: Callable[[float], Any] = time.sleep,
 ) -> DrainResult:
     """Store the DLQ records of ``topic`` until caught up (or ``max_messages``).
 
-    ``consumer`` must not be subscribed: the drain assigns the partitions itself
-    and leaves closing it to the caller. ``after_db_commit`` runs between the
-    database commit and the offset commit (a seam for crash tests).
+    ``consumer`` must not be subscribed: the drain assigns the partitions itself (it
+    joins no group, so no rebalance takes them away mid-run) and leaves closing it to
+    the caller. Another drain may run at the same time (the DAG and the command line):
+    both store what they read, one row per failure, and each commits its offsets.
+    ``after_db_commit`` runs between the database commit and the offset commit,
+    ``store_step`` at the steps of each batch's database transaction
+    (``Intake.insert_events``): seams for tests of crashes and races.
 
     Raises:
         DrainError: the broker is unreachable, the topic is missing, no progress was
@@ -108,7 +114,8 @@ def drain(
         )
         records = _take(consumer.consume(want, timeout=poll_timeout_s), targets)
         if records:
-            _store_and_commit(consumer, store, records, result, actor, after_db_commit)
+            _store_and_commit(consumer, store, records, result, actor, after_db_commit,
+                              store_step, sleep)  # fmt: skip
             for r in records:
                 if r.offset + 1 >= targets.get(r.partition, math.inf):
                     targets.pop(r.partition, None)
@@ -180,8 +187,10 @@ def _store_and_commit(
     result: DrainResult,
     actor: str,
     after_db_commit: AfterCommit | None,
+    store_step: Callable[[str], None] | None,
+    sleep: Callable[[float], Any],
 ) -> None:
-    stored = _store(store, records, actor)
+    stored = _store(store, records, actor, store_step)
     result.consumed += len(records)
     result.inserted += len(stored.new_ids)
     result.copies += stored.copies
@@ -195,17 +204,74 @@ def _store_and_commit(
         key = (r.topic, r.partition)
         next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
     offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-    try:
-        done = consumer.commit(offsets=offsets, asynchronous=False) or []
-    except KafkaException as exc:
-        raise DrainError(f"offset commit failed (records are stored): {exc.args[0]}") from exc
-    failed = [tp for tp in done if tp.error is not None]
-    if failed:
-        raise DrainError(f"offset commit failed for {failed[0].topic}[{failed[0].partition}]")
+    commit_offsets(consumer, offsets, sleep=sleep)
     result.committed.update({p: o for (_, p), o in next_offsets.items()})
 
 
-def _store(store: DlqStore, records: list[Record], actor: str) -> Stored:
+PASSING = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+"""Commit errors that pass: the group's coordinator moved, loads or rebalances."""
+
+COMMIT_TRIES = 10
+
+
+def commit_offsets(
+    consumer: Consumer, offsets: list[TopicPartition], *, sleep: Callable[[float], Any]
+) -> None:
+    """Commit the offsets of stored records, asking again while the broker says the
+    group's coordinator is moving or the group rebalances (a commit repeated is the same
+    commit). Only a refusal that stays is the run's failure: the records are stored, and
+    a run that ended there reads them again and stores nothing twice.
+
+    Raises:
+        DrainError: the commit was refused for good, or still passing errors after
+            ``COMMIT_TRIES`` tries.
+    """
+    why = ""
+    for attempt in range(COMMIT_TRIES):
+        try:
+            done = consumer.commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if not _passing(err):
+                raise DrainError(f"offset commit failed (records are stored): {err}") from exc
+            why = err.str()
+        else:
+            failed = [tp for tp in done if tp.error is not None]
+            if not failed:
+                return
+            if not all(_passing(tp.error) for tp in failed):
+                tp = failed[0]
+                raise DrainError(
+                    f"offset commit failed for {tp.topic}[{tp.partition}] (records are "
+                    f"stored): {tp.error}"
+                )
+            why = str(failed[0].error)
+        log.warning("offset commit passed over (%s); asking again", why)
+        sleep(min(0.2 * 2**attempt, 5.0))
+    raise DrainError(f"offset commit failed {COMMIT_TRIES} times (records are stored): {why}")
+
+
+def _passing(err: KafkaError | None) -> bool:
+    return err is not None and (err.code() in PASSING or err.retriable())
+
+
+def _store(
+    store: DlqStore,
+    records: list[Record],
+    actor: str,
+    step: Callable[[str], None] | None = None,
+) -> Stored:
     """Store the rows of ``records``; a row the database refuses is stored raw instead.
 
     One bad record never fails a run: its parsed row is isolated (``write_isolating``)
@@ -213,7 +279,9 @@ def _store(store: DlqStore, records: list[Record], actor: str) -> Stored:
     """
     now = utcnow()
     rows = [event_row(r, drained_at=now) for r in records]
-    written, refused = write_isolating(rows, lambda part: store.insert_events(part, actor=actor))
+    written, refused = write_isolating(
+        rows, lambda part: store.insert_events(part, actor=actor, step=step)
+    )
     stored = sum(written, Stored())
     for row, exc in refused:
         log.warning("dlq record %s[%s]@%s kept raw: %s",
@@ -231,6 +299,7 @@ def run_drain(
     metadata_timeout_s: float = 10.0,
     actor: str = "drain",
     after_db_commit: AfterCommit | None = None,
+    store_step: Callable[[str], None] | None = None,
 ) -> DrainResult:
     """Drain ``settings.dlq_topic`` into the store; closes the consumer and the engine.
 
@@ -256,6 +325,7 @@ def run_drain(
                 metadata_timeout_s=metadata_timeout_s,
                 actor=actor,
                 after_db_commit=after_db_commit,
+                store_step=store_step,
             )
     finally:
         consumer.close()

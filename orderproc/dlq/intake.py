@@ -13,7 +13,7 @@ reviewers see the failure once, and how often it arrived.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,14 +51,29 @@ class Intake:
         self._insert = upsert_ignore(engine, DlqEvent.__table__).returning(
             DlqEvent.__table__.c.id, DlqEvent.__table__.c.failure_key
         )
-        self._copy = upsert_ignore(engine, DlqCopy.__table__)
+        copy = DlqCopy.__table__.c
+        self._copy = upsert_ignore(engine, DlqCopy.__table__).returning(
+            copy.dlq_topic, copy.dlq_partition, copy.dlq_offset
+        )
 
-    def insert_events(self, rows: Sequence[dict[str, Any]], *, actor: str) -> Stored:
+    def insert_events(
+        self,
+        rows: Sequence[dict[str, Any]],
+        *,
+        actor: str,
+        step: Callable[[str], None] | None = None,
+    ) -> Stored:
         """Store drained records (``event_row``s) in one transaction.
 
         A record of an order that was dead-lettered before inherits the highest
         earlier ``replay_count`` (if larger than its own), so the replay cap spans
-        cycles.
+        cycles. Safe beside another drain storing the same records at the same time
+        (the DAG and the command line, a manual run beside the scheduled one): what
+        this transaction adds is counted from the rows it actually inserted, never from
+        what it read before, and every row is written in one global order (failure
+        key, then DLQ coordinates, then event id), so two drains wait for each other
+        instead of deadlocking. ``step`` is a seam for tests of that, called with
+        ``read`` (what is stored was read) and ``written`` (before the commit).
 
         Raises:
             RowsRefusedError: the database refused some row's data (nothing was written).
@@ -69,18 +84,25 @@ class Intake:
         now = utcnow()
         try:
             with self.engine.begin() as conn:
-                fresh = _unseen(conn, rows)
+                fresh = sorted(_unseen(conn, rows), key=_coordinates)
+                if step is not None:
+                    step("read")
                 result = Stored(reread=len(rows) - len(fresh))
                 if not fresh:
                     return result
                 prepared = _inherit_replay_counts(conn, fresh)
-                new = {key: int(i) for i, key in conn.execute(self._insert, prepared)}
+                events = sorted(prepared, key=lambda r: str(r["failure_key"]))
+                new = {key: int(i) for i, key in conn.execute(self._insert, events)}
                 ids = _event_ids(conn, {r["failure_key"] for r in prepared}, new)
-                conn.execute(self._copy, [_copy_row(r, ids[r["failure_key"]], now)
-                                          for r in prepared])  # fmt: skip
+                copies = [_copy_row(r, ids[r["failure_key"]], now) for r in prepared]
+                inserted = {tuple(c) for c in conn.execute(self._copy, copies)}
+                mine = [r for r in prepared if _coordinates(r) in inserted]
+                result.reread += len(prepared) - len(mine)  # another drain stored them first
                 result.new_ids = sorted(new.values())
-                result.copies = self._count_copies(conn, prepared, ids, new, actor, now)
+                result.copies = self._count_copies(conn, mine, ids, new, actor, now)
                 audit(conn, result.new_ids, AuditAction.DRAINED, actor, at=now)
+                if step is not None:
+                    step("written")
                 return result
         except (SQLAlchemyError, UnicodeEncodeError, ValueError) as exc:
             raise store_error(f"could not store {len(rows)} DLQ events", exc) from exc
@@ -94,17 +116,23 @@ class Intake:
         actor: str,
         now: Any,
     ) -> int:
-        """Add this batch's extra copies to each failure's count; return how many."""
+        """Add the extra copies this batch inserted to each failure's count; return how
+        many (rows updated in id order, the order every writer of the store keeps)."""
         per_key = Counter(r["failure_key"] for r in rows)
         extra = {key: n - (1 if key in new else 0) for key, n in per_key.items()}
-        for key, n in extra.items():
-            if n <= 0:
-                continue
+        for key in sorted((k for k, n in extra.items() if n > 0), key=lambda k: ids[k]):
             conn.execute(
-                update(DlqEvent).where(DlqEvent.id == ids[key]).values(copies=DlqEvent.copies + n)
+                update(DlqEvent)
+                .where(DlqEvent.id == ids[key])
+                .values(copies=DlqEvent.copies + extra[key])
             )
-            audit(conn, [ids[key]], AuditAction.COPY, actor, at=now, details={"copies_added": n})
+            audit(conn, [ids[key]], AuditAction.COPY, actor, at=now,
+                  details={"copies_added": extra[key]})  # fmt: skip
         return sum(n for n in extra.values() if n > 0)
+
+
+def _coordinates(row: dict[str, Any]) -> tuple[str, int, int]:
+    return (str(row["dlq_topic"]), int(row["dlq_partition"]), int(row["dlq_offset"]))
 
 
 def _unseen(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

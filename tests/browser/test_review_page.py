@@ -114,6 +114,52 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> N
     assert producer.flush(30) == 0
 
 
+def test_the_backlog_shows_the_stores_rows_and_the_oldest_ones_age(
+    live_airflow: LiveAirflow, chromium: Any, shoot: Any
+) -> None:
+    """On the embedded store this is ``make airflow`` on a fresh machine: the page an
+    operator opens first (it once answered 500 there as soon as a row existed)."""
+    from playwright.sync_api import expect
+
+    tag = uuid.uuid4().hex[:6]
+    engine = make_engine(live_airflow.database_url)
+    try:
+        with engine.begin() as conn:  # failed three hours ago, as the drain stores them
+            ids = [_row(conn, f"old-{tag}-{i}", hours_ago=3 - i) for i in range(2)]
+    finally:
+        engine.dispose()
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context.add_cookies([{"name": "_token", "value": live_airflow.token("viewer"),
+                          "url": live_airflow.url}])  # fmt: skip
+    page = context.new_page()
+    try:
+        answer = page.goto(f"{live_airflow.url}/orderproc/?order_id=old-{tag}-0")
+        assert answer is not None and answer.status == 200
+        expect(page.locator("#rows")).to_contain_text(f"old-{tag}-0")
+        shoot(page, "backlog-rows")
+        page.goto(f"{live_airflow.url}/orderproc/events/{ids[1]}")
+        expect(page.locator("#reason")).to_have_text("Simulated error: high price")
+        page.goto(f"{live_airflow.url}/orderproc/")
+        expect(page.locator("#oldest")).to_contain_text(re.compile(r"\d+ ?[hd]"))
+    finally:
+        context.close()
+
+
+def _row(conn: Any, order_id: str, hours_ago: float) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    at = datetime.now(UTC) - timedelta(hours=hours_ago)
+    values = {
+        "failure_key": f"test:{order_id}", "dlq_topic": "orders_dlq", "dlq_partition": 0,
+        "dlq_offset": abs(hash(order_id)) % 10**9, "order_id": order_id, "product": "Lamp",
+        "price": 150.0, "reason": "Simulated error: high price", "category": "business_rule",
+        "dead_lettered_at": at, "drained_at": at, "status": "new",
+    }  # fmt: skip
+    return int(conn.scalar(insert(DlqEvent).values(**values).returning(DlqEvent.id)))
+
+
 def test_an_operator_corrects_approves_and_replays_a_failed_order(
     live_airflow: LiveAirflow,
     kafka_bootstrap: str,
@@ -229,6 +275,7 @@ def test_an_operator_corrects_approves_and_replays_a_failed_order(
     ]
 
 
+@pytest.mark.parametrize("live_airflow", ["postgresql"], indirect=True)  # Airflow's own form
 def test_the_trigger_form_marks_only_real_requirements_and_starts_dry(
     live_airflow: LiveAirflow, chromium: Any, shoot: Any
 ) -> None:

@@ -58,18 +58,19 @@ def kafka_connection(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> C
 @pytest.fixture
 def dag_settings(
     make_settings: Callable[..., Settings],
-    pg_url: str,
+    db_url: str,
     kafka_connection: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Settings]:
-    """This test's topics as ``ORDERPROC_*`` variables; the store as ``orderproc_db``."""
-    settings = make_settings(partitions=2, database_url=pg_url)
+    """This test's topics as ``ORDERPROC_*`` variables; the store (PostgreSQL, then SQLite)
+    as ``orderproc_db``."""
+    settings = make_settings(partitions=2, database_url=db_url)
     for name in ("bootstrap_servers", "orders_topic", "dlq_topic", "dlq_group", "consumer_group"):
         monkeypatch.setenv(f"ORDERPROC_{name.upper()}", str(getattr(settings, name)))
     # No ORDERPROC_DATABASE_URL: the DAGs must find the store through the connection.
     monkeypatch.delenv("ORDERPROC_DATABASE_URL", raising=False)
     monkeypatch.setenv("ORDERPROC_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(db_url))
     get_settings.cache_clear()
     yield settings
     get_settings.cache_clear()

@@ -32,7 +32,7 @@ def test_the_dag_is_scheduled_bounded_and_documented(load_dag: Callable[[str], A
 def test_every_record_is_stored_once_across_runs(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
-    pg_engine: Engine,
+    engine: Engine,
     make_orders: Helper,
     dead_letter: Helper,
     produce_raw: Helper,
@@ -46,8 +46,8 @@ def test_every_record_is_stored_once_across_runs(
     second = dag.test()
 
     assert (first.state, second.state) == ("success", "success")
-    assert count_rows(pg_engine) == 7
-    with pg_engine.connect() as conn:
+    assert count_rows(engine) == 7
+    with engine.connect() as conn:
         actors = set(conn.scalars(select(AuditLog.actor).where(AuditLog.action == "drained")))
     assert actors == {f"airflow:{first.run_id}"}
 
@@ -55,7 +55,7 @@ def test_every_record_is_stored_once_across_runs(
 def test_a_run_after_a_crash_between_the_commits_completes_without_duplicates(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
-    pg_engine: Engine,
+    engine: Engine,
     make_orders: Helper,
     dead_letter: Helper,
     count_rows: Helper,
@@ -68,19 +68,19 @@ def test_a_run_after_a_crash_between_the_commits_completes_without_duplicates(
     crashed = dag_settings.model_copy(update={"batch_size": 3})
     with pytest.raises(RuntimeError):
         run_drain(crashed, after_db_commit=crash)
-    assert count_rows(pg_engine) == 3
+    assert count_rows(engine) == 3
 
     run = load_dag(DAG_ID).test()
 
     assert run.state == "success"
-    assert count_rows(pg_engine) == 10
+    assert count_rows(engine) == 10
 
 
 def test_the_task_fails_when_the_broker_is_unreachable(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     kafka_connection: Callable[..., None],
-    pg_engine: Engine,
+    engine: Engine,
     closed_port: int,
     count_rows: Helper,
 ) -> None:
@@ -92,4 +92,4 @@ def test_the_task_fails_when_the_broker_is_unreachable(
 
     assert run.state == "failed"
     assert run.get_task_instance("drain").state == "failed"
-    assert count_rows(pg_engine) == 0
+    assert count_rows(engine) == 0

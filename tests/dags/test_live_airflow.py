@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
     from tests.live_airflow import LiveAirflow
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # Airflow's own behaviour, whichever the store: one Airflow (on PostgreSQL) shows it.
+    pytest.mark.parametrize("live_airflow", ["postgresql"], indirect=True),
+]
 
 REPLAY, DRAIN = "orders_dlq_replay", "orders_dlq_drain"
 

@@ -22,8 +22,8 @@ DAG_ID = "orders_dlq_replay"
 
 
 @pytest.fixture
-def store(pg_engine: Engine) -> DlqStore:
-    return DlqStore(pg_engine)
+def store(engine: Engine) -> DlqStore:
+    return DlqStore(engine)
 
 
 def test_the_trigger_form_has_the_selection_and_throttle_params(

@@ -34,20 +34,21 @@ def reports(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(
-    pg_url: str,
-    pg_engine: Engine,
+    db_url: str,
+    engine: Engine,
     known_input: Any,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Iterator[Engine]:
-    """The known input in this test's PostgreSQL schema, as connection ``orderproc_db``."""
-    known_input.seed(pg_engine)
-    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
+    """The known input in this test's store (PostgreSQL, then SQLite), as connection
+    ``orderproc_db``."""
+    known_input.seed(engine)
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(db_url))
     # Not the settings' store: the DAG must find the data through the connection.
     monkeypatch.delenv("ORDERPROC_DATABASE_URL", raising=False)
     monkeypatch.setenv("ORDERPROC_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
-    yield pg_engine
+    yield engine
     get_settings.cache_clear()
 
 

@@ -2,8 +2,9 @@
 
 ``review`` builds Airflow's API app (``create_app(apps="core")``) once per module, with
 the project's plugins folder and SimpleAuthManager users ``admin``, ``op`` (role op) and
-``viewer`` whose passwords this module wrote; each test gets a DLQ store on its own
-PostgreSQL schema, given to Airflow as the ``orderproc_db`` connection.
+``viewer`` whose passwords this module wrote; each test gets a DLQ store, once on its own
+PostgreSQL schema and once in its own SQLite file, given to Airflow as the ``orderproc_db``
+connection.
 """
 
 from __future__ import annotations
@@ -102,15 +103,16 @@ def review_server(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def review(review_server: Review, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Review]:
-    """The API server, its review page on this test's store (an empty PostgreSQL schema)."""
+def review(review_server: Review, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Review]:
+    """The API server, its review page on this test's store: an empty PostgreSQL schema,
+    then an empty SQLite file (the embedded store ``make demo`` and ``make airflow`` use)."""
     from orderproc.airflow.review_app import close_stores
 
-    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(pg_url))
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(db_url))
     yield review_server
     close_stores()
 
 
 @pytest.fixture
-def store(pg_engine: Engine) -> DlqStore:
-    return DlqStore(pg_engine)
+def store(engine: Engine) -> DlqStore:
+    return DlqStore(engine)

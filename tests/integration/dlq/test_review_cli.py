@@ -1,4 +1,4 @@
-"""``orderproc dlq list|show|approve|reject|edit`` against PostgreSQL."""
+"""``orderproc dlq list|show|approve|reject|edit`` against PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DlqStore]:
-    monkeypatch.setenv("ORDERPROC_DATABASE_URL", pg_url)
+def store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DlqStore]:
+    monkeypatch.setenv("ORDERPROC_DATABASE_URL", db_url)
     get_settings.cache_clear()
-    engine = make_engine(pg_url)
+    engine = make_engine(db_url)
     yield DlqStore(engine)
     engine.dispose()
     get_settings.cache_clear()
