@@ -182,3 +182,56 @@ def test_the_preview_is_the_replays_own_dry_run_and_changes_nothing(
     assert "replay cap reached (3 of 3)" in words
     assert re.findall(r'name="event_id" value="(\d+)"', page) == [str(fixed), str(tired)]
     assert {e: (store.get(e).status, store.get(e).claimed_by) for e in before} == before
+
+
+VERSION_INPUT = re.compile(r'name="version" value="(\d+)"')
+TICK = re.compile(r'name="event_id" value="(\d+@\d+)"')
+
+
+def test_an_action_from_a_stale_page_is_refused_naming_the_change_and_the_page_reloads(
+    review: Review, store: DlqStore, seed_dlq: Seed, make_orders: Callable[..., list[Order]]
+) -> None:
+    (event,) = seed_dlq(store, make_orders(1))
+    opened = review.get(f"/orderproc/events/{event}").text  # op looks at the failure ...
+    (version,) = set(VERSION_INPUT.findall(opened))
+    store.edit(event, {"price": 90.0}, actor="bob")  # ... while bob corrects it elsewhere
+
+    approve = review.act(f"/orderproc/events/{event}/approve", {"version": version})
+    edit = review.act(f"/orderproc/events/{event}/edit", {"version": version, "price": "80"})
+
+    for answer in (approve, edit):
+        assert answer.status_code == 409
+        said = text(answer.text)
+        assert "another change was made to event" in said and "edited by bob" in said
+        assert "price 150.0 -> 90.0" in said and "Reload" in said
+        assert 'id="fix-price">90.0<' in answer.text  # the page shows the event as it is now
+    row = store.get(event)
+    assert (row.status, row.corrected_payload["price"], row.version) == ("new", 90.0, 1)
+    assert [a.action for a in store.audit_trail(event)][1:] == ["edited"]  # nothing over it
+
+
+def test_a_bulk_action_takes_the_rows_still_as_shown_and_lists_the_others_and_why(
+    review: Review, store: DlqStore, seed_dlq: Seed, make_orders: Callable[..., list[Order]]
+) -> None:
+    same, rejected, edited, claimed = seed_dlq(store, make_orders(4))
+    ticks = TICK.findall(review.get("/orderproc/?status=new").text)
+    assert sorted(int(t.split("@")[0]) for t in ticks) == [same, rejected, edited, claimed]
+    store.reject([rejected], actor="bob", note="test order")  # meanwhile, elsewhere
+    store.edit(edited, {"price": 90.0}, actor="carol")
+    with store.engine.begin() as conn:
+        conn.execute(update(DlqEvent).where(DlqEvent.id == claimed).values(claimed_by="r#1"))
+
+    answer = review.act("/orderproc/bulk", {"action": "approve", "event_id": ticks})
+
+    assert answer.status_code == 200
+    said = text(answer.text)
+    assert "Approved 1 row(s)." in said and "Skipped 3 row(s):" in said
+    assert f"{rejected} : another change was made to event {rejected}: rejected by bob" in said
+    assert f"{edited} : another change was made to event {edited}: edited by carol" in said
+    assert f"{claimed} : event {claimed} is being replayed right now" in said
+    assert [store.get(e).status for e in (same, rejected, edited, claimed)] == [
+        "approved",
+        "rejected",
+        "new",
+        "new",
+    ]
