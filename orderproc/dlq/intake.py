@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, func, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from orderproc.clock import utcnow
-from orderproc.dlq.audit import audit
+from orderproc.dlq.audit import AuditAction, audit
 from orderproc.store.engine import store_error, upsert_ignore
 from orderproc.store.tables import DlqCopy, DlqEvent
 
@@ -80,7 +80,7 @@ class Intake:
                                           for r in prepared])  # fmt: skip
                 result.new_ids = sorted(new.values())
                 result.copies = self._count_copies(conn, prepared, ids, new, actor, now)
-                audit(conn, result.new_ids, "drained", actor, at=now)
+                audit(conn, result.new_ids, AuditAction.DRAINED, actor, at=now)
                 return result
         except (SQLAlchemyError, UnicodeEncodeError, ValueError) as exc:
             raise store_error(f"could not store {len(rows)} DLQ events", exc) from exc
@@ -103,7 +103,7 @@ class Intake:
             conn.execute(
                 update(DlqEvent).where(DlqEvent.id == ids[key]).values(copies=DlqEvent.copies + n)
             )
-            audit(conn, [ids[key]], "copy", actor, at=now, details={"copies_added": n})
+            audit(conn, [ids[key]], AuditAction.COPY, actor, at=now, details={"copies_added": n})
         return sum(n for n in extra.values() if n > 0)
 
 

@@ -6,12 +6,10 @@
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from orderproc import metrics as metrics_module
 from orderproc.metrics import ConsumerMetrics, Health
 
 pytestmark = pytest.mark.unit
@@ -84,13 +82,22 @@ LIBRDKAFKA_STATS = {
 
 
 def _lag(metrics: ConsumerMetrics, topic: str, partition: str) -> float | None:
+    name = (
+        "orderproc_retry_backlog_messages"
+        if ".retry." in topic
+        else "orderproc_consumer_lag_messages"
+    )
     return metrics.registry.get_sample_value(
-        "orderproc_consumer_lag", {"topic": topic, "partition": partition}
+        name, {"group": "order-group", "topic": topic, "partition": partition}
     )
 
 
+def _metrics() -> ConsumerMetrics:
+    return ConsumerMetrics(group="order-group", retry_topics=["orders.retry.1"])
+
+
 def test_lag_is_published_per_assigned_partition() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
 
@@ -100,7 +107,7 @@ def test_lag_is_published_per_assigned_partition() -> None:
 
 
 def test_unknown_lag_and_the_internal_partition_are_not_published() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
 
@@ -109,7 +116,7 @@ def test_unknown_lag_and_the_internal_partition_are_not_published() -> None:
 
 
 def test_later_stats_update_the_lag() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
     caught_up = json.loads(json.dumps(LIBRDKAFKA_STATS))
     caught_up["topics"]["orders"]["partitions"]["0"]["consumer_lag"] = 0
@@ -122,7 +129,7 @@ def test_later_stats_update_the_lag() -> None:
 @pytest.mark.parametrize("payload", ["", "{not json", json.dumps({"name": "rdkafka#c-1"})])
 def test_unusable_stats_are_ignored_without_raising(payload: str) -> None:
     # stats_cb runs inside librdkafka's poll: raising there would break the consume loop.
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(payload)
 
@@ -159,24 +166,21 @@ class FakeClock:
     def __init__(self) -> None:
         self.now = 10_000.0
 
-    def monotonic(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Replace the clock ``orderproc.metrics`` reads (only there, not process-wide)."""
-    fake = FakeClock()
-    monkeypatch.setattr(metrics_module, "time", types.SimpleNamespace(monotonic=fake.monotonic))
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 def test_fresh_worker_is_healthy(clock: FakeClock) -> None:
-    assert Health(stale_after_s=60.0).status() == (True, "ok")
+    assert Health(stale_after_s=60.0, clock=clock).status() == (True, "ok")
 
 
 def test_worker_is_healthy_while_the_loop_keeps_beating(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
     for _ in range(5):
         clock.now += 50.0
         health.beat()
@@ -185,16 +189,16 @@ def test_worker_is_healthy_while_the_loop_keeps_beating(clock: FakeClock) -> Non
 
 
 def test_silent_loop_becomes_unhealthy_after_the_stale_limit(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
 
     clock.now += 60.0
     assert health.status()[0] is True
     clock.now += 30.0
-    assert health.status() == (False, "consume loop silent for 90s")
+    assert health.status() == (False, "loop silent for 90s")
 
 
 def test_a_beat_makes_a_stale_worker_healthy_again(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
     clock.now += 120.0
 
     health.beat()
@@ -203,7 +207,7 @@ def test_a_beat_makes_a_stale_worker_healthy_again(clock: FakeClock) -> None:
 
 
 def test_failure_is_reported_even_while_beating(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
 
     health.fail("1 retry/DLQ deliveries failed, first: orders_dlq: Broker: timed out")
     health.beat()
