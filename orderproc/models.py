@@ -139,6 +139,12 @@ UNRESOLVED_STATUSES = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 DEFAULT_MAX_REPLAYS = 3
 """A row whose order was already replayed this many times is parked instead."""
 
+REVIEW_SLO_HOURS = 24.0
+"""How long a failure may wait unresolved (new/approved) before someone is told: the
+report DAG's default ``slo_hours``, ``orderproc status`` and the ``ReviewBacklogOverSlo``
+alert (``deploy/prometheus``; a test keeps them equal)."""
+"""A row whose order was already replayed this many times is parked instead."""
+
 
 class RunningAverage:
     """Average processed price, overall and per product, as the original consumer printed it."""

@@ -31,6 +31,10 @@ from orderproc.store.engine import make_engine, store_error
 
 log = logging.getLogger(__name__)
 
+UNDRAINED_LIMIT_S = 1800.0
+"""A dead letter the drain (every 5 minutes) has not stored after this long means the drain
+DAG is failing: ``orderproc status`` and the ``DeadLettersNotDrained`` alert say so."""
+
 
 @dataclass(frozen=True, slots=True)
 class DrainBacklog:
