@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -101,6 +101,12 @@ def review_backlog(engine: Engine) -> ReviewBacklog:
         raise store_error("cannot read the DLQ store", exc) from exc
 
 
+def kafka_reason(exc: KafkaException) -> str:
+    """The one line a ``KafkaException`` carries (its ``KafkaError``'s text)."""
+    err = exc.args[0] if exc.args else exc
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
+
 class Watch:
     """The monitor's interval reads, exported through ``metrics``; ``run`` in a thread."""
 
@@ -143,7 +149,7 @@ class Watch:
         try:
             yield
         except KafkaException as exc:
-            self._failed(source, str(exc.args[0]))
+            self._failed(source, kafka_reason(exc))
         except OrderProcError as exc:
             self._failed(source, str(exc))
         else:

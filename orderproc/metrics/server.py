@@ -23,6 +23,7 @@ from prometheus_client import (
     CollectorRegistry,
     Gauge,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -30,6 +31,10 @@ import orderproc
 from orderproc.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# No ``*_created`` series beside each counter and histogram: Prometheus does not use them,
+# and they would double the series every worker exports.
+disable_created_metrics()
 
 
 class Health:

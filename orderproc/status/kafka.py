@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 
 from orderproc.config import Settings
-from orderproc.dlq.watch import UNDRAINED_LIMIT_S, waiting_in
+from orderproc.dlq.watch import UNDRAINED_LIMIT_S, kafka_reason, waiting_in
 from orderproc.errors import BrokerError
 from orderproc.kafka.access import connect
 from orderproc.kafka.clients import Admin, drain_group
@@ -64,7 +64,8 @@ def look_at_kafka(settings: Settings, status: Status, *, window_s: float, timeou
                 time.sleep(window_s)
                 first, second = second, _look(admin, watched, partitions, timeout_s)
         except KafkaException as exc:
-            raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc.args[0]}") from exc
+            why = kafka_reason(exc)
+            raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {why}") from exc
     for topic in status.topics:
         topic.end_offsets = {
             p: high for (t, p), (_, high) in second.ranges.items() if t == topic.name

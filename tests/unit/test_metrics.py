@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from orderproc.metrics import ConsumerMetrics, Health
+import orderproc
+from orderproc.metrics import ConsumerMetrics, Health, worker_registry
+from orderproc.metrics.server import librdkafka_version
 
 pytestmark = pytest.mark.unit
 
@@ -216,3 +219,39 @@ def test_failure_is_reported_even_while_beating(clock: FakeClock) -> None:
         False,
         "1 retry/DLQ deliveries failed, first: orders_dlq: Broker: timed out",
     )
+
+
+def test_the_health_gauge_follows_health_at_each_scrape(clock: FakeClock) -> None:
+    health = Health(stale_after_s=60.0, clock=clock)
+    registry = worker_registry("consumer", health)
+
+    assert registry.get_sample_value("orderproc_worker_healthy") == 1
+    clock.now += 90.0
+    assert registry.get_sample_value("orderproc_worker_healthy") == 0
+    build = registry.get_sample_value(
+        "orderproc_build_info",
+        {"role": "consumer", "version": orderproc.__version__,
+         "python": platform.python_version(), "librdkafka": librdkafka_version()},
+    )  # fmt: skip
+    assert build == 1
+
+
+def test_a_paused_partitions_end_offset_refreshes_its_lag() -> None:
+    metrics = _metrics()
+    metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
+
+    metrics.lag.set_end(("orders", 0), 1_300)  # paused: the statistics still say 1,247
+
+    assert _lag(metrics, "orders", "0") == 100  # against the committed 1,200
+
+
+def test_a_revoked_partition_leaves_no_lag_behind() -> None:
+    metrics = _metrics()
+    metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
+    revoked = json.loads(json.dumps(LIBRDKAFKA_STATS))
+    del revoked["topics"]["orders"]["partitions"]["1"]
+
+    metrics.update_lag_from_stats(json.dumps(revoked))
+
+    assert _lag(metrics, "orders", "1") is None
+    assert _lag(metrics, "orders", "0") == 47
