@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,7 +25,15 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import BrokerError, OrderProcError
 from orderproc.kafka.clients import Admin, drain_group
-from orderproc.kafka.groups import TP, GroupView, group_view, offset_range, partitions_of, peek
+from orderproc.kafka.groups import (
+    TP,
+    GroupView,
+    group_view,
+    kafka_reason,
+    offset_range,
+    partitions_of,
+    peek,
+)
 from orderproc.metrics.roles import MonitorMetrics, Source
 from orderproc.store.engine import make_engine, store_error
 
@@ -99,12 +107,6 @@ def review_backlog(engine: Engine) -> ReviewBacklog:
         return ReviewBacklog(store.status_counts(EventFilter()), store.oldest_unresolved())
     except SQLAlchemyError as exc:
         raise store_error("cannot read the DLQ store", exc) from exc
-
-
-def kafka_reason(exc: KafkaException) -> str:
-    """The one line a ``KafkaException`` carries (its ``KafkaError``'s text)."""
-    err = exc.args[0] if exc.args else exc
-    return err.str() if isinstance(err, KafkaError) else str(err)
 
 
 class Watch:

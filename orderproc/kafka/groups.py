@@ -35,6 +35,12 @@ _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]  # untyped in
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
+def kafka_reason(exc: KafkaException) -> str:
+    """The one line a ``KafkaException`` carries (its ``KafkaError``'s text)."""
+    err = exc.args[0] if exc.args else exc
+    return err.str() if isinstance(err, KafkaError) else str(err)
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionOffsets:
     """One partition of a group: where it is, where the partition starts and ends."""
@@ -145,7 +151,7 @@ def peek(conf: Mapping[str, object], at: Mapping[TP, int], timeout_s: float) -> 
                     found[tp] = msg.timestamp()[1]
                 todo.discard(tp)
     except KafkaException as exc:
-        raise BrokerError(f"cannot read the DLQ to date its records: {exc.args[0]}") from exc
+        raise BrokerError(f"cannot read the DLQ to date its records: {kafka_reason(exc)}") from exc
     finally:
         consumer.close()
     return found

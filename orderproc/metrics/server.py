@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # No ``*_created`` series beside each counter and histogram: Prometheus does not use them,
 # and they would double the series every worker exports.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 class Health:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 
 from orderproc.config import Settings
-from orderproc.dlq.watch import UNDRAINED_LIMIT_S, kafka_reason, waiting_in
+from orderproc.dlq.watch import UNDRAINED_LIMIT_S, waiting_in
 from orderproc.errors import BrokerError
 from orderproc.kafka.access import connect
 from orderproc.kafka.clients import Admin, drain_group
-from orderproc.kafka.groups import GroupView, group_view, offset_range
+from orderproc.kafka.groups import GroupView, group_view, kafka_reason, offset_range
 from orderproc.kafka.topics import required_topics
 from orderproc.kafka.version import broker_version
 from orderproc.status.model import Broker, Dlq, Finding, Group, PartitionLag, Status, Topic
