@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # Reports written by `orderproc report` and the orders_dlq_report DAG (default: data_dir)
     reports_dir: Path | None = None
 
+    # Where a DAG task that failed for good is told ({"text": ...}: Slack, Mattermost, Google
+    # Chat incoming webhooks); orderproc.airflow.notify. A secret: the URL is the credential.
+    alert_webhook_url: SecretStr | None = None
+
     @field_validator("processing_guarantee", mode="before")
     @classmethod
     def _dashes_too(cls, value: object) -> object:

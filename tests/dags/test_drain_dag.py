@@ -93,3 +93,23 @@ def test_the_task_fails_when_the_broker_is_unreachable(
     assert run.state == "failed"
     assert run.get_task_instance("drain").state == "failed"
     assert count_rows(pg_engine) == 0
+
+
+def test_a_drain_that_fails_for_good_is_posted_to_the_alert_webhook(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    kafka_connection: Callable[..., None],
+    closed_port: int,
+    webhook: Any,
+) -> None:
+    kafka_connection(f"127.0.0.1:{closed_port}", **{"socket.timeout.ms": 1000})
+    dag = load_dag(DAG_ID)
+    dag.task_dict["drain"].retries = 0  # its last try: dag.test() would wait out the delay
+
+    run = dag.test(run_conf={"timeout_s": 1})
+
+    assert run.state == "failed"
+    (told,) = webhook.texts()
+    assert told.startswith(f"orderproc: {DAG_ID}.drain failed after 1 tries (run ")
+    assert f"127.0.0.1:{closed_port}" in told
+    assert "\n" not in told
