@@ -83,3 +83,17 @@ def test_every_alert_is_tested_firing_and_quiet(name: str) -> None:
 def test_the_alert_thresholds_are_the_ones_the_code_uses() -> None:
     assert ALERTS["ReviewBacklogOverSlo"]["expr"].endswith(f"> {int(REVIEW_SLO_HOURS * 3600)}")
     assert ALERTS["DeadLettersNotDrained"]["expr"].endswith(f"> {int(UNDRAINED_LIMIT_S)}")
+
+
+def test_each_scrape_target_is_the_port_its_worker_serves() -> None:
+    compose = yaml.safe_load((HERE.parents[1] / "docker-compose.yml").read_text())["services"]
+    config = yaml.safe_load((HERE / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        if not job["job_name"].startswith("orderproc-"):
+            continue
+        (target,) = job["static_configs"][0]["targets"]
+        host, port = target.split(":")
+        command = compose[host]["command"]
+        assert command[command.index("--metrics-port") + 1] == port, job["job_name"]
+        unit = (HERE.parent / "systemd" / f"{host}.service").read_text()
+        assert f"--metrics-port {port}" in unit, f"{host}.service serves another port"
