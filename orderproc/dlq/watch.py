@@ -23,7 +23,7 @@ from orderproc.config import Settings
 from orderproc.dlq.backlog import Oldest
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import BrokerError, OrderProcError
+from orderproc.errors import BrokerError, ConfigError, OrderProcError
 from orderproc.kafka.clients import Admin, drain_group
 from orderproc.kafka.groups import (
     TP,
@@ -120,7 +120,11 @@ class Watch:
 
     def run(self, stop: threading.Event) -> None:
         """Refresh every ``interval_s`` until ``stop`` is set; clients live in this thread."""
-        engine = make_engine(self.settings.effective_database_url)
+        try:
+            engine = make_engine(self.settings.effective_database_url)
+        except ConfigError as exc:  # a URL it cannot use: said once, the monitor tails on
+            log.error("monitor: cannot read the store, no backlog metrics: %s", exc)
+            return
         try:
             with Admin(self.settings.kafka_config()) as admin:
                 while True:
