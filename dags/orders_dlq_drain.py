@@ -25,6 +25,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from orderproc.airflow.notify import failure_notifier
+
 
 @dag(
     dag_id="orders_dlq_drain",
@@ -34,7 +36,13 @@ from airflow.sdk import Param, dag, task
     max_active_runs=1,
     doc_md=__doc__,
     tags=["orderproc", "dlq"],
-    default_args={"owner": "orderproc", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "orderproc",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        # A task that failed its last try is told (log + ORDERPROC_ALERT_WEBHOOK_URL).
+        "on_failure_callback": failure_notifier(),
+    },
     params={
         "max_messages": Param(
             None,

@@ -32,6 +32,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from orderproc.airflow.notify import failure_notifier
 from orderproc.errors import HIGH_PRICE_REASON, ErrorCategory
 from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES
 
@@ -43,7 +44,13 @@ from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES
     catchup=False,
     doc_md=__doc__,
     tags=["orderproc", "dlq", "replay"],
-    default_args={"owner": "orderproc", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "orderproc",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=1),
+        # A task that failed its last try is told (log + ORDERPROC_ALERT_WEBHOOK_URL).
+        "on_failure_callback": failure_notifier(),
+    },
     params={
         "status": Param(
             "approved",

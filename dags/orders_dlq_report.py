@@ -14,6 +14,11 @@ embedded SQLite store). The task is one call into `orderproc.airflow.tasks`.
 **Params** (manual runs): `reports_dir` overrides the reports folder; `since`
 (ISO date-time) limits the window, default all time. A `since` that is not a date-time
 fails the run at once, without retries.
+
+**Review SLO**: when the oldest unresolved (new/approved) failure has waited longer than
+`slo_hours` (24 by default; empty: no check), the run **fails** after writing the report,
+naming the age, so the failure notification (`on_failure_callback`) tells someone. The
+`ReviewBacklogOverSlo` Prometheus alert uses the same limit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from orderproc.airflow.notify import failure_notifier
+from orderproc.models import REVIEW_SLO_HOURS
+
 
 @dag(
     dag_id="orders_dlq_report",
@@ -33,7 +41,13 @@ from airflow.sdk import Param, dag, task
     max_active_runs=1,
     doc_md=__doc__,
     tags=["orderproc", "dlq", "report"],
-    default_args={"owner": "orderproc", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "orderproc",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        # A task that failed its last try is told (log + ORDERPROC_ALERT_WEBHOOK_URL).
+        "on_failure_callback": failure_notifier(),
+    },
     params={
         "reports_dir": Param(
             None,
@@ -47,6 +61,14 @@ from airflow.sdk import Param, dag, task
             format="date-time",
             title="Since",
             description="Only count DLQ rows, processed orders and replays from then on.",
+        ),
+        "slo_hours": Param(
+            REVIEW_SLO_HOURS,
+            type=["null", "number"],
+            minimum=0,
+            title="Review SLO (hours)",
+            description="Fail the run (after writing the report) when the oldest unresolved "
+            "failure has waited longer; empty: no check.",
         ),
     },
 )

@@ -118,9 +118,15 @@ class Settings(BaseSettings):
     admin_timeout_s: float = Field(default=15.0, gt=0)
     fetch_wait_max_ms: int = Field(default=100, ge=1, le=5000)
     poll_timeout_s: float = Field(default=0.5, gt=0)
+    # How often the DLQ monitor (with --metrics-port) reads the drain's backlog and the store
+    monitor_interval_s: float = Field(default=30.0, gt=0)
 
     # Reports written by `orderproc report` and the orders_dlq_report DAG (default: data_dir)
     reports_dir: Path | None = None
+
+    # Where a DAG task that failed for good is told ({"text": ...}: Slack, Mattermost, Google
+    # Chat incoming webhooks); orderproc.airflow.notify. A secret: the URL is the credential.
+    alert_webhook_url: SecretStr | None = None
 
     @field_validator("processing_guarantee", mode="before")
     @classmethod

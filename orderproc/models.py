@@ -142,6 +142,11 @@ DEFAULT_MAX_REPLAYS = 3
 DEFAULT_REPLAY_WAIT_S = 300.0
 """How long a replay run waits for one that holds the replay before it gives up."""
 
+REVIEW_SLO_HOURS = 24.0
+"""How long a failure may wait unresolved (new/approved) before someone is told: the
+report DAG's default ``slo_hours``, ``orderproc status`` and the ``ReviewBacklogOverSlo``
+alert (``deploy/prometheus``; a test keeps them equal)."""
+
 
 class RunningAverage:
     """Average processed price, overall and per product, as the original consumer printed it."""

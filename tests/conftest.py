@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,7 +55,7 @@ from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 from orderproc.worker.routing import FailureRouter
-from tests.support import migrated_schema, read_committed
+from tests.support import free_ports, http_get, migrated_schema, read_committed, wait_until
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -682,3 +683,68 @@ def kcat(tmp_path: Path) -> Callable[..., None]:
         assert done.returncode == 0, done.stderr.decode(errors="replace")
 
     return produce
+
+
+# -- Workers as processes ----------------------------------------------------------------
+
+
+@dataclass
+class RunningWorker:
+    """A worker process (``python -m orderproc ...``) serving ``/metrics`` on ``port``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        code, body = http_get(f"{self.url}/metrics")
+        return body if code == 200 else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+@pytest.fixture
+def start_worker(
+    settings_env: Callable[[Settings], dict[str, str]], tmp_path: Path
+) -> Iterator[Callable[..., RunningWorker]]:
+    """``start_worker(settings, *args, env=None)``: ``orderproc <args> --metrics-port P`` as a
+    process on a free loopback port, ready once its ``/healthz`` answers; stopped (by its
+    pid) after the test. Its output goes to a file under ``tmp_path``."""
+    started: list[RunningWorker] = []
+
+    def start(settings: Settings, *args: str, env: dict[str, str] | None = None) -> RunningWorker:
+        (port,) = free_ports(1)
+        log = (tmp_path / f"{args[0]}-{port}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orderproc", *args, "--metrics-port", str(port)],
+            env={**settings_env(settings), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        worker = RunningWorker(proc, port)
+        started.append(worker)
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"{args[0]} exited: {_tail(log.name)}"
+            return http_get(f"{worker.url}/healthz")[0] == 200
+
+        wait_until(ready, timeout_s=90, what=f"{args[0]} to serve /healthz")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _tail(path: str) -> str:
+    return Path(path).read_text(errors="replace")[-2000:]

@@ -1,21 +1,28 @@
 """Plain helpers that fixtures in more than one conftest (and module-scoped fixtures,
 which cannot use function-scoped ones) share: reading a topic back as downstream sees
-it, and free loopback ports. A module, so conftests import it, never each other."""
+it, free loopback ports, bounded waits and reading a worker's metrics. A module, so
+conftests import it, never each other."""
 
 from __future__ import annotations
 
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
+
+T = TypeVar("T")
 
 
 def read_committed(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[Message]:
@@ -97,3 +104,38 @@ def with_search_path(url: str, schema: str) -> str:
     query = dict(parsed.query)
     query["options"] = f"-csearch_path={schema}"
     return parsed.set(query=query).render_as_string(hide_password=False)
+
+
+def wait_until(check: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy (returned); fail naming ``what``.
+
+    A bound on waiting, never an assertion about speed: the bound is generous.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """Status and body of a GET; (0, reason) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return int(answer.status), answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text (None when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

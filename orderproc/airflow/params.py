@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the DLQ wing imports Kafka clients: too heavy while a DAG f
 
 from orderproc.clock import as_utc
 from orderproc.errors import ConfigError
-from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES, DlqStatus
+from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES, REVIEW_SLO_HOURS, DlqStatus
 
 
 def _strings(value: Any) -> Any:
@@ -137,6 +137,9 @@ class ReportParams(Params):
 
     reports_dir: Path | None = None
     since: Moment = None
+    slo_hours: float | None = Field(default=REVIEW_SLO_HOURS, ge=0)
+    """The run fails (after writing the report) when the oldest unresolved failure is older;
+    None: no check."""
 
     @field_validator("since")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -25,7 +26,7 @@ from orderproc.dlq.replay import replay_id_for, replay_with_settings
 from orderproc.dlq.summary import summary_markdown as replay_summary
 from orderproc.errors import ConfigError
 from orderproc.report import generate_report
-from orderproc.report.render import format_table
+from orderproc.report.render import fmt_age, format_table
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +114,11 @@ def write_dlq_report(
     report, files = generate_report(database_url(db_conn_id, settings), folder, since=parsed.since)
     log.info("%s", format_table(report))
     log.info("report files: %s", files.as_dict())
+    age = report.oldest_unresolved_age
+    if parsed.slo_hours is not None and age is not None and age > timedelta(hours=parsed.slo_hours):
+        # After the files are written: the report is there to read; the run says the SLO failed.
+        raise AirflowFailException(
+            f"review SLO missed: the oldest unresolved failure has waited {fmt_age(age)}, "
+            f"over {parsed.slo_hours:g} h (report: {files.markdown})"
+        )
     return files.as_dict()

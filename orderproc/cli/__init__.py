@@ -20,11 +20,12 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so `orderproc --help` stays fast and each group owns its module.
-    from orderproc.cli import admin, dev, dlq, report, review, workers
+    from orderproc.cli import admin, dev, dlq, report, review, status, workers
 
     app.registered_commands.extend(workers.app.registered_commands)
     app.command()(admin.demo)
     app.registered_commands.extend(report.app.registered_commands)
+    app.registered_commands.extend(status.app.registered_commands)
     review.register(dlq.app)
     app.add_typer(dlq.app, name="dlq", help="Watch, review and replay the dead-letter queue.")
     app.add_typer(admin.topics_app, name="topics", help="Kafka topics.")

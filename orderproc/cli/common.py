@@ -6,15 +6,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 
 from orderproc.config import Settings, get_settings
 from orderproc.errors import ConfigError
 from orderproc.logs import configure_logging
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from orderproc.metrics import Health
 
 log = logging.getLogger("orderproc.cli")
 
@@ -59,3 +65,20 @@ def install_stop_handlers(stop: Callable[[], None]) -> None:
 
 def echo(line: str) -> None:
     print(line, flush=True)
+
+
+@contextmanager
+def serving_metrics(
+    settings: Settings, registry: CollectorRegistry, health: Health
+) -> Iterator[None]:
+    """``/metrics`` and ``/healthz`` on ``settings.metrics_port`` (none when it is 0)."""
+    from orderproc.metrics import MetricsServer
+
+    if not settings.metrics_port:
+        yield
+        return
+    server = MetricsServer(registry, health, settings.metrics_host, settings.metrics_port).start()
+    try:
+        yield
+    finally:
+        server.stop()

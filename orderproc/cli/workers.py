@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from orderproc.cli.common import echo, install_stop_handlers, settings_with, setup_logging
+from orderproc.cli.common import (
+    echo,
+    install_stop_handlers,
+    serving_metrics,
+    settings_with,
+    setup_logging,
+)
 from orderproc.config import RetryMode
 
 app = typer.Typer()
@@ -27,6 +33,12 @@ JsonLogs = Annotated[
     typer.Option("--json-logs/--text-logs", help="Log format (default: ORDERPROC_LOG_JSON)."),
 ]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ...")]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        min=0, max=65535, help="Serve /metrics and /healthz (default: ORDERPROC_METRICS_PORT)."
+    ),
+]
 
 
 @app.command()
@@ -49,24 +61,29 @@ def produce(
         int | None,
         typer.Option(help="Seed for products and prices (order ids are always new uuid4s)."),
     ] = None,
+    metrics_port: MetricsPort = None,
     json_logs: JsonLogs = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Produce random orders, like the original producer (one per second by default)."""
     import random
 
+    from orderproc.metrics import Health, ProducerMetrics, worker_registry
     from orderproc.worker.producer import OrderGenerator, OrderProducer
 
-    settings = settings_with(orders_topic=topic)
+    settings = settings_with(orders_topic=topic, metrics_port=metrics_port)
     setup_logging(settings, json_logs, log_level)
-    producer = OrderProducer(settings, echo=None if quiet else echo)
+    health = Health()
+    metrics = ProducerMetrics(worker_registry("producer", health))
+    producer = OrderProducer(settings, echo=None if quiet else echo, metrics=metrics, health=health)
     install_stop_handlers(producer.stop)
     generator = OrderGenerator(settings.price_threshold, fail_share, random.Random(seed))
-    if count and quiet and sys.stderr.isatty():
-        with typer.progressbar(length=count, label="producing", file=sys.stderr) as bar:
-            stats = producer.run(generator, count=count, rate=rate, on_progress=bar.update)
-    else:
-        stats = producer.run(generator, count=count, rate=rate)
+    with serving_metrics(settings, metrics.registry, health):
+        if count and quiet and sys.stderr.isatty():
+            with typer.progressbar(length=count, label="producing", file=sys.stderr) as bar:
+                stats = producer.run(generator, count=count, rate=rate, on_progress=bar.update)
+        else:
+            stats = producer.run(generator, count=count, rate=rate)
     print(
         f"produced={stats.produced} delivered={stats.delivered} failed={stats.failed}",
         file=sys.stderr,
@@ -102,16 +119,14 @@ def consume(
     idle_exit: Annotated[
         float | None, typer.Option(min=0, help="Exit after this many idle seconds (none pending).")
     ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve /metrics and /healthz.")
-    ] = None,
+    metrics_port: MetricsPort = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-order lines.")] = False,
     json_logs: JsonLogs = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Consume orders: process, retry with backoff, dead-letter, record in the store."""
     from orderproc.kafka.access import check_settings, consumer_access
-    from orderproc.metrics import MetricsServer
+    from orderproc.metrics import ConsumerMetrics, Health, worker_registry
     from orderproc.store.engine import open_engine
     from orderproc.store.migrate import upgrade
     from orderproc.store.processed import OrderRepository
@@ -132,30 +147,27 @@ def consume(
     check_settings(settings, consumer_access(settings))
     with open_engine(settings.effective_database_url) as engine:
         upgrade(engine)
+        health = Health()
+        metrics = ConsumerMetrics(
+            worker_registry("consumer", health),
+            group=settings.consumer_group,
+            retry_topics=settings.retry_topics,
+        )
         consumer = OrderConsumer(
             settings,
             OrderRepository(engine),
             handler=load_handler(handler) if handler else None,
+            metrics=metrics,
+            health=health,
             echo=None if quiet else echo,
         )
         install_stop_handlers(consumer.stop)
-        server = None
-        if settings.metrics_port:
-            server = MetricsServer(
-                consumer.metrics.registry,
-                consumer.health,
-                settings.metrics_host,
-                settings.metrics_port,
-            ).start()
         # Everything loaded so far lives as long as the process: keep it out of the
         # cyclic collector's full collections (they would walk every module's objects).
         gc.collect()
         gc.freeze()
-        try:
+        with serving_metrics(settings, metrics.registry, health):
             stats = consumer.run(max_messages=max_messages, idle_exit_s=idle_exit)
-        finally:
-            if server:
-                server.stop()
     cats = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_lettered_by_category.items())) or "-"
     print(
         f"consumed={stats.consumed} processed={stats.processed} retried={stats.retried} "

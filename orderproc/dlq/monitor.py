@@ -20,9 +20,11 @@ from confluent_kafka import (
 
 from orderproc import headers as h
 from orderproc.config import Settings
+from orderproc.dlq.watch import Watch
 from orderproc.errors import BrokerError
 from orderproc.kafka.access import check_settings, monitor_access, stop_if_refused
 from orderproc.kafka.clients import monitor_consumer_config
+from orderproc.metrics import Health, MonitorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ def describe(msg: Message) -> dict[str, Any]:
 class DlqMonitor:
     """Tails the DLQ in group ``dlq-group``; commits what it has printed.
 
+    Given ``metrics``, it also exports its lag and, every ``settings.monitor_interval_s``
+    in a thread of its own, what waits for the drain and for review
+    (``orderproc.dlq.watch``).
+
     Raises:
         BrokerError: Kafka refuses the credentials, the certificate, or reading the DLQ
             in the monitor's group (checked before its consumer is built).
@@ -61,15 +67,20 @@ class DlqMonitor:
         json_output: bool = False,
         from_beginning: bool = False,
         echo: Callable[[str], None] = print,
+        metrics: MonitorMetrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self.health = health or Health()
         self.json_output = json_output
         self.from_beginning = from_beginning
         self._echo = echo
         self._stop = threading.Event()
         self.seen = 0
         check_settings(settings, monitor_access(settings))
-        self.consumer = Consumer(monitor_consumer_config(settings))
+        stats = {"stats_cb": metrics.lag.update_from_stats} if metrics else {}
+        self.consumer = Consumer(monitor_consumer_config(settings, **stats))
 
     def stop(self) -> None:
         self._stop.set()
@@ -109,8 +120,10 @@ class DlqMonitor:
             raise BrokerError(f"DLQ topic {self.settings.dlq_topic} does not exist")
         self.consumer.subscribe([self.settings.dlq_topic], on_assign=self._on_assign)
         last = time.monotonic()
+        watcher = self._start_watch()
         try:
             while not self._stop.is_set() and (max_messages is None or self.seen < max_messages):
+                self.health.beat()
                 msg = self.consumer.poll(self.settings.poll_timeout_s)
                 if msg is None:
                     if idle_exit_s is not None and time.monotonic() - last >= idle_exit_s:
@@ -127,8 +140,20 @@ class DlqMonitor:
                 self.seen += 1
                 self.consumer.store_offsets(msg)  # printed: may be committed
         finally:
+            self._stop.set()  # ends the watch thread's wait too
             self.consumer.close()
+            if watcher is not None:
+                watcher.join(timeout=self.settings.admin_timeout_s * 2)
         return self.seen
+
+    def _start_watch(self) -> threading.Thread | None:
+        if self.metrics is None:
+            return None
+        watch = Watch(self.settings, self.metrics, interval_s=self.settings.monitor_interval_s)
+        thread = threading.Thread(target=watch.run, args=(self._stop,), name="dlq-watch",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+        return thread
 
 
 def _provenance(headers: list[h.Header]) -> dict[str, str]:

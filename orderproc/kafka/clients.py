@@ -217,7 +217,7 @@ def order_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any
     )
 
 
-def monitor_consumer_config(settings: Settings) -> dict[str, Any]:
+def monitor_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The DLQ monitor: stores the offset of each record once it is printed."""
     return settings.kafka_config(
         **{
@@ -225,6 +225,11 @@ def monitor_consumer_config(settings: Settings) -> dict[str, Any]:
             "auto.offset.reset": "earliest",
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
+            # Committed every second, like the order consumer: `orderproc status` tells a
+            # group that is stuck from one that commits by offsets not moving for a while.
+            "auto.commit.interval.ms": 1000,
+            "statistics.interval.ms": 10000,  # its lag (orderproc.metrics.lag)
+            **overrides,
         }
     )
 

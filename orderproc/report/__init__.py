@@ -20,6 +20,10 @@ from orderproc.report.chart import draw_chart
 from orderproc.report.render import csv_rows, to_markdown
 from orderproc.store.engine import open_engine, store_error
 
+FOLDER_PREFIX = "dlq-report-"
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+"""Each report's folder is ``FOLDER_PREFIX`` + its UTC time in ``STAMP_FORMAT``."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReportFiles:
@@ -76,8 +80,7 @@ def write_report(report: DlqReport, folder: Path) -> ReportFiles:
     The subfolder is ``dlq-report-<UTC time>`` under ``folder``, so hourly reports
     pile up side by side and a rerun for the same time overwrites its own files.
     """
-    stamp = report.generated_at.strftime("%Y%m%dT%H%M%SZ")
-    target = Path(folder) / f"dlq-report-{stamp}"
+    target = Path(folder) / f"{FOLDER_PREFIX}{report.generated_at.strftime(STAMP_FORMAT)}"
     target.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(target, target / "report.md", target / "report.csv", target / "chart.png")
     draw_chart(report, files.chart)

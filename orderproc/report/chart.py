@@ -11,6 +11,11 @@ from orderproc.report.aggregate import DlqReport
 
 def draw_chart(report: DlqReport, path: Path) -> None:
     """Six panels (inflow, backlog, prices, running average) as one PNG."""
+    chart_figure(report).savefig(path, format="png")
+
+
+def chart_figure(report: DlqReport) -> Any:
+    """The chart as a matplotlib ``Figure`` (on an Agg canvas)."""
     # The object API with an explicit Agg canvas: no pyplot global state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -26,7 +31,7 @@ def draw_chart(report: DlqReport, path: Path) -> None:
     _bars(axes[1][0], "Review backlog by status", report.backlog, "tab:blue")
     _price_panel(axes[1][1], report)
     _curve_panel(axes[1][2], report)
-    fig.savefig(path, format="png")
+    return fig
 
 
 def _bars(ax: Any, title: str, counts: Mapping[str, int], color: str, top: int = 8) -> None:
@@ -75,10 +80,20 @@ def _curve_panel(ax: Any, report: DlqReport) -> None:
     times = [at for at, _ in report.running_average_curve]
     values = [avg for _, avg in report.running_average_curve]
     ax.plot(times, values, color="tab:green", marker="." if len(values) < 50 else None)
-    locator = AutoDateLocator()  # type: ignore[no-untyped-call]  # matplotlib.dates is untyped
+    # A third of the figure's width holds about five time labels side by side; the
+    # formatter's offset (the date, drawn under the ticks' right end) would sit on the axis
+    # label, so the dates go into the label instead (tests/unit/report: no text overlaps).
+    locator = AutoDateLocator(minticks=3, maxticks=5)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    ax.set_xlabel("processed at (UTC)")
+    formatter = ConciseDateFormatter(locator, show_offset=False)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(formatter)
+    first, last = times[0], times[-1]
+    span = (
+        f"{first:%Y-%m-%d}"
+        if first.date() == last.date()
+        else f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    )
+    ax.set_xlabel(f"processed at (UTC), {span}")
     ax.set_ylabel("average price")
 
 

@@ -22,7 +22,7 @@ from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import DeliveryError
 from orderproc.kafka.access import stop_if_refused
-from orderproc.metrics import ConsumerMetrics
+from orderproc.metrics import ConsumerMetrics, ReplayOutcome
 from orderproc.records import TP, Record
 from orderproc.store.processed import ProcessedRow
 from orderproc.worker.breaker import FloodGuard
@@ -107,6 +107,7 @@ class BatchHandler:
         self._echo = echo
         self._retried_metric = metrics.retried.labels(settings.retry_mode.value)
         self._dead_lettered_metric: dict[str, Any] = {}  # by category: labels() once each
+        self._replayed = {o: metrics.replayed.labels(o.value) for o in ReplayOutcome}
         self.in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         self.retry_due = 0.0  # monotonic time the latest scheduled retry is due
 
@@ -137,6 +138,8 @@ class BatchHandler:
                 records.append(rec)
                 ok += 1
                 done += 1
+                if outcome.replay_id is not None:
+                    self._replayed[ReplayOutcome.PROCESSED].inc()
             else:
                 self.flood.ok(ok)  # successes first: the breaker's window keeps their order
                 ok = 0
@@ -167,18 +170,20 @@ class BatchHandler:
         if type(outcome) is RetryInPlace:
             # Pause the partition at this record and keep polling; the batch so far is
             # made durable and committed as usual while the backoff runs.
-            self._count_retry(outcome.failure)
+            self._count_retry(outcome.failure, rec)
             self.in_place[rec.tp] = (rec.offset, outcome.failure)
             self._hold(rec, outcome.delay_s)
             return False
         batch.consumed[rec.topic] = batch.consumed.get(rec.topic, 0) + 1
         if type(outcome) is Processed:  # from a retry topic, or after in-place retries
             self._processed(rec, outcome, batch)
+            if outcome.replay_id is not None:
+                self._replayed[ReplayOutcome.PROCESSED].inc()
             if main:
                 self.flood.ok(1)
             return True
         if type(outcome) is RetryLater:
-            self._count_retry(outcome.failure)
+            self._count_retry(outcome.failure, rec)
             due_in_s = max(0.0, (outcome.due_ms - batch.now_ms) / 1000)
             self.retry_due = max(self.retry_due, time.monotonic() + due_in_s)
             self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
@@ -204,7 +209,9 @@ class BatchHandler:
         )  # fmt: skip
         batch.records.append(rec)
 
-    def _count_retry(self, failure: Failure) -> None:
+    def _count_retry(self, failure: Failure, rec: Record) -> None:
+        if rec.replay_id is not None:
+            self._replayed[ReplayOutcome.RETRIED].inc()
         if self._echo is not None:
             self._echo(f"Attempt {failure.attempts}/{self.settings.max_attempts} failed: "
                        f"{failure.error}")  # fmt: skip
@@ -227,6 +234,8 @@ class BatchHandler:
                 category
             )
         metric.inc()
+        if rec.replay_id is not None:
+            self._replayed[ReplayOutcome.DEAD_LETTERED].inc()
         if self._echo is not None:
             key = failure.order.order_id if failure.order else rec.coordinates
             self._echo(f"DLQ: {key} -> {failure.reason}")

@@ -79,7 +79,9 @@ class OrderConsumer:
         self.decider = Decider.from_settings(
             settings, handler or PriceThresholdHandler(settings.price_threshold)
         )
-        self.metrics = metrics or ConsumerMetrics()
+        self.metrics = metrics or ConsumerMetrics(
+            group=settings.consumer_group, retry_topics=settings.retry_topics
+        )
         self.health = health or Health()
         self.router = router or FailureRouter(settings)
         self.flood = FloodGuard(
@@ -95,6 +97,7 @@ class OrderConsumer:
         self._assigned = False
         self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
+        self._lag_ticks = 0  # statistics payloads whose paused partitions' lag was refreshed
         conf = order_consumer_config(
             settings, stats_cb=self.metrics.update_lag_from_stats, **(consumer_overrides or {})
         )
@@ -157,14 +160,18 @@ class OrderConsumer:
                     if want <= 0:
                         break
                 messages = self.consumer.consume(want, timeout=self._poll_timeout())
+                if self.metrics.lag.ticks != self._lag_ticks:
+                    self._refresh_paused_lag()
                 if not messages:
                     self.offsets.advance()
                     if self._idle_long_enough(idle_exit_s):
                         break
                     continue
                 self._last_message = time.monotonic()
+                started = time.perf_counter()
                 self.offsets.begin()
                 self._make_durable(self.batches.handle(messages))
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.offsets.advance(wait=True)
         except OrderProcError as exc:
             self.health.fail(str(exc))
@@ -245,6 +252,21 @@ class OrderConsumer:
             )
 
     # -- pausing: retry delays and the flood breaker --------------------------------
+
+    def _refresh_paused_lag(self) -> None:
+        """Paused partitions are not fetched, so librdkafka's statistics keep their end
+        offset from before the pause (``orderproc.metrics.lag``): ask for it, once per
+        statistics payload, only for them."""
+        self._lag_ticks = self.metrics.lag.ticks
+        for topic, partition in list(self.holds.paused):
+            try:
+                _, end = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1.0, cached=False
+                )
+            except KafkaException as exc:
+                log.debug("end offset of paused %s[%d]: %s", topic, partition, exc)
+                continue
+            self.metrics.lag.set_end((topic, partition), end)
 
     def _resume_due(self) -> None:
         if self.flood.may_consume():

@@ -15,6 +15,7 @@ from orderproc.clock import Pacer
 from orderproc.config import Settings
 from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import flush, produce, reliable_producer_config
+from orderproc.metrics import Health, ProducerMetrics
 from orderproc.models import Order
 from orderproc.serde import OrderSerde
 
@@ -83,8 +84,12 @@ class OrderProducer:
         *,
         producer: Producer | None = None,
         echo: Callable[[str], None] | None = print,
+        metrics: ProducerMetrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or ProducerMetrics()
+        self.health = health or Health()
         self.topic = settings.orders_topic
         self.serde = OrderSerde()
         if producer is None:
@@ -103,11 +108,13 @@ class OrderProducer:
         with self._lock:
             if err is not None:
                 self.stats.failed += 1
+                self.metrics.failed.inc()
                 log.error(
                     "delivery failed topic=%s key=%s error=%s", msg.topic(), msg.key(), err.str()
                 )
                 return
             self.stats.delivered += 1
+            self.metrics.delivered.inc()
         if self._echo:
             self._echo(f"Delivered to {msg.topic()} [{msg.partition()}]")
 
@@ -120,6 +127,7 @@ class OrderProducer:
             on_delivery=self._on_delivery,
         )
         self.stats.produced += 1
+        self.metrics.produced.inc()
         if self._echo:
             self._echo(f"Produced: {order.to_record()}")
         self.producer.poll(0)
@@ -135,8 +143,11 @@ class OrderProducer:
         """Produce ``count`` orders (forever if None) at ``rate`` per second (0 = unthrottled)."""
         pacer = Pacer(rate, sleep=self._stop.wait)  # a stop request ends the wait at once
         source = iter(orders)
+        # Healthy while it turns: at a slow rate the wait between orders is a turn too.
+        self.health.stale_after_s = max(self.health.stale_after_s, 3 / rate if rate else 0)
         try:
             while not self._stop.is_set() and (count is None or self.stats.produced < count):
+                self.health.beat()
                 if not pacer.wait():
                     break
                 self.send(next(source))
@@ -146,5 +157,7 @@ class OrderProducer:
             remaining = flush(self.producer, self.settings.delivery_timeout_ms / 1000 + 5)
             if remaining:
                 self.stats.failed += remaining
+                self.metrics.failed.inc(remaining)
+                self.health.fail(f"{remaining} orders not acknowledged")
                 log.error("%d orders not acknowledged at shutdown", remaining)
         return self.stats

@@ -8,7 +8,9 @@ topics through environment variables, the way a deployment provides them.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,4 +75,41 @@ def dag_settings(
     monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(db_url))
     get_settings.cache_clear()
     yield settings
+    get_settings.cache_clear()
+
+
+class Webhook:
+    """A chat webhook on a free loopback port: what was posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        webhook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length", "0"))
+                webhook.bodies.append(self.rfile.read(size))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/orderproc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        return [str(json.loads(b)["text"]) for b in self.bodies]
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
+    """``ORDERPROC_ALERT_WEBHOOK_URL`` pointing at a ``Webhook`` of this test's own."""
+    hook = Webhook()
+    monkeypatch.setenv("ORDERPROC_ALERT_WEBHOOK_URL", hook.url)
+    get_settings.cache_clear()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
     get_settings.cache_clear()

@@ -76,20 +76,26 @@ def test_a_run_after_a_crash_between_the_commits_completes_without_duplicates(
     assert count_rows(engine) == 10
 
 
-def test_the_task_fails_when_the_broker_is_unreachable(
+def test_the_task_fails_when_the_broker_is_unreachable_and_the_failure_is_told(
     load_dag: Callable[[str], Any],
     dag_settings: Settings,
     kafka_connection: Callable[..., None],
     engine: Engine,
     closed_port: int,
     count_rows: Helper,
+    webhook: Any,
 ) -> None:
     kafka_connection(f"127.0.0.1:{closed_port}", **{"socket.timeout.ms": 1000})
     dag = load_dag(DAG_ID)
-    dag.task_dict["drain"].retries = 0  # dag.test() would wait out the retry delay
+    dag.task_dict["drain"].retries = 0  # its last try: dag.test() would wait out the delay
 
     run = dag.test(run_conf={"timeout_s": 1})
 
     assert run.state == "failed"
     assert run.get_task_instance("drain").state == "failed"
     assert count_rows(engine) == 0
+    # on_failure_callback: one line to the alert webhook, naming the run and the cause.
+    (told,) = webhook.texts()
+    assert told.startswith(f"orderproc: {DAG_ID}.drain failed after 1 tries (run ")
+    assert f"127.0.0.1:{closed_port}" in told
+    assert "\n" not in told

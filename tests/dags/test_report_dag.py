@@ -60,7 +60,7 @@ def test_report_run_writes_files_with_the_known_numbers(
     read_report_csv: CsvReader,
     table_rows: Callable[[str], list[list[str]]],
 ) -> None:
-    dag_run = report_dag.test(run_conf={"reports_dir": str(reports)})
+    dag_run = report_dag.test(run_conf={"reports_dir": str(reports), "slo_hours": None})
 
     assert dag_run.state == "success"
     (folder,) = reports.glob("dlq-report-*")
@@ -79,7 +79,7 @@ def test_report_run_writes_files_with_the_known_numbers(
 def test_since_param_limits_the_window(
     report_dag: Any, store: Engine, reports: Path, known_input: Any, read_report_csv: CsvReader
 ) -> None:
-    conf = {"reports_dir": str(reports), "since": "2026-03-01T09:30:00+00:00"}
+    conf = {"reports_dir": str(reports), "since": "2026-03-01T09:30:00+00:00", "slo_hours": None}
     dag_run = report_dag.test(run_conf=conf)
 
     assert dag_run.state == "success"
@@ -112,3 +112,20 @@ def test_a_since_the_form_accepts_but_the_task_cannot_use_fails_without_retries(
     (ti,) = dag_run.get_task_instances()
     assert ti.try_number == 1  # AirflowFailException: a bad param is not retried
     assert not reports.exists()
+
+
+def test_a_backlog_older_than_the_slo_fails_the_run_after_writing_the_report(
+    report_dag: Any, store: Engine, reports: Path, webhook: Any
+) -> None:
+    # The known input's oldest unresolved failure dates from March 2026: far over 24 h.
+    dag_run = report_dag.test(run_conf={"reports_dir": str(reports)})
+
+    assert dag_run.state == "failed"
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number == 1  # a missed SLO is not retried: the next hourly run says it again
+    (folder,) = reports.glob("dlq-report-*")
+    assert (folder / "report.md").exists() and (folder / "chart.png").exists()
+    (told,) = webhook.texts()
+    assert told.startswith("orderproc: orders_dlq_report.write_dlq_report failed")
+    assert "review SLO missed: the oldest unresolved failure has waited" in told
+    assert "over 24 h" in told

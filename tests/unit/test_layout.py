@@ -26,6 +26,7 @@ ALLOWED = {
     "dlq": {"core", "kafka", "store", "dlq"},
     "worker": {"core", "kafka", "store", "dlq", "worker"},
     "report": {"core", "store", "report"},
+    "status": {"core", "kafka", "store", "dlq", "report", "status"},
 }
 """Which wings each wing may import; adapters (airflow, cli, devstack) may import anything."""
 

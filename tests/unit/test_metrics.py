@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import json
-import types
+import platform
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from orderproc import metrics as metrics_module
-from orderproc.metrics import ConsumerMetrics, Health
+import orderproc
+from orderproc.metrics import ConsumerMetrics, Health, worker_registry
+from orderproc.metrics.server import librdkafka_version
 
 pytestmark = pytest.mark.unit
 
@@ -84,13 +85,22 @@ LIBRDKAFKA_STATS = {
 
 
 def _lag(metrics: ConsumerMetrics, topic: str, partition: str) -> float | None:
+    name = (
+        "orderproc_retry_backlog_messages"
+        if ".retry." in topic
+        else "orderproc_consumer_lag_messages"
+    )
     return metrics.registry.get_sample_value(
-        "orderproc_consumer_lag", {"topic": topic, "partition": partition}
+        name, {"group": "order-group", "topic": topic, "partition": partition}
     )
 
 
+def _metrics() -> ConsumerMetrics:
+    return ConsumerMetrics(group="order-group", retry_topics=["orders.retry.1"])
+
+
 def test_lag_is_published_per_assigned_partition() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
 
@@ -100,7 +110,7 @@ def test_lag_is_published_per_assigned_partition() -> None:
 
 
 def test_unknown_lag_and_the_internal_partition_are_not_published() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
 
@@ -109,7 +119,7 @@ def test_unknown_lag_and_the_internal_partition_are_not_published() -> None:
 
 
 def test_later_stats_update_the_lag() -> None:
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
     metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
     caught_up = json.loads(json.dumps(LIBRDKAFKA_STATS))
     caught_up["topics"]["orders"]["partitions"]["0"]["consumer_lag"] = 0
@@ -122,7 +132,7 @@ def test_later_stats_update_the_lag() -> None:
 @pytest.mark.parametrize("payload", ["", "{not json", json.dumps({"name": "rdkafka#c-1"})])
 def test_unusable_stats_are_ignored_without_raising(payload: str) -> None:
     # stats_cb runs inside librdkafka's poll: raising there would break the consume loop.
-    metrics = ConsumerMetrics()
+    metrics = _metrics()
 
     metrics.update_lag_from_stats(payload)
 
@@ -159,24 +169,21 @@ class FakeClock:
     def __init__(self) -> None:
         self.now = 10_000.0
 
-    def monotonic(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Replace the clock ``orderproc.metrics`` reads (only there, not process-wide)."""
-    fake = FakeClock()
-    monkeypatch.setattr(metrics_module, "time", types.SimpleNamespace(monotonic=fake.monotonic))
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 def test_fresh_worker_is_healthy(clock: FakeClock) -> None:
-    assert Health(stale_after_s=60.0).status() == (True, "ok")
+    assert Health(stale_after_s=60.0, clock=clock).status() == (True, "ok")
 
 
 def test_worker_is_healthy_while_the_loop_keeps_beating(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
     for _ in range(5):
         clock.now += 50.0
         health.beat()
@@ -185,16 +192,16 @@ def test_worker_is_healthy_while_the_loop_keeps_beating(clock: FakeClock) -> Non
 
 
 def test_silent_loop_becomes_unhealthy_after_the_stale_limit(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
 
     clock.now += 60.0
     assert health.status()[0] is True
     clock.now += 30.0
-    assert health.status() == (False, "consume loop silent for 90s")
+    assert health.status() == (False, "loop silent for 90s")
 
 
 def test_a_beat_makes_a_stale_worker_healthy_again(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
     clock.now += 120.0
 
     health.beat()
@@ -203,7 +210,7 @@ def test_a_beat_makes_a_stale_worker_healthy_again(clock: FakeClock) -> None:
 
 
 def test_failure_is_reported_even_while_beating(clock: FakeClock) -> None:
-    health = Health(stale_after_s=60.0)
+    health = Health(stale_after_s=60.0, clock=clock)
 
     health.fail("1 retry/DLQ deliveries failed, first: orders_dlq: Broker: timed out")
     health.beat()
@@ -212,3 +219,39 @@ def test_failure_is_reported_even_while_beating(clock: FakeClock) -> None:
         False,
         "1 retry/DLQ deliveries failed, first: orders_dlq: Broker: timed out",
     )
+
+
+def test_the_health_gauge_follows_health_at_each_scrape(clock: FakeClock) -> None:
+    health = Health(stale_after_s=60.0, clock=clock)
+    registry = worker_registry("consumer", health)
+
+    assert registry.get_sample_value("orderproc_worker_healthy") == 1
+    clock.now += 90.0
+    assert registry.get_sample_value("orderproc_worker_healthy") == 0
+    build = registry.get_sample_value(
+        "orderproc_build_info",
+        {"role": "consumer", "version": orderproc.__version__,
+         "python": platform.python_version(), "librdkafka": librdkafka_version()},
+    )  # fmt: skip
+    assert build == 1
+
+
+def test_a_paused_partitions_end_offset_refreshes_its_lag() -> None:
+    metrics = _metrics()
+    metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
+
+    metrics.lag.set_end(("orders", 0), 1_300)  # paused: the statistics still say 1,247
+
+    assert _lag(metrics, "orders", "0") == 100  # against the committed 1,200
+
+
+def test_a_revoked_partition_leaves_no_lag_behind() -> None:
+    metrics = _metrics()
+    metrics.update_lag_from_stats(json.dumps(LIBRDKAFKA_STATS))
+    revoked = json.loads(json.dumps(LIBRDKAFKA_STATS))
+    del revoked["topics"]["orders"]["partitions"]["1"]
+
+    metrics.update_lag_from_stats(json.dumps(revoked))
+
+    assert _lag(metrics, "orders", "1") is None
+    assert _lag(metrics, "orders", "0") == 47

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from orderproc.errors import ConfigError, StoreError
 from orderproc.report import parse_since, write_report
 from orderproc.report.aggregate import DlqReport, PriceStats, ReplayStats, build_report
+from orderproc.report.chart import chart_figure
 from orderproc.report.render import csv_rows, fmt_age, format_table, to_markdown
 from orderproc.store.engine import make_engine
 
@@ -212,3 +213,30 @@ def test_cli_on_a_store_without_tables_fails_with_one_line(tmp_path: Path) -> No
     assert "orderproc db upgrade" in str(result.exception)
     assert "\n" not in str(result.exception)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("minutes_apart", [0.2, 7, 60, 600])
+def test_the_curves_time_labels_overlap_neither_each_other_nor_the_axis_label(
+    minutes_apart: float,
+) -> None:
+    # The x-axis label once sat on the dates (the formatter's offset text under the ticks).
+    t0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
+    curve = [(t0 + timedelta(minutes=minutes_apart * i), 50.0 + i % 7) for i in range(300)]
+    report = DlqReport(
+        generated_at=curve[-1][0], since=None, inflow_by_reason={}, inflow_by_category={},
+        inflow_by_product={}, failed_prices=PriceStats(0), processed_prices=PriceStats(0),
+        running_average_by_product={}, running_average_curve=curve, backlog={},
+        oldest_unresolved_at=None, replay=ReplayStats(0, 0),
+    )  # fmt: skip
+    fig = chart_figure(report)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[5]
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    label = ax.xaxis.label.get_window_extent(renderer)
+
+    assert len(boxes) >= 2
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert not any(box.overlaps(label) for box in boxes)
+    assert not ax.xaxis.get_offset_text().get_text()
+    assert ax.get_xlabel().startswith("processed at (UTC), 2026-03-01")

@@ -1,4 +1,5 @@
-"""OrderGenerator: random orders shaped like the original system's (no broker involved)."""
+"""OrderGenerator: random orders shaped like the original system's, and what the producer
+counts (no broker involved)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import random
 import re
 import uuid
 from itertools import islice
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
+from orderproc.config import Settings
+from orderproc.metrics import ProducerMetrics
 from orderproc.models import Order
-from orderproc.worker.producer import PRICE_MAX, PRICE_MIN, PRODUCTS, OrderGenerator
+from orderproc.worker.producer import (
+    PRICE_MAX,
+    PRICE_MIN,
+    PRODUCTS,
+    OrderGenerator,
+    OrderProducer,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -111,3 +122,54 @@ def test_failing_prices_stay_two_decimal_and_above_the_threshold() -> None:
 def test_fail_share_outside_zero_to_one_is_rejected(fail_share: float) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         OrderGenerator(fail_share=fail_share)
+
+
+# -- what the producer counts ----------------------------------------------------------
+
+
+class _RefusingProducer:
+    """A producer whose every delivery fails (the broker refused or timed out)."""
+
+    def __init__(self) -> None:
+        self.reports: list[Any] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.reports.append((topic, kwargs["on_delivery"], kwargs.get("key")))
+
+    def poll(self, _timeout: float = 0) -> int:
+        for topic, report, key in self.reports:
+            report(KafkaError(KafkaError._MSG_TIMED_OUT), _Msg(topic, key))
+        self.reports.clear()
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+
+class _Msg:
+    def __init__(self, topic: str, key: bytes | None) -> None:
+        self._topic, self._key = topic, key
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+def test_failed_deliveries_are_counted_in_the_metrics() -> None:
+    metrics = ProducerMetrics()
+    producer = OrderProducer(
+        Settings(),
+        producer=_RefusingProducer(),
+        echo=None,
+        metrics=metrics,  # type: ignore[arg-type]
+    )
+
+    stats = producer.run(OrderGenerator(rng=random.Random(1)), count=3, rate=0)
+
+    assert stats.failed == 3
+    assert metrics.registry.get_sample_value("orderproc_orders_produced_total") == 3
+    assert metrics.registry.get_sample_value("orderproc_order_delivery_failures_total") == 3
+    assert metrics.registry.get_sample_value("orderproc_orders_delivered_total") == 0
