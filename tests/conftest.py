@@ -49,7 +49,7 @@ from orderproc.kafka.clients import Admin
 from orderproc.models import Order, Source
 from orderproc.records import Record
 from orderproc.report.aggregate import DlqReport
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
@@ -431,7 +431,7 @@ def dead_letter() -> Callable[..., None]:
                 source=Source(settings.orders_topic, 0, i, now - 2000),
                 consumer_group=settings.consumer_group,
                 order=order,
-                raw_value=OrderSerde().encode(order),
+                raw_value=SchemalessSerde().encode(order),
                 key=order.order_id.encode(),
             )
             router.to_dlq(failure, headers or [], now_ms=now)

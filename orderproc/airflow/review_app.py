@@ -57,11 +57,14 @@ from orderproc.dlq.store import DlqStore
 from orderproc.errors import (
     ConfigError,
     OrderProcError,
+    RegistryError,
+    RegistryUnavailableError,
     ReviewError,
     StoreError,
     UnknownEventError,
 )
 from orderproc.report.render import fmt_age
+from orderproc.serde import OrderSchema, local_schema, serde_for
 from orderproc.store.engine import make_engine, store_error
 
 ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
@@ -160,9 +163,11 @@ def detail(event_id: int, request: Request, user: GetUserDep) -> Response:
 def replay_preview(request: Request, user: GetUserDep) -> Response:
     """The replay's dry run over the approved rows the filters select."""
     query = BacklogQuery.parse(request.query_params)
-    topic = get_settings().orders_topic
-    rows = preview(store(), query, topic=topic, limit=BULK_LIMIT)
-    return _page(request, user, "preview.html", q=query, rows=rows, topic=topic)
+    settings = get_settings()
+    topic = settings.orders_topic
+    rows, schema = preview(store(), query, topic=topic, limit=BULK_LIMIT,
+                           serde=serde_for(settings, latest=True))  # fmt: skip
+    return _page(request, user, "preview.html", q=query, rows=rows, topic=topic, schema=schema)
 
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse, dependencies=[CanView])
@@ -227,8 +232,9 @@ async def edit(event_id: int, request: Request, user: GetUserDep) -> Response:
 def _edit(event_id: int, form: FormData, actor: str) -> None:
     dlq = store()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    changes = edit_changes(values, payload_of(dlq.get(event_id)))
-    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")))
+    schema = serde_for(get_settings(), latest=True).writer_schema()
+    changes = edit_changes(values, payload_of(dlq.get(event_id)), schema)
+    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")), schema=schema)
 
 
 @router.post("/bulk", dependencies=[CanAct, CsrfChecked])
@@ -314,9 +320,19 @@ def _detail(
     status_code: int = 200,
 ) -> HTMLResponse:  # fmt: skip
     info = event_detail(store(), event_id)
-    return _page(
-        request, user, "detail.html", d=info, e=info.event, error=error, status_code=status_code
-    )
+    schema, problem = _edit_schema()
+    return _page(request, user, "detail.html", d=info, e=info.event, error=error or problem,
+                 status_code=status_code, fields=[f["name"] for f in schema.fields],
+                 schema=schema.describe())  # fmt: skip
+
+
+def _edit_schema() -> tuple[OrderSchema, str | None]:
+    """The schema a correction is written with; the local one (and why) when the registry
+    cannot say: the page still shows the failure."""
+    try:
+        return serde_for(get_settings(), latest=True).writer_schema(), None
+    except RegistryError as exc:
+        return local_schema(), f"{exc} (the form shows this build's fields)"
 
 
 def _back(request: Request, path: str, query: str = "", **done: Any) -> RedirectResponse:
@@ -333,7 +349,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
     code = status.HTTP_400_BAD_REQUEST
     if isinstance(exc, AirflowApiError):
         code = status.HTTP_502_BAD_GATEWAY
-    elif isinstance(exc, StoreError):
+    elif isinstance(exc, StoreError | RegistryUnavailableError):
         code = status.HTTP_503_SERVICE_UNAVAILABLE
     elif isinstance(exc, UnknownEventError):
         code = status.HTTP_404_NOT_FOUND

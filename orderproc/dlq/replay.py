@@ -48,7 +48,7 @@ from orderproc.kafka.clients import (
     transactional_delivery_timeout_ms,
 )
 from orderproc.models import DEFAULT_MAX_REPLAYS, DlqStatus
-from orderproc.serde import OrderSerde
+from orderproc.serde import OrderSchema, OrderSerde, SchemalessSerde, serde_for, value_context
 from orderproc.store.engine import open_engine
 from orderproc.store.tables import DlqEvent
 
@@ -96,6 +96,7 @@ class ReplayResult:
     delivered: list[Delivered] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     recovered: tuple[int, int] = (0, 0)  # a dead replay's pending rows: (committed, aborted)
+    schema: str = ""  # the schema the orders are written with: "id 7 (orders-value v3)"
 
     def ids(self, action: str) -> list[int]:
         return [p.event_id for p in self.planned if p.action == action]
@@ -105,6 +106,7 @@ class ReplayResult:
             "replay_id": self.replay_id,
             "topic": self.topic,
             "dry_run": self.dry_run,
+            "schema": self.schema,
             "planned": [asdict(p) for p in self.planned],
             "published": [asdict(d) for d in self.delivered],
             "parked": self.ids(PARK),
@@ -116,19 +118,22 @@ class ReplayResult:
 # -- pure steps ------------------------------------------------------------------------
 
 
-def plan_rows(events: Sequence[DlqEvent], *, max_replays: int) -> list[PlannedRow]:
-    """Decide per event: park (cap reached), reject (not a valid order) or publish."""
-    return [_plan_one(e, max_replays) for e in events]
+def plan_rows(
+    events: Sequence[DlqEvent], *, max_replays: int, schema: OrderSchema | None = None
+) -> list[PlannedRow]:
+    """Decide per event: park (cap reached), reject (not an order of ``schema``) or publish."""
+    return [_plan_one(e, max_replays, schema) for e in events]
 
 
-def _plan_one(event: DlqEvent, max_replays: int) -> PlannedRow:
+def _plan_one(event: DlqEvent, max_replays: int, schema: OrderSchema | None) -> PlannedRow:
     def planned(action: str, **extra: Any) -> PlannedRow:
         return PlannedRow(event.id, event.order_id, action, event.replay_count, **extra)
 
     if event.replay_count >= max_replays:
         return planned(PARK, note=f"replay cap reached ({event.replay_count} of {max_replays})")
     try:
-        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}")
+        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}",
+                                  schema=schema)  # fmt: skip
     except ReviewError as exc:
         return planned(REJECT, note=f"not replayable: {exc}")
     return planned(PUBLISH, payload=payload)
@@ -172,8 +177,12 @@ def run_replay(
     timeout_s: float = 60.0,
     transaction_timeout_s: float = 60.0,
     crash: Crash | None = None,
+    serde: OrderSerde | None = None,
 ) -> ReplayResult:
     """Replay the selected DLQ events to ``topic``; see the module docstring.
+
+    Orders are validated against and written with ``serde``'s schema (default: the local
+    one), resolved before any claim: a registry silent for ``timeout_s`` fails the run.
 
     ``producer`` (transactional: the replay's transactional id) and ``reader`` (a
     ``read_committed`` consumer, unsubscribed) are called only for a real run, before
@@ -189,9 +198,12 @@ def run_replay(
     replay_id = replay_id or replay_id_for(None)
     actor = actor or f"replay:{replay_id}"
     result = ReplayResult(replay_id=replay_id, topic=topic, dry_run=request.dry_run)
+    serde = serde or SchemalessSerde()
+    schema = serde.writer_schema_within(timeout_s, value_context(topic))
+    result.schema = schema.describe()
     if request.dry_run:
         events = store.select_for_replay(request.selection, limit=request.max_messages)
-        result.planned = plan_rows(events, max_replays=request.max_replays)
+        result.planned = plan_rows(events, max_replays=request.max_replays, schema=schema)
         log.info("replay dry run: %s", _counts(result))
         return result
     kafka = producer()
@@ -207,7 +219,7 @@ def run_replay(
     claimed = store.claim(request.selection, claimer=claimer, limit=request.max_messages,
                           take_over=True)  # fmt: skip
     try:
-        result.planned = plan_rows(claimed, max_replays=request.max_replays)
+        result.planned = plan_rows(claimed, max_replays=request.max_replays, schema=schema)
         _settle(store, result, actor, claimer)
         chunk = _chunk_size(request.rate_per_sec, transaction_timeout_s)
         pacer = Pacer(request.rate_per_sec, clock=clock, sleep=sleep or kafka.poll)
@@ -216,7 +228,7 @@ def run_replay(
         for start in range(0, len(rows), chunk):
             part = [(row, by_id[row.event_id]) for row in rows[start : start + chunk]]
             if not _publish_chunk(kafka, store, part, result, claimer, actor, pacer,
-                                  timeout_s, crash or (lambda _point: None)):  # fmt: skip
+                                  timeout_s, crash or (lambda _point: None), serde):  # fmt: skip
                 break
     finally:
         store.release(claimer=claimer)  # rows never committed; pending ones are kept
@@ -255,9 +267,9 @@ def _publish_chunk(
     pacer: Pacer,
     timeout_s: float,
     crash: Crash,
+    serde: OrderSerde,
 ) -> bool:
     """One chunk in one transaction (``orderproc.dlq.publish``); False when it failed."""
-    serde = OrderSerde()
     delivered: list[Delivered] = []
     failed: dict[int, str] = {}
     kafka.begin_transaction()
@@ -267,7 +279,7 @@ def _publish_chunk(
             kafka,
             result.topic,
             key=(event.message_key or row.order_id or "").encode() or None,
-            value=serde.encode_record(row.payload or {}),
+            value=serde.serialize(row.payload or {}, value_context(result.topic)),
             headers=lineage_headers(event, result.replay_id),
             on_delivery=_reporter(row.event_id, delivered, failed),
         )
@@ -328,13 +340,10 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         )
     if not rows:
         rows.append(["-", "-", "nothing selected", "-", "-", "-"])
-    table = tabulate(
-        rows,
-        headers=["event", "order", "action", "replays", "price", "outcome"],
-        tablefmt="github",
-        disable_numparse=True,
-    )
-    return f"{mode} {result.get('replay_id')} -> {result.get('topic')}\n\n{table}"
+    headers = ["event", "order", "action", "replays", "price", "outcome"]
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    schema = f" with {result['schema']}" if result.get("schema") else ""
+    return f"{mode} {result.get('replay_id')} -> {result.get('topic')}{schema}\n\n{table}"
 
 
 def _outcome(
@@ -384,4 +393,5 @@ def replay_with_settings(
             timeout_s=transactional_delivery_timeout_ms(settings) / 1000 + 5,
             transaction_timeout_s=settings.transaction_timeout_ms / 1000,
             crash=crash,
+            serde=serde_for(settings, latest=True),
         )

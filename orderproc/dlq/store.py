@@ -31,6 +31,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
 from orderproc.errors import ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
+from orderproc.serde import OrderSchema
 from orderproc.store.tables import AuditLog, DlqEvent
 
 REVIEWABLE = (DlqStatus.NEW.value,)
@@ -108,12 +109,14 @@ class DlqStore(Intake, Claims, Backlog):
         *,
         actor: str,
         note: str | None = None,
+        schema: OrderSchema | None = None,
     ) -> dict[str, Any]:
         """Store a corrected order for replay; return it.
 
         The correction is the current payload (an earlier correction, else the
-        failed order) with ``changes`` applied, and must encode with the Avro
-        schema and pass the order's validation.
+        failed order) with ``changes`` applied, and must encode with ``schema`` (the
+        one the replay writes with; default the local one) and pass the order's
+        validation.
         """
         event = self.get(event_id)
         if event.status not in EDITABLE:
@@ -122,7 +125,8 @@ class DlqStore(Intake, Claims, Backlog):
                 f"(only {'/'.join(EDITABLE)} records can be edited)"
             )
         before = payload_of(event) or {}
-        corrected = validated_order({**before, **changes}, context=f"event {event_id}")
+        corrected = validated_order({**before, **changes}, context=f"event {event_id}",
+                                    schema=schema)  # fmt: skip
         now = utcnow()
         stmt = (
             update(DlqEvent)

@@ -207,6 +207,7 @@ class OrderConsumer:
         self.offsets.commit_on_revoke(partitions)
         self._owned = self._owned - revoked
         self.holds.forget(revoked)
+        self.batches.outage.forget(revoked)
         for tp in revoked:
             self.batches.in_place.pop(tp, None)
         log.info("revoked %s", _fmt(partitions))
