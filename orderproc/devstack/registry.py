@@ -169,6 +169,10 @@ class SchemaRegistry:
             java, f"-Xmx{_HEAP}", "-XX:+ExitOnOutOfMemoryError", "-XX:TieredStopAtLevel=1",
             f"-Dquarkus.http.host={HOST}", f"-Dquarkus.http.port={self.port}",
             "-Dquarkus.http.access-log.enabled=false",
+            # Look schemas up by canonical form, as Confluent's registry does: a client that
+            # sends the same schema laid out differently (confluent-kafka strips the last
+            # newline) finds its id.
+            "-Dapicurio.ccompat.use-canonical-hash=true",
             f"-Dapicurio.datasource.url={self.database_url}",
             "-jar", str(self.dist / RUNNER.format(version=REGISTRY_VERSION)),
         ]  # fmt: skip

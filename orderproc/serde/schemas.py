@@ -103,7 +103,7 @@ class OrderSchema:
 @cache
 def local_schema() -> OrderSchema:
     """This build's order schema (``schemas/order.avsc``), parsed once per process."""
-    return OrderSchema.of(schema_path(LOCAL_SCHEMA).read_text())
+    return OrderSchema.of(schema_path(LOCAL_SCHEMA).read_text().strip())
 
 
 def load_schema(name: str = LOCAL_SCHEMA) -> Any:

@@ -106,7 +106,11 @@ class Decider:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, handler: OrderHandler, policy: RetryPolicy | None = None
+        cls,
+        settings: Settings,
+        handler: OrderHandler,
+        policy: RetryPolicy | None = None,
+        serde: OrderSerde | None = None,
     ) -> Decider:
         return cls(
             handler=handler,
@@ -116,7 +120,7 @@ class Decider:
             orders_topic=settings.orders_topic,
             retry_topics={t: n for n, t in enumerate(settings.retry_topics, start=1)},
             retry_topic_prefix=settings.retry_topic_prefix,
-            serde=serde_for(settings),
+            serde=serde or serde_for(settings),
         )
 
     def decide(self, rec: Record, now_ms: int, previous: Failure | None = None) -> Outcome:
