@@ -79,8 +79,8 @@ def stranger_produce(schema_registry: str) -> Callable[..., None]:
 
     def produce(settings: Settings, schema_text: str, records: Sequence[dict[str, Any]]) -> None:
         client = SchemaRegistryClient({"url": schema_registry})
-        serializer = AvroSerializer(client, schema_text, conf={"auto.register.schemas": False,
-                                                              "use.latest.version": False})  # fmt: skip
+        conf = {"auto.register.schemas": False, "use.latest.version": False}
+        serializer = AvroSerializer(client, schema_text, conf=conf)
         producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
         ctx = SerializationContext(settings.orders_topic, MessageField.VALUE)
         for record in records:
@@ -109,6 +109,6 @@ def consume() -> Callable[..., Run]:
             stats = consumer.run(idle_exit_s=idle_exit_s)
             with engine.connect() as conn:
                 rows = conn.execute(select(ProcessedOrder.order_id, ProcessedOrder.price)).all()
-        return Run(stats, {oid: price for oid, price in rows})
+        return Run(stats, {str(oid): float(price) for oid, price in rows})
 
     return run

@@ -79,8 +79,10 @@ def test_an_incompatible_schema_is_refused_by_check_and_at_registration_in_one_l
     fine = run_cli(settings, "schemas", "check", str(good))
 
     subject = f"{settings.orders_topic}-value"
-    why = (f"incompatible with {subject} version 1 (BACKWARD): a reader of the new schema "
-           "cannot read version 1: field currency (string) is not in it and has no default")  # fmt: skip
+    why = (
+        f"incompatible with {subject} version 1 (BACKWARD): a reader of the new schema cannot "
+        "read version 1: field currency (string) is not in it and has no default"
+    )
     for done in (checked, registered):
         assert done.returncode == 1
         assert done.stderr.strip().splitlines() == [f"orderproc: error: {why}"]
