@@ -215,19 +215,21 @@ class RegistrySerde(OrderSerde):
             where = f"the schema registry at {self.client.url}"
             why = f"unknown schema id {schema_id}: {where} has no such schema"
             return Writer(None, None, why, now + NEGATIVE_TTL_S)
+        label = self._where(schema_id)
         if kind.upper() != "AVRO":
-            return Writer(None, None, f"schema id {schema_id} is a {kind} schema, not Avro")
+            return Writer(None, None, f"schema id {schema_id} is a {kind} schema, not Avro", None,
+                          label)  # fmt: skip
         try:
             written = OrderSchema.of(text, schema_id=schema_id)
         except ValueError as exc:
-            return Writer(None, None, f"schema id {schema_id} is {exc}")
+            return Writer(None, None, f"schema id {schema_id} is {exc}", None, label)
         cannot = unreadable(written.parsed, self.reader.parsed)
         if cannot is not None:
             return Writer(None, None, f"writer schema id {schema_id} ({written.full_name}) "
-                          f"cannot be read as {self.reader.full_name}: {cannot}")  # fmt: skip
+                          f"cannot be read as {self.reader.full_name}: {cannot}", None,
+                          label)  # fmt: skip
         same = written.canonical == self.reader.canonical
-        return Writer(written.parsed, None if same else self.reader.parsed,
-                      label=self._where(schema_id))  # fmt: skip
+        return Writer(written.parsed, None if same else self.reader.parsed, label=label)
 
     def _where(self, schema_id: int) -> str | None:
         try:
