@@ -67,14 +67,16 @@ def test_ratio_refuses_a_zero_baseline() -> None:
         ratio(1.0, 0.0)
 
 
-def test_rounds_alternate_direction_and_keep_each_ratios_sides_adjacent() -> None:
+def test_rounds_alternate_direction_and_keep_each_ratios_sides_close() -> None:
     assert run_order(0) == list(KINDS)
     assert run_order(1) == list(reversed(KINDS))
     assert run_order(2) == list(KINDS)
     for spec in RATIOS:
+        # consumer_noop is the baseline of three ratios: one of them is a run apart.
+        apart = 2 if spec.name == "registry_ratio" else 1
         for round_index in (0, 1):
             order = run_order(round_index)
-            assert abs(order.index(spec.subject) - order.index(spec.baseline)) == 1, spec.name
+            assert abs(order.index(spec.subject) - order.index(spec.baseline)) == apart, spec.name
 
 
 def test_ratios_are_ratios_of_medians_with_per_round_pairs() -> None:
