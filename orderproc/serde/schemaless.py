@@ -45,6 +45,9 @@ class SchemalessSerde(OrderSerde):
     ) -> dict[str, Any]:
         return read_body(data, 0, self.schema, None, None)
 
+    def decode(self, data: bytes | None) -> Order:
+        return Order.from_record(read_body(data, 0, self.schema, None, None))
+
 
 def read_body(
     raw: bytes | None, start: int, writer: Any, reader: Any, schema_id: int | None
@@ -53,7 +56,8 @@ def read_body(
     if not raw:
         raise DeserializationError("empty value", raw, schema_id=schema_id)
     buf = io.BytesIO(raw)
-    buf.seek(start)
+    if start:
+        buf.seek(start)
     try:
         record = fastavro.schemaless_reader(buf, writer, reader)
     except READ_ERRORS as exc:
@@ -67,6 +71,6 @@ def read_body(
             f"{len(raw) - buf.tell()} trailing bytes after the Avro record", raw,
             schema_id=schema_id,
         )  # fmt: skip
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         raise DeserializationError("Avro value is not a record", raw, schema_id=schema_id)
     return record
