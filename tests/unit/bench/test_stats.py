@@ -10,6 +10,7 @@ from bench.stats import (
     CONSUMER_NOOP,
     CONSUMER_NOOP_FAILING,
     CONSUMER_NOOP_FAILING_MAIN,
+    CONSUMER_NOOP_REGISTRY,
     CONSUMER_PG,
     CONSUMER_PG_EOS,
     KINDS,
@@ -38,6 +39,7 @@ def samples_at(*rates: float, count: int = 1000) -> list[Sample]:
 ALL = {
     RAW_DECODE: samples_at(100_000, 90_000, 110_000),
     CONSUMER_NOOP: samples_at(80_000, 70_000, 75_000),
+    CONSUMER_NOOP_REGISTRY: samples_at(78_000, 68_000, 72_000),
     CONSUMER_NOOP_FAILING: samples_at(72_000, 60_000, 66_000),
     CONSUMER_NOOP_FAILING_MAIN: samples_at(78_000, 70_000, 74_000),
     RAW_COPY: samples_at(40_000, 50_000, 45_000),
@@ -141,6 +143,7 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "persist_ratio": round(25 / 45, 4),
         "failure_isolation_ratio": 0.88,
         "exactly_once_ratio": 0.92,
+        "registry_ratio": 0.96,
     }
     assert decoded["targets"] == {
         "consume_ratio": 0.7,
