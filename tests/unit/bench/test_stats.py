@@ -150,6 +150,7 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "persist_ratio": 0.6,
         "failure_isolation_ratio": 0.85,
         "exactly_once_ratio": 0.9,
+        "registry_ratio": 0.95,
     }
     assert decoded["verdicts"]["persist_ratio"] == "BELOW"
     assert decoded["medians_msgs_per_s"][RAW_DECODE] == 100_000
