@@ -31,7 +31,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install  ## throughput ratios against raw confluent-kafka + fastavro baselines
-	@$(ORDERPROC) dev up
+	@$(ORDERPROC) dev up --registry >/dev/null
 	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.run
 

@@ -37,8 +37,10 @@ from bench.subjects import NullRepository, check_full_run, run_consumer
 from bench.workload import BATCH_SIZE, BenchError, Dataset, Workload
 from orderproc.config import get_settings
 from orderproc.devstack.postgres import database_url as devstack_database_url
+from orderproc.devstack.registry import SchemaRegistry
 from orderproc.devstack.settings import KAFKA_VERSION
 from orderproc.errors import OrderProcError
+from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
 
@@ -96,6 +98,15 @@ DEFINITIONS = {
         "prefetch queues the whole main topic ahead of the retry records, so this leaves out "
         "the retry/DLQ work: shown for information, not used in a ratio"
     ),
+    stats.CONSUMER_NOOP_REGISTRY: (
+        "consumer_noop on a copy of the clean topic in the registry wire format (the same "
+        "orders, keys and partitions; magic byte, schema id, Avro body), reading the writer "
+        "schema from the dev stack's registry once and its id from every record"
+    ),
+    "registry_ratio": (
+        "consumer_noop_registry / consumer_noop: the same orders, the registry wire format "
+        "against schemaless Avro, same consumer and settings"
+    ),
     stats.CONSUMER_PG: (
         "consumer_noop's settings with OrderRepository on PostgreSQL "
         "(COPY into a session temp table, then INSERT .. SELECT .. ON CONFLICT DO NOTHING "
@@ -109,6 +120,7 @@ DEFINITIONS = {
 
 SUBJECT_KINDS = (
     stats.CONSUMER_NOOP,
+    stats.CONSUMER_NOOP_REGISTRY,
     stats.CONSUMER_NOOP_FAILING,
     stats.CONSUMER_PG,
     stats.CONSUMER_PG_EOS,
@@ -118,10 +130,14 @@ SUBJECT_KINDS = (
 class Bench:
     """Runs one kind of measurement over the shared data."""
 
-    def __init__(self, work: Workload, clean: Dataset, failing: Dataset) -> None:
+    def __init__(
+        self, work: Workload, clean: Dataset, failing: Dataset, registry: Dataset, registry_url: str
+    ) -> None:
         self.work = work
         self.clean = clean
         self.failing = failing
+        self.registry = registry
+        self.registry_url = registry_url
 
     def run(self, kind: str, target: int) -> dict[str, Sample]:
         """One run of ``kind`` over the first ``target`` records; checked when it is a full run.
@@ -136,7 +152,8 @@ class Bench:
             gc.unfreeze()
 
     def _run(self, kind: str, target: int) -> dict[str, Sample]:
-        dataset = self.failing if kind == stats.CONSUMER_NOOP_FAILING else self.clean
+        dataset = {stats.CONSUMER_NOOP_FAILING: self.failing,
+                   stats.CONSUMER_NOOP_REGISTRY: self.registry}.get(kind, self.clean)  # fmt: skip
         full = target == dataset.orders
         if kind in (stats.RAW_DECODE, stats.RAW_COPY):
             samples = {kind: self._raw(kind, dataset, target)}
@@ -160,7 +177,8 @@ class Bench:
 
     def _consumer(self, kind: str, dataset: Dataset, target: int, full: bool) -> dict[str, Sample]:
         work = self.work
-        settings = work.consumer_settings(dataset, kind)
+        wire = self.registry_url if kind == stats.CONSUMER_NOOP_REGISTRY else None
+        settings = work.consumer_settings(dataset, kind, wire)
         retried = dataset.failing if full else 0
         if kind in (stats.CONSUMER_PG, stats.CONSUMER_PG_EOS):
             work.reset_table()
@@ -183,6 +201,16 @@ class Bench:
         if kind == stats.CONSUMER_NOOP_FAILING:
             samples[stats.CONSUMER_NOOP_FAILING_MAIN] = result.main
         return samples
+
+
+def registry_answering(url: str | None) -> str:
+    """``ORDERPROC_SCHEMA_REGISTRY_URL``, else the dev stack's registry, once it answers."""
+    url = url or SchemaRegistry().url
+    try:
+        RegistryClient(url).subjects()
+    except OrderProcError as exc:
+        raise BenchError(f"{exc}; start it with: .venv/bin/orderproc dev up --registry") from exc
+    return url
 
 
 def env_int(name: str, default: int) -> int:
@@ -287,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"producing 2 x {orders:,} orders (bench run {work.run_id})", flush=True)
             clean = work.produce(orders, 0.0, SEED)
             failing = work.produce(orders, FAIL_SHARE, SEED + 1)
-            bench = Bench(work, clean, failing)
+            registry_url = registry_answering(settings.schema_registry_url)
+            registry = work.registry_copy(clean, registry_url)
+            bench = Bench(work, clean, failing, registry, registry_url)
             if args.profile:
                 profile(bench, args.profile, orders)
                 return 0

@@ -16,10 +16,12 @@ CONSUMER_NOOP_FAILING = "consumer_noop_failing"
 RAW_COPY = "raw_copy"
 CONSUMER_PG = "consumer_pg"
 CONSUMER_PG_EOS = "consumer_pg_eos"
+CONSUMER_NOOP_REGISTRY = "consumer_noop_registry"
 CONSUMER_NOOP_FAILING_MAIN = "consumer_noop_failing_main"
 """Not a run of its own: the failing runs timed to the end of their main topic only."""
 
 KINDS: tuple[str, ...] = (
+    CONSUMER_NOOP_REGISTRY,
     RAW_DECODE,
     CONSUMER_NOOP,
     CONSUMER_NOOP_FAILING,
@@ -27,11 +29,13 @@ KINDS: tuple[str, ...] = (
     CONSUMER_PG,
     CONSUMER_PG_EOS,
 )
-"""Every run of one round. Each ratio's two sides are neighbours, so they are interleaved."""
+"""Every run of one round. Each ratio's two sides are neighbours, so they are interleaved;
+consumer_noop is the baseline of three, so registry_ratio's sides are one run apart."""
 
 LABELS: dict[str, str] = {
     RAW_DECODE: "raw consume + decode",
     CONSUMER_NOOP: "OrderConsumer, no-op sink",
+    CONSUMER_NOOP_REGISTRY: "OrderConsumer, no-op sink, registry wire",
     CONSUMER_NOOP_FAILING: "OrderConsumer, no-op sink, 10% failing",
     CONSUMER_NOOP_FAILING_MAIN: "  (10% failing, main topic only)",
     RAW_COPY: "raw consume + decode + COPY",
@@ -55,6 +59,7 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec("persist_ratio", CONSUMER_PG, RAW_COPY, 0.60),
     RatioSpec("failure_isolation_ratio", CONSUMER_NOOP_FAILING, CONSUMER_NOOP, 0.85),
     RatioSpec("exactly_once_ratio", CONSUMER_PG_EOS, CONSUMER_PG, 0.90),
+    RatioSpec("registry_ratio", CONSUMER_NOOP_REGISTRY, CONSUMER_NOOP, 0.95),
 )
 
 

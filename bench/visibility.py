@@ -46,7 +46,7 @@ from orderproc.devstack.postgres import database_url as devstack_database_url
 from orderproc.errors import OrderProcError
 from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 
@@ -220,7 +220,7 @@ class Case:
 
     def _produced(self) -> dict[str, tuple[float, int]]:
         """Order id -> (price, produce timestamp in ms), read back from the orders topic."""
-        topic, serde = self.settings.orders_topic, OrderSerde()
+        topic, serde = self.settings.orders_topic, SchemalessSerde()
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.bootstrap_servers,

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderproc.logs import LIBRDKAFKA_LOG
@@ -47,6 +47,26 @@ class RetryMode(StrEnum):
     NON_BLOCKING = "non-blocking"
 
 
+class WireFormat(StrEnum):
+    """How an order's value is laid out on the wire."""
+
+    SCHEMALESS = "schemaless"
+    """Plain Avro, the schema compiled into every process (the original system's)."""
+    REGISTRY = "registry"
+    """Confluent wire format: magic byte 0, the 4-byte schema id, the Avro body."""
+
+
+class SubjectStrategy(StrEnum):
+    """How the registry subject of a topic's values is named (Confluent's strategies)."""
+
+    TOPIC = "topic"
+    """``<topic>-value``"""
+    RECORD = "record"
+    """``<record full name>``, e.g. ``com.assignment.Order``"""
+    TOPIC_RECORD = "topic_record"
+    """``<topic>-<record full name>``"""
+
+
 class Settings(BaseSettings):
     """orderproc settings; environment variables are ``ORDERPROC_<FIELD>``."""
 
@@ -74,6 +94,24 @@ class Settings(BaseSettings):
     dlq_group: str = "dlq-group"
     topic_partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+
+    # Schema registry (Confluent-compatible API, e.g. http://host:8081 or Apicurio's
+    # http://host:8080/apis/ccompat/v7). The wire format defaults to `registry` when a URL
+    # is set, else `schemaless` (the original system's producers keep working).
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_ca_location: str | None = None
+    schema_registry_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    wire_format: WireFormat | None = None
+    subject_strategy: SubjectStrategy = SubjectStrategy.TOPIC
+    # Production registers schemas with `orderproc schemas register` (a reviewed step);
+    # the dev stack may let the producer register its own.
+    schema_auto_register: bool = False
+    schema_cache_size: int = Field(default=1000, ge=1)
+    """Writer schemas (by id) a consumer keeps parsed; the oldest is dropped past this."""
+    registry_backoff_max_s: float = Field(default=30.0, gt=0)
+    """The longest a consumer waits between two tries of a registry that does not answer."""
 
     # Storage: PostgreSQL in production, SQLite under the data folder by default
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -139,6 +177,20 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("bootstrap_servers must not be empty")
         return value
+
+    @field_validator("wire_format")
+    @classmethod
+    def _registry_needs_url(cls, value: WireFormat | None, info: ValidationInfo) -> Any:
+        if value is WireFormat.REGISTRY and not info.data.get("schema_registry_url"):
+            raise ValueError("the registry wire format needs ORDERPROC_SCHEMA_REGISTRY_URL")
+        return value
+
+    @property
+    def effective_wire_format(self) -> WireFormat:
+        """``wire_format``, else ``registry`` when a registry URL is set, else ``schemaless``."""
+        if self.wire_format is not None:
+            return self.wire_format
+        return WireFormat.REGISTRY if self.schema_registry_url else WireFormat.SCHEMALESS
 
     @property
     def exactly_once(self) -> bool:

@@ -91,6 +91,34 @@ class ReplayFencedError(ReplayError):
     """A newer replay run took over: this run changes nothing any more."""
 
 
+class RegistryError(OrderProcError):
+    """The schema registry answered a request with a refusal we cannot act on.
+
+    ``status`` and ``error_code`` are the registry's HTTP status and its own error code
+    (Confluent API: 40401 subject not found, 40403 schema not found, 409 incompatible),
+    when it answered at all.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, error_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+class RegistryUnavailableError(RegistryError):
+    """The schema registry cannot be reached now (refused, timed out, 5xx): an outage.
+
+    Never a record's failure: the consumer pauses and tries again, the replay waits,
+    and nothing is dead-lettered because of it.
+    """
+
+
+class RegistryRefusedError(RegistryError):
+    """The schema registry refused our credentials or certificate, or the subject: stop."""
+
+
 # -- a record's failure ----------------------------------------------------------------
 
 
@@ -135,13 +163,27 @@ class RetryableError(ProcessingError):
 
 
 class DeserializationError(PermanentError):
-    """The bytes are not a valid Avro ``Order``; carries the raw value."""
+    """The bytes are not a valid Avro ``Order``; carries the raw value.
+
+    On the registry wire format ``schema_id`` is the id the record named (None when it
+    had no magic byte), and the category is ``schema`` when the id itself is the problem
+    (unknown to the registry, or a writer schema that cannot be read as ours).
+    """
 
     category = ErrorCategory.DESERIALIZATION
 
-    def __init__(self, message: str, raw: bytes | None, *, record: Record | None = None) -> None:
-        super().__init__(message, record=record)
+    def __init__(
+        self,
+        message: str,
+        raw: bytes | None,
+        *,
+        record: Record | None = None,
+        schema_id: int | None = None,
+        category: ErrorCategory | None = None,
+    ) -> None:
+        super().__init__(message, record=record, category=category)
         self.raw = raw
+        self.schema_id = schema_id
 
 
 class ValidationError(PermanentError):

@@ -4,6 +4,10 @@
   devstack broker is started (and stopped at the end if this session started it).
 * ``ORDERPROC_TEST_DATABASE_URL`` reuses a PostgreSQL server; otherwise the
   devstack PostgreSQL is started. Each test gets its own schema.
+* ``ORDERPROC_TEST_REGISTRY_URL`` reuses a schema registry; otherwise the first test
+  that needs one starts the dev stack's (Apicurio, fetched once into ``.devstack/``) on a
+  free port with its own storage, stopped at the end. Each test gets its own subject
+  (its own orders topic).
 
 Helpers that several test modules need are fixtures here (test modules never
 import each other): reading topics, the environment of a CLI subprocess, DLQ
@@ -50,7 +54,7 @@ from orderproc.kafka.clients import Admin
 from orderproc.models import Order, Source
 from orderproc.records import Record
 from orderproc.report.aggregate import DlqReport
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
 from orderproc.store.tables import DlqEvent, ProcessedOrder
@@ -247,9 +251,46 @@ def headers_of() -> Callable[[Message], dict[str, str]]:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on."""
+    return free_port()
+
+
+# -- Schema registry -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Confluent-compatible schema registry (its ``ccompat`` API)."""
+    given = os.environ.get("ORDERPROC_TEST_REGISTRY_URL")
+    if given:
+        yield given
+        return
+    from orderproc.devstack.registry import SchemaRegistry
+
+    registry = SchemaRegistry(home=tmp_path_factory.mktemp("registry"), port=free_port())
+    registry.up()
+    try:
+        yield registry.url
+    finally:
+        registry.down()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def registry_settings(
+    make_settings: Callable[..., Settings], schema_registry: str
+) -> Callable[..., Settings]:
+    """``make_settings`` on the registry wire format: this test's topics, so its own subject."""
+
+    def make(**overrides: Any) -> Settings:
+        return make_settings(schema_registry_url=schema_registry, **overrides)
+
+    return make
 
 
 # -- Databases -----------------------------------------------------------------------
@@ -432,7 +473,7 @@ def dead_letter() -> Callable[..., None]:
                 source=Source(settings.orders_topic, 0, i, now - 2000),
                 consumer_group=settings.consumer_group,
                 order=order,
-                raw_value=OrderSerde().encode(order),
+                raw_value=SchemalessSerde().encode(order),
                 key=order.order_id.encode(),
             )
             router.to_dlq(failure, headers or [], now_ms=now)

@@ -31,7 +31,7 @@ from orderproc.dlq.replay import ReplayRequest, run_replay
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import ConfigError, ErrorCategory, ReviewError
 from orderproc.models import MAX_TEXT, DlqStatus
-from orderproc.serde import load_schema
+from orderproc.serde import OrderSchema, OrderSerde, local_schema
 from orderproc.store.tables import AuditLog, DlqCopy, DlqEvent
 
 REPLAY_DAG_ID = "orders_dlq_replay"
@@ -41,6 +41,8 @@ RAW_SHOWN = 4096
 """A detail page shows at most this many raw bytes (hex and base64)."""
 NOTE_LIMIT = 2000
 CSRF_MAX_AGE_S = 8 * 3600
+PREVIEW_WAIT_S = 5.0
+"""A preview waits this long for a schema registry that does not answer, then says so."""
 CLOCK_SKEW_S = 60
 """A token from another API server whose clock is this far ahead is still fresh."""
 
@@ -160,19 +162,23 @@ def note_of(text: str | None, *, required: bool = False) -> str | None:
     return note or None
 
 
-def edit_changes(form: Mapping[str, str], current: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fields of an edit form that differ from ``current``, typed by the Avro schema.
+def edit_changes(
+    form: Mapping[str, str], current: Mapping[str, Any] | None, schema: OrderSchema | None = None
+) -> dict[str, Any]:
+    """The fields of an edit form that differ from ``current``, typed by ``schema`` (the one
+    the replay writes with: with the registry, the subject's latest; default the local one).
 
     Only fields of the schema are read; an empty form field leaves its field as it is
     (an order field can never be empty). ``ReviewError`` names a value of the wrong type,
     or says that nothing would change.
     """
+    schema = schema or local_schema()
     changes: dict[str, Any] = {}
-    for name in (f["name"] for f in load_schema()["fields"]):
+    for name in (f["name"] for f in schema.fields):
         text = (form.get(name) or "").strip()
         if not text:
             continue
-        value = coerce_field(name, text)
+        value = coerce_field(name, text, schema)
         if current is None or current.get(name) != value:
             changes[name] = value
     if not changes:
@@ -302,11 +308,15 @@ class PreviewRow:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def preview(store: DlqStore, query: BacklogQuery, *, topic: str, limit: int) -> list[PreviewRow]:
-    """The replay's own dry run over the ``approved`` rows the filters select."""
+def preview(
+    store: DlqStore, query: BacklogQuery, *, topic: str, limit: int, serde: OrderSerde | None = None
+) -> tuple[list[PreviewRow], str]:
+    """The replay's own dry run over the ``approved`` rows the filters select, and the
+    schema it would write them with (``id 7 (orders-value v3)``)."""
     selection = query.event_filter().with_status(DlqStatus.APPROVED.value)
     request = ReplayRequest(selection=selection, max_messages=limit, dry_run=True)
-    result = run_replay(store, request, topic=topic, producer=_no_client, reader=_no_client)
+    result = run_replay(store, request, topic=topic, producer=_no_client, reader=_no_client,
+                        serde=serde, timeout_s=PREVIEW_WAIT_S)  # fmt: skip
     ids = tuple(p.event_id for p in result.planned)
     events = {e.id: e for e in store.list_events(EventFilter(ids=ids), limit=limit)} if ids else {}
     rows = []
@@ -317,7 +327,7 @@ def preview(store: DlqStore, query: BacklogQuery, *, topic: str, limit: int) -> 
             lineage = lineage_headers(event, "(this run's id)")
             headers = [(name, value.decode()) for name, value in lineage]
         rows.append(PreviewRow(plan, event.message_key or event.order_id, headers))
-    return rows
+    return rows, result.schema
 
 
 def _no_client() -> Any:

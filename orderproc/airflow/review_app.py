@@ -69,8 +69,10 @@ from orderproc.errors import (
     ConfigError,
     ConflictError,
     OrderProcError,
+    RegistryError,
     ReviewError,
 )
+from orderproc.serde import OrderSchema, local_schema, serde_for
 from orderproc.store.engine import make_engine
 
 ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
@@ -152,9 +154,11 @@ def detail(event_id: int, request: Request, user: GetUserDep) -> Response:
 def replay_preview(request: Request, user: GetUserDep) -> Response:
     """The replay's dry run over the approved rows the filters select."""
     query = BacklogQuery.parse(request.query_params)
-    topic = get_settings().orders_topic
-    rows = preview(store(), query, topic=topic, limit=BULK_LIMIT)
-    return page(request, user, "preview.html", q=query, rows=rows, topic=topic)
+    settings = get_settings()
+    topic = settings.orders_topic
+    rows, schema = preview(store(), query, topic=topic, limit=BULK_LIMIT,
+                           serde=serde_for(settings, latest=True))  # fmt: skip
+    return page(request, user, "preview.html", q=query, rows=rows, topic=topic, schema=schema)
 
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse, dependencies=[CanView])
@@ -250,8 +254,10 @@ def _edit(event_id: int, form: FormData, actor: str) -> None:
     dlq = store()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     seen = version_of(values["version"]) if values.get("version") else None
-    changes = edit_changes(values, payload_of(dlq.get(event_id)))
-    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")), seen=seen)
+    schema = serde_for(get_settings(), latest=True).writer_schema()
+    changes = edit_changes(values, payload_of(dlq.get(event_id)), schema)
+    dlq.edit(event_id, changes, actor=actor, note=note_of(values.get("note")), seen=seen,
+             schema=schema)  # fmt: skip
 
 
 @router.post("/bulk", dependencies=[CanAct, CsrfChecked])
@@ -305,7 +311,18 @@ def _detail(
     status_code: int = 200, conflict: bool = False,
 ) -> HTMLResponse:  # fmt: skip
     info = event_detail(store(), event_id)
+    schema, problem = _edit_schema()
     return page(
-        request, user, "detail.html", d=info, e=info.event, error=error,
-        status_code=status_code, conflict=conflict,
+        request, user, "detail.html", d=info, e=info.event, error=error or problem,
+        status_code=status_code, conflict=conflict, fields=[f["name"] for f in schema.fields],
+        schema=schema.describe(),
     )  # fmt: skip
+
+
+def _edit_schema() -> tuple[OrderSchema, str | None]:
+    """The schema a correction is written with; the local one (and why) when the registry
+    cannot say: the page still shows the failure."""
+    try:
+        return serde_for(get_settings(), latest=True).writer_schema(), None
+    except RegistryError as exc:
+        return local_schema(), f"{exc} (the form shows this build's fields)"

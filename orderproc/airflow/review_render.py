@@ -19,7 +19,12 @@ from orderproc.airflow.rest import AirflowApiError
 from orderproc.airflow.review_auth import form_token, may_act
 from orderproc.clock import utcnow
 from orderproc.dlq.plan import PlanAction
-from orderproc.errors import ConflictError, StoreError, UnknownEventError
+from orderproc.errors import (
+    ConflictError,
+    RegistryUnavailableError,
+    StoreError,
+    UnknownEventError,
+)
 from orderproc.report.render import fmt_age
 from orderproc.store.engine import store_error
 
@@ -110,7 +115,7 @@ async def refused(request: Request, exc: Exception) -> Response:
     code = status.HTTP_400_BAD_REQUEST
     if isinstance(exc, AirflowApiError):
         code = status.HTTP_502_BAD_GATEWAY
-    elif isinstance(exc, StoreError):
+    elif isinstance(exc, StoreError | RegistryUnavailableError):
         code = status.HTTP_503_SERVICE_UNAVAILABLE
     elif isinstance(exc, UnknownEventError):
         code = status.HTTP_404_NOT_FOUND

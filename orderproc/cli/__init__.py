@@ -20,7 +20,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so `orderproc --help` stays fast and each group owns its module.
-    from orderproc.cli import admin, dev, dlq, report, review, status, workers
+    from orderproc.cli import admin, dev, dlq, report, review, schemas, status, workers
 
     app.registered_commands.extend(workers.app.registered_commands)
     app.command()(admin.demo)
@@ -30,6 +30,7 @@ def _register() -> None:
     app.add_typer(dlq.app, name="dlq", help="Watch, review and replay the dead-letter queue.")
     app.add_typer(admin.topics_app, name="topics", help="Kafka topics.")
     app.add_typer(admin.db_app, name="db", help="Database schema (Alembic).")
+    app.add_typer(schemas.app, name="schemas", help="The order schema in the schema registry.")
     app.add_typer(dev.app, name="dev", help="Local Kafka broker and PostgreSQL (no Docker).")
 
 

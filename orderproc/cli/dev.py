@@ -1,4 +1,5 @@
-"""``orderproc dev``: the local Kafka broker (plain or secured) and PostgreSQL (no Docker)."""
+"""``orderproc dev``: the local Kafka broker (plain or secured), schema registry and PostgreSQL
+(no Docker)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ import typer
 if TYPE_CHECKING:
     from orderproc.devstack.kafka import KafkaBroker
     from orderproc.devstack.kafka_secure import SecureKafkaBroker
+    from orderproc.devstack.registry import SchemaRegistry
 
 app = typer.Typer(no_args_is_help=True)
 
 PostgresFlag = Annotated[
     bool, typer.Option("--postgres", help="Also PostgreSQL (Debian packages; needs root).")
+]
+RegistryFlag = Annotated[
+    bool,
+    typer.Option(
+        "--registry",
+        help="Also a schema registry (Apicurio, ids kept across restarts); registers the order "
+        "schema and prints ORDERPROC_SCHEMA_REGISTRY_URL.",
+    ),
 ]
 SecureFlag = Annotated[
     bool,
@@ -45,13 +55,22 @@ def _refuse_if_other_runs(other: KafkaBroker) -> None:
         )
 
 
-@app.command()
-def up(postgres: PostgresFlag = False, secure: SecureFlag = False) -> None:
-    """Start the local Kafka broker (and PostgreSQL with --postgres).
+def _registry() -> SchemaRegistry:
+    from orderproc.devstack.registry import SchemaRegistry
 
-    With --secure the broker listens with SASL_SSL only; the `export ORDERPROC_...`
-    lines it prints (stdout) configure a client as the `orderproc` user:
-    `eval "$(orderproc dev up --secure)"`.
+    return SchemaRegistry()
+
+
+@app.command()
+def up(
+    postgres: PostgresFlag = False, secure: SecureFlag = False, registry: RegistryFlag = False
+) -> None:
+    """Start the local Kafka broker (and PostgreSQL with --postgres, a schema registry
+    with --registry).
+
+    With --secure or --registry the `export ORDERPROC_...` lines it prints (stdout, the
+    rest goes to stderr) configure a client: `eval "$(orderproc dev up --registry)"`;
+    with --secure, as the `orderproc` user.
     """
     plain, secured = _brokers()
     if secure:
@@ -59,7 +78,9 @@ def up(postgres: PostgresFlag = False, secure: SecureFlag = False) -> None:
         _start_secured(secured)
     else:
         _refuse_if_other_runs(secured)
-        typer.echo(_start(plain))
+        typer.echo(_start(plain), err=registry)
+    if registry:
+        _start_registry(_registry())
     if postgres:
         from orderproc.devstack.postgres import postgres_up
 
@@ -83,9 +104,28 @@ def _start_secured(broker: SecureKafkaBroker) -> None:
         typer.echo(line)
 
 
+def _start_registry(registry: SchemaRegistry) -> None:
+    from orderproc.cli.common import settings_with
+    from orderproc.serde import RegistrySerde, local_schema
+    from orderproc.serde.registry import RegistryClient
+    from orderproc.serde.subjects import register
+
+    started = registry.up(progress=lambda note: typer.echo(f"registry: {note}", err=True))
+    status = registry.status()
+    typer.echo(f"{status.describe()}{'' if started else ' (already running)'}", err=True)
+    settings = settings_with(schema_registry_url=registry.url)
+    serde = RegistrySerde(RegistryClient(registry.url), topic=settings.orders_topic,
+                          strategy=settings.subject_strategy)  # fmt: skip
+    found = register(serde.client, serde.subject(), local_schema())
+    typer.echo(f"registry: {serde.subject()} version {found.version} is id {found.schema_id}",
+               err=True)  # fmt: skip
+    typer.echo(f"export ORDERPROC_SCHEMA_REGISTRY_URL={registry.url}")
+
+
 @app.command()
 def down(postgres: PostgresFlag = False) -> None:
-    """Stop the local Kafka broker, plain or secured (and PostgreSQL with --postgres)."""
+    """Stop the local Kafka broker, plain or secured, the schema registry (and PostgreSQL
+    with --postgres)."""
     stopped = False
     for broker in _brokers():
         pid = broker.down()
@@ -95,6 +135,10 @@ def down(postgres: PostgresFlag = False) -> None:
             typer.echo(f"kafka stopped pid={pid}{secured}")
     if not stopped:
         typer.echo("kafka was not running")
+    registry = _registry()
+    pid = registry.down()
+    if pid is not None:
+        typer.echo(f"registry stopped pid={pid}")
     if postgres:
         from orderproc.devstack.postgres import postgres_down
 
@@ -103,11 +147,15 @@ def down(postgres: PostgresFlag = False) -> None:
 
 @app.command()
 def status() -> None:
-    """Show whether the local broker (plain, and secured once used) and PostgreSQL run."""
+    """Show whether the local broker (plain, and secured once used), the schema registry
+    (once used) and PostgreSQL run."""
     from orderproc.devstack.postgres import postgres_status
 
     plain, secured = _brokers()
     typer.echo(plain.status().describe())
     if secured.paths.devstack_dir.is_dir():
         typer.echo(secured.status().describe())
+    registry = _registry()
+    if registry.data.is_dir():
+        typer.echo(registry.status().describe())
     typer.echo(postgres_status().describe())

@@ -25,6 +25,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
+from orderproc.serde import OrderSchema, serde_for
 from orderproc.store.engine import open_engine, store_error
 from orderproc.store.tables import AuditLog, DlqEvent
 
@@ -167,25 +168,27 @@ def edit(
     actor: ActorOption = None,
     if_version: IfVersion = None,
 ) -> None:
-    """Correct the order a replay will publish; validated against the Avro schema.
+    """Correct the order a replay will publish; validated against the schema it will be
+    written with (with a registry: the subject's latest version, whose fields you may set).
 
     The correction applies to the order as it is now (or at ``--if-version``) and is
     saved only if nobody changed the event in between."""
-    changes = parse_assignments(assignments)
+    schema = serde_for(settings_with(), latest=True).writer_schema()
+    changes = parse_assignments(assignments, schema)
     with open_store() as store:
         corrected = store.edit(event_id, changes, actor=actor or default_actor(), note=note,
-                               seen=if_version)  # fmt: skip
+                               seen=if_version, schema=schema)  # fmt: skip
     echo(f"event {event_id} will be replayed as {json.dumps(corrected)}")
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """``["price=42.5"]`` -> ``{"price": 42.5}``, typed by the Avro schema."""
+def parse_assignments(assignments: list[str], schema: OrderSchema | None = None) -> dict[str, Any]:
+    """``["price=42.5"]`` -> ``{"price": 42.5}``, typed by ``schema`` (default: the local one)."""
     changes: dict[str, Any] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ReviewError(f"--set expects field=value, got {item!r}")
-        changes[name.strip()] = coerce_field(name.strip(), value)
+        changes[name.strip()] = coerce_field(name.strip(), value, schema)
     return changes
 
 

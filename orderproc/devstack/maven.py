@@ -96,27 +96,17 @@ def fetch_kafka_jars(
     return True
 
 
-def _run_maven(home: Path, libs_dir: Path, version: str) -> None:
+def run_maven(args: list[str], cwd: Path, what: str) -> None:
+    """Run ``mvn -q -B <args>`` in ``cwd``; a failure is one line naming ``what`` it fetched.
+
+    Raises:
+        DevstackError: ``mvn`` is missing, failed (its telling error line) or timed out.
+    """
     mvn = require_tool("mvn", "install Maven 3.8+ (Debian: apt-get install maven)")
-    # Start clean so jars of an older pom never share the classpath with new ones.
-    shutil.rmtree(libs_dir, ignore_errors=True)
-    pom = home / "pom.xml"
-    shutil.copyfile(POM, pom)
-    cmd = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={libs_dir}",
-        f"-Dkafka.version={version}",
-    ]
     try:
         result = subprocess.run(
-            cmd,
-            cwd=home,
+            [mvn, "-q", "-B", *args],
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -124,12 +114,20 @@ def _run_maven(home: Path, libs_dir: Path, version: str) -> None:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise DevstackError(
-            f"maven did not fetch the Kafka {version} jars within {_MAVEN_TIMEOUT_S:.0f}s"
-        ) from exc
+        raise DevstackError(f"maven did not fetch {what} within {_MAVEN_TIMEOUT_S:.0f}s") from exc
     if result.returncode != 0:
         detail = maven_error_line(result.stdout + "\n" + result.stderr)
-        raise DevstackError(f"maven could not fetch the Kafka {version} jars: {detail}")
+        raise DevstackError(f"maven could not fetch {what}: {detail}")
+
+
+def _run_maven(home: Path, libs_dir: Path, version: str) -> None:
+    # Start clean so jars of an older pom never share the classpath with new ones.
+    shutil.rmtree(libs_dir, ignore_errors=True)
+    pom = home / "pom.xml"
+    shutil.copyfile(POM, pom)
+    args = ["-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs_dir}", f"-Dkafka.version={version}"]  # fmt: skip
+    run_maven(args, home, f"the Kafka {version} jars")
     if not any(libs_dir.glob(f"kafka_2.13-{version}.jar")):
         raise DevstackError(f"maven ran but {libs_dir} has no kafka_2.13-{version}.jar")
     (libs_dir / MARKER).write_text(_fingerprint(version) + "\n")

@@ -22,6 +22,10 @@ KAFKA_VERSION = "4.1.1"
 """The one Kafka version used by the local dev stack and by docker-compose."""
 
 
+REGISTRY_VERSION = "3.0.9"
+"""Apicurio Registry, from Maven Central; 3.3.x needs Java 21 (Debian 12 ships 17)."""
+
+
 class DevstackError(OrderProcError):
     """The local broker or database could not be started, stopped or found."""
 
@@ -35,6 +39,8 @@ class DevstackSettings(BaseSettings):
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+    registry_port: int = Field(default=8081, ge=1, le=65535)
+    registry_start_timeout_s: float = Field(default=180.0, gt=0)
 
     @property
     def bootstrap(self) -> str:

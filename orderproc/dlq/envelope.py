@@ -35,6 +35,8 @@ MAX_KEY_TEXT = 1000
 """The envelope's ``key`` field shows at most this many characters of the record key."""
 
 MAX_INT32 = 2**31 - 1
+MAX_UINT32 = 2**32 - 1
+"""The largest schema id the registry wire format can carry (4 bytes, unsigned)."""
 MAX_INT64 = 2**63 - 1
 
 
@@ -59,6 +61,10 @@ class Failure:
     order: Order | None
     raw_value: bytes | None
     key: bytes | None
+    schema_id: int | None = None
+    """The registry schema id the record named (registry wire format only)."""
+    schema_version: str | None = None
+    """Where the registry keeps that id, ``orders-value v3``, when it said."""
 
     @property
     def category(self) -> ErrorCategory:
@@ -98,6 +104,10 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
         "raw_value_b64": base64.b64encode(raw).decode("ascii") if raw is not None else None,
         "envelope_version": ENVELOPE_VERSION,
     }
+    if failure.schema_id is not None:
+        envelope["schema_id"] = failure.schema_id
+        if failure.schema_version is not None:
+            envelope["schema_version"] = failure.schema_version
     if raw is not None:
         envelope["raw_value_length"] = len(raw)
         envelope["raw_value_sha256"] = hashlib.sha256(raw).hexdigest()
@@ -152,6 +162,8 @@ def event_row(record: Record, *, drained_at: datetime) -> dict[str, Any]:
         "drained_at": drained_at,
         "status": DlqStatus.NEW.value,
         "replay_count": replays,
+        "schema_id": _in_range(envelope.get("schema_id"), 0, MAX_UINT32),
+        "schema_version": _clip(_text(envelope.get("schema_version")), 300),
         **_order_fields(_dict(envelope.get("failed_order"))),
         **_failure_fields(envelope, meta, problem),
         **source,

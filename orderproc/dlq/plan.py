@@ -15,6 +15,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.errors import ReviewError
 from orderproc.headers import Header
 from orderproc.models import DlqStatus
+from orderproc.serde import OrderSchema
 from orderproc.store.tables import DlqEvent
 
 
@@ -41,19 +42,22 @@ class PlannedRow:
     note: str | None = None
 
 
-def plan_rows(events: Sequence[DlqEvent], *, max_replays: int) -> list[PlannedRow]:
-    """Decide per event: park (cap reached), reject (not a valid order) or publish."""
-    return [_plan_one(e, max_replays) for e in events]
+def plan_rows(
+    events: Sequence[DlqEvent], *, max_replays: int, schema: OrderSchema | None = None
+) -> list[PlannedRow]:
+    """Decide per event: park (cap reached), reject (not an order of ``schema``) or publish."""
+    return [_plan_one(e, max_replays, schema) for e in events]
 
 
-def _plan_one(event: DlqEvent, max_replays: int) -> PlannedRow:
+def _plan_one(event: DlqEvent, max_replays: int, schema: OrderSchema | None) -> PlannedRow:
     def planned(action: PlanAction, **extra: Any) -> PlannedRow:
         return PlannedRow(event.id, event.order_id, action, event.replay_count, **extra)
 
     if event.replay_count >= max_replays:
         return planned(PARK, note=f"replay cap reached ({event.replay_count} of {max_replays})")
     try:
-        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}")
+        payload = validated_order(payload_of(event) or {}, context=f"event {event.id}",
+                                  schema=schema)  # fmt: skip
     except ReviewError as exc:
         return planned(REJECT, note=f"not replayable: {exc}")
     return planned(PUBLISH, payload=payload)

@@ -63,7 +63,7 @@ from orderproc.kafka.clients import (
     transactional_delivery_timeout_ms,
 )
 from orderproc.models import DEFAULT_MAX_REPLAYS, DEFAULT_REPLAY_WAIT_S, DlqStatus
-from orderproc.serde import OrderSerde
+from orderproc.serde import OrderSerde, SchemalessSerde, serde_for, value_context
 from orderproc.store.engine import open_engine
 from orderproc.store.tables import DlqEvent
 
@@ -99,6 +99,7 @@ class ReplayResult:
     delivered: list[Delivered] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     recovered: tuple[int, int] = (0, 0)  # an ended run's pending rows: (committed, aborted)
+    schema: str = ""  # the schema the orders are written with: "id 7 (orders-value v3)"
     waited_for: str | None = None
     """The run this one waited for before it could start, if any."""
     not_taken: dict[int, str] = field(default_factory=dict)
@@ -112,6 +113,7 @@ class ReplayResult:
             "replay_id": self.replay_id,
             "topic": self.topic,
             "dry_run": self.dry_run,
+            "schema": self.schema,
             "planned": [{**asdict(p), "action": p.action.value} for p in self.planned],
             "published": [asdict(d) for d in self.delivered],
             "parked": self.ids(PARK),
@@ -159,8 +161,13 @@ def run_replay(
     transaction_timeout_s: float = 60.0,
     crash: Crash | None = None,
     make_lease: Callable[..., Lease] = Lease,
+    serde: OrderSerde | None = None,
 ) -> ReplayResult:
     """Replay the selected DLQ events to ``topic``; see the module docstring.
+
+    Orders are validated against and written with ``serde``'s schema (default: the local
+    one), resolved before anything else: a registry silent for ``timeout_s`` fails the
+    run with nothing claimed.
 
     ``producer`` (transactional: the replay's transactional id) is called first: a broker
     that refuses us (credentials, certificate, ACLs: a ``BrokerError``) fails the run
@@ -178,9 +185,12 @@ def run_replay(
     replay_id = replay_id or replay_id_for(None)
     actor = actor or f"replay:{replay_id}"
     result = ReplayResult(replay_id=replay_id, topic=topic, dry_run=request.dry_run)
+    serde = serde or SchemalessSerde()
+    schema = serde.writer_schema_within(timeout_s, value_context(topic))
+    result.schema = schema.describe()
     if request.dry_run:
         events = store.select_for_replay(request.selection, limit=request.max_messages)
-        result.planned = plan_rows(events, max_replays=request.max_replays)
+        result.planned = plan_rows(events, max_replays=request.max_replays, schema=schema)
         result.not_taken = _not_taken(store, request.selection, result.planned)
         log.info("replay dry run: %s", result.counts())
         return result
@@ -196,12 +206,13 @@ def run_replay(
         _take_over(kafka, reader, store, lease, result, actor, timeout_s, crash)
         claimed = store.claim(request.selection, lease=lease, limit=request.max_messages)
         crash("claimed")
-        result.planned = plan_rows(claimed, max_replays=request.max_replays)
+        result.planned = plan_rows(claimed, max_replays=request.max_replays, schema=schema)
         _settle(store, lease, result, actor)
         pacer = Pacer(request.rate_per_sec, clock=clock,
                       sleep=sleep or (lambda s: poll_for(kafka, s)))  # fmt: skip
         chunk = _chunk_size(request.rate_per_sec, transaction_timeout_s)
-        _publish(kafka, store, lease, claimed, result, actor, pacer, chunk, timeout_s, crash)
+        _publish(kafka, store, lease, claimed, result, actor, pacer, chunk, timeout_s, crash,
+                 serde)  # fmt: skip
     except ReplayFencedError as exc:
         left = _after_fence(store, lease, reader, result, actor, timeout_s)
         raise ReplayFencedError(
@@ -293,9 +304,9 @@ def _publish(
     chunk: int,
     timeout_s: float,
     crash: Crash,
+    serde: OrderSerde,
 ) -> None:
     """Publish the planned rows chunk by chunk; stop at the first chunk that fails."""
-    serde = OrderSerde()
     by_id = {e.id: e for e in claimed}
     rows = [p for p in result.planned if p.action == PUBLISH]
     for start in range(0, len(rows), chunk):
@@ -303,7 +314,7 @@ def _publish(
             Copy(
                 row.event_id,
                 (by_id[row.event_id].message_key or row.order_id or "").encode() or None,
-                serde.encode_record(row.payload or {}),
+                serde.serialize(row.payload or {}, value_context(result.topic)),
                 lineage_headers(by_id[row.event_id], result.replay_id),
             )
             for row in rows[start : start + chunk]
@@ -363,4 +374,5 @@ def replay_with_settings(
             timeout_s=transactional_delivery_timeout_ms(settings) / 1000 + 5,
             transaction_timeout_s=settings.transaction_timeout_ms / 1000,
             crash=crash,
+            serde=serde_for(settings, latest=True),
         )

@@ -34,6 +34,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
 from orderproc.errors import ConflictError, ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
+from orderproc.serde import OrderSchema
 from orderproc.store.tables import AuditLog, DlqEvent
 
 REVIEWABLE = (DlqStatus.NEW.value,)
@@ -155,14 +156,16 @@ class DlqStore(Intake, Claims, Backlog):
         actor: str,
         note: str | None = None,
         seen: int | None = None,
+        schema: OrderSchema | None = None,
     ) -> dict[str, Any]:
         """Store a corrected order for replay; return it.
 
         The correction is the current payload (an earlier correction, else the
-        failed order) with ``changes`` applied, and must encode with the Avro
-        schema and pass the order's validation. It is saved only over the version it
-        was made from (``seen``, the reviewer's view, else the one read here), never over
-        another reviewer's change made in between.
+        failed order) with ``changes`` applied, and must encode with ``schema`` (the
+        one the replay writes with; default the local one) and pass the order's
+        validation. It is saved only over the version it was made from (``seen``, the
+        reviewer's view, else the one read here), never over another reviewer's change
+        made in between.
 
         Raises:
             ConflictError: the event changed since ``seen`` (or since it was read here).
@@ -179,7 +182,8 @@ class DlqStore(Intake, Claims, Backlog):
                 f"(only {'/'.join(EDITABLE)} records can be edited)"
             )
         before = payload_of(event) or {}
-        corrected = validated_order({**before, **changes}, context=f"event {event_id}")
+        corrected = validated_order({**before, **changes}, context=f"event {event_id}",
+                                    schema=schema)  # fmt: skip
         now = utcnow()
         stmt = _reviewable(event_id, EDITABLE, base).values(
             corrected_payload=corrected, version=DlqEvent.version + 1

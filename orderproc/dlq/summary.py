@@ -41,7 +41,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
 def said(result: Mapping[str, Any]) -> list[str]:
     """The run in sentences: where it published, whom it waited for, what it settled."""
     mode = "dry run" if result.get("dry_run") else "replay"
-    lines = [f"{mode} {result.get('replay_id')} -> {result.get('topic')}"]
+    schema = f" with {result['schema']}" if result.get("schema") else ""
+    lines = [f"{mode} {result.get('replay_id')} -> {result.get('topic')}{schema}"]
     if result.get("waited_for"):
         lines.append(f"waited for {result['waited_for']} to finish before starting")
     committed, aborted = [*(result.get("recovered") or ()), 0, 0][:2]

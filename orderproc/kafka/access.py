@@ -9,6 +9,10 @@ those reports into one ``BrokerError`` line within about a second, then ask the
 broker which operations this principal may perform on the job's topics and
 groups (``include_authorized_operations``) and name whatever is missing.
 
+Jobs that read or write orders on the registry wire format check the schema registry
+the same way (``check_registry``): it answers, accepts the credentials and certificate,
+and lets us read the subject; a producer's subject must exist (unless it may register).
+
 Messages name the cause first (``wrong credentials: ...``, ``untrusted broker
 certificate: ...``, ``not authorized: ...``) and never contain a password: they
 are built from the bootstrap servers, the user name and librdkafka's error text.
@@ -28,9 +32,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
     ClusterMetadata,
 )
 
-from orderproc.config import Settings
-from orderproc.errors import BrokerError
+from orderproc.config import Settings, WireFormat
+from orderproc.errors import BrokerError, RegistryError
 from orderproc.kafka.clients import ACCESS_ERRORS, Admin, drain_group, refuses_access
+from orderproc.serde import RegistrySerde
+from orderproc.serde.registry import SUBJECT_NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +57,13 @@ class Access:
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    orders: str = ""
+    """``read`` or ``write`` when the job decodes or encodes orders (the registry matters)."""
 
 
 def producer_access(settings: Settings) -> Access:
     """``orderproc produce`` and the replay: write the orders topic."""
-    return Access(write=(settings.orders_topic,))
+    return Access(write=(settings.orders_topic,), orders="write")
 
 
 def consumer_access(settings: Settings) -> Access:
@@ -65,6 +73,7 @@ def consumer_access(settings: Settings) -> Access:
         read=(settings.orders_topic, *retries),
         write=(*retries, settings.dlq_topic),
         groups=(settings.consumer_group,),
+        orders="read",
     )
 
 
@@ -205,8 +214,38 @@ def check_access(conf: Mapping[str, Any], access: Access, timeout_s: float) -> N
 
 
 def check_settings(settings: Settings, access: Access) -> None:
-    """``check_access`` for a job that builds its clients from ``settings``."""
+    """``check_access`` for a job that builds its clients from ``settings``, then
+    ``check_registry`` if it handles orders."""
     check_access(settings.kafka_config(), access, settings.admin_timeout_s)
+    if access.orders:
+        check_registry(settings, write=access.orders == "write")
+
+
+def check_registry(settings: Settings, *, write: bool) -> None:
+    """Fail now, in one line, if the schema registry would refuse this job later.
+
+    Nothing to check on the schemaless wire format. A consumer needs only ids, so a
+    subject with no version yet is fine for it; a producer needs its schema there.
+
+    Raises:
+        RegistryError: unreachable (``RegistryUnavailableError``), wrong credentials or
+            certificate, not authorized (``RegistryRefusedError``), or a producer's
+            subject missing: ``subject orders-value is not registered at ...``.
+    """
+    if settings.effective_wire_format is not WireFormat.REGISTRY:
+        return
+    serde = RegistrySerde.from_settings(settings)
+    subject = serde.subject()
+    try:
+        serde.client.version(subject, "latest")
+    except RegistryError as exc:
+        if exc.status != 404 or exc.error_code not in (SUBJECT_NOT_FOUND, None):
+            raise
+        if write and not settings.schema_auto_register:
+            raise RegistryError(
+                f"subject {subject} is not registered at the schema registry at "
+                f"{serde.client.url}: register it with `orderproc schemas register`"
+            ) from None
 
 
 def _missing_topic_ops(admin: Admin, access: Access, timeout_s: float) -> list[str]:

@@ -5,6 +5,9 @@ Definitions (``since`` is an optional lower bound, default all time):
 * **DLQ inflow** counts ``dlq_events`` rows whose failure time (``dead_lettered_at``,
   or ``drained_at`` when the envelope had none) is at or after ``since``, grouped by
   reason, by category and by product (``(unknown)`` when the record had no product).
+* **By schema** counts the same rows by the registry schema id their record named
+  (``id 7 (orders-value v3)``; ``(none)`` without one): a producer that deployed a
+  schema the consumer cannot read shows as one line.
 * **Price statistics** compare ``dlq_events`` rows with a price (same window) with
   ``processed_orders`` rows whose ``processed_at`` is in the window.
 * **Running average** is the consumer's ``avg=``: the mean of processed prices so far,
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +42,7 @@ from orderproc.models import UNRESOLVED_STATUSES, DlqStatus
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 
 UNKNOWN_PRODUCT = "(unknown)"
+NO_SCHEMA = "(none)"
 UNRESOLVED = UNRESOLVED_STATUSES
 
 CURVE_POINTS = 500
@@ -85,6 +89,7 @@ class DlqReport:
     backlog: Mapping[str, int]
     oldest_unresolved_at: datetime | None
     replay: ReplayStats
+    inflow_by_schema: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def dlq_total(self) -> int:
@@ -139,6 +144,7 @@ def build_report(
             backlog=_backlog(conn),
             oldest_unresolved_at=_oldest_unresolved(conn, failed_at),
             replay=_replay_stats(conn, since),
+            inflow_by_schema=_schema_counts(conn, dlq_window),
         )
 
 
@@ -146,6 +152,18 @@ def _counts(conn: Connection, key: Any, where: list[ColumnElement[bool]]) -> dic
     n = func.count().label("n")
     stmt = select(key, n).where(*where).group_by(key).order_by(n.desc(), key)
     return {str(k): int(v) for k, v in conn.execute(stmt)}
+
+
+def _schema_counts(conn: Connection, where: list[ColumnElement[bool]]) -> dict[str, int]:
+    n = func.count().label("n")
+    key = (DlqEvent.schema_id, DlqEvent.schema_version)
+    stmt = select(*key, n).where(*where).group_by(*key).order_by(n.desc(), *key)
+    counts: dict[str, int] = {}
+    for schema_id, version, count in conn.execute(stmt):
+        label = NO_SCHEMA if schema_id is None else f"id {schema_id}"
+        label += f" ({version})" if schema_id is not None and version else ""
+        counts[label] = counts.get(label, 0) + int(count)
+    return counts
 
 
 def _price_stats(conn: Connection, price: Any, where: list[ColumnElement[bool]]) -> PriceStats:

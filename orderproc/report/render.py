@@ -72,6 +72,7 @@ def sections(report: DlqReport) -> list[Section]:
         Section("Summary", ("metric", "value"), summary),
         _count_section("DLQ inflow by reason", "reason", report.inflow_by_reason),
         _count_section("DLQ inflow by category", "category", report.inflow_by_category),
+        _count_section("DLQ inflow by schema", "schema", report.inflow_by_schema),
         _count_section("DLQ inflow by product", "product", report.inflow_by_product),
         Section(
             "Prices: failed vs processed",
@@ -122,6 +123,7 @@ def csv_rows(report: DlqReport) -> list[tuple[str, str, str, Any]]:
     for section, counts in (
         ("inflow_by_reason", report.inflow_by_reason),
         ("inflow_by_category", report.inflow_by_category),
+        ("inflow_by_schema", report.inflow_by_schema),
         ("inflow_by_product", report.inflow_by_product),
         ("backlog", report.backlog),
     ):

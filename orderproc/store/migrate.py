@@ -36,6 +36,17 @@ def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
+def head() -> str:
+    """The newest revision this build's migrations know."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    found = ScriptDirectory.from_config(cfg).get_current_head()
+    assert found is not None, "the migrations have no head"
+    return found
+
+
 def current(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

@@ -130,6 +130,10 @@ class DlqEvent(Base):
     replay_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """A replay wrote this row's copy inside a Kafka transaction whose outcome the store has
     not recorded yet (``replay_partition/offset`` say where); see ``orderproc.dlq.replay``."""
+    schema_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    """The registry schema id the failed record named (registry wire format), if any."""
+    schema_version: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """Where the registry kept that id when it failed: ``orders-value v3``."""
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Counts the changes a reviewer acts on (status, correction): an action taken from a
     view of an older version is refused (``orderproc.dlq.store``)."""

@@ -32,11 +32,13 @@ from orderproc.worker.decide import (
     NotDue,
     Outcome,
     Processed,
+    RegistryDown,
     RetryInPlace,
     RetryLater,
 )
 from orderproc.worker.holds import PartitionHolds
 from orderproc.worker.offsets import PendingBatch
+from orderproc.worker.outage import RegistryOutage
 from orderproc.worker.routing import FailureRouter
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class BatchHandler:
         self._replayed = {o: metrics.replayed.labels(o.value) for o in ReplayOutcome}
         self.in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         self.retry_due = 0.0  # monotonic time the latest scheduled retry is due
+        self.outage = RegistryOutage(settings.registry_backoff_max_s)
 
     def handle(self, messages: list[Message]) -> Batch:
         """Handle ``messages`` in order; a held partition's later records wait for it."""
@@ -127,6 +130,8 @@ class BatchHandler:
             if paused and tp in paused:
                 continue  # held at an earlier offset of this batch; it will be fetched again
             outcome = decide(rec, batch.now_ms, self._waiting(rec) if self.in_place else None)
+            if self.outage.waiting and type(outcome) is not RegistryDown:
+                self.outage.read(tp)
             if type(outcome) is Processed and rec.topic == orders_topic:
                 # The common outcome, carried out here rather than in _act: a call less a
                 # record (measured with make bench's data, see the closing note of issue 7).
@@ -166,6 +171,9 @@ class BatchHandler:
         main = rec.topic == self.orders_topic
         if type(outcome) is NotDue:
             self._hold(rec, outcome.wait_s)
+            return False
+        if type(outcome) is RegistryDown:
+            self._hold(rec, self.outage.wait_s(rec.tp, outcome.reason))
             return False
         if type(outcome) is RetryInPlace:
             # Pause the partition at this record and keep polling; the batch so far is

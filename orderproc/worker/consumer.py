@@ -43,6 +43,7 @@ from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, order_consumer_c
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import TP
+from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.batch import Batch, BatchHandler, ConsumerStats
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
@@ -71,13 +72,14 @@ class OrderConsumer:
         router: FailureRouter | None = None,
         echo: Callable[[str], None] | None = print,
         crash: Callable[[str], None] | None = None,
+        serde: OrderSerde | None = None,
     ) -> None:
         self.settings = settings
         # A test seam: called at ``handled``, ``stored`` and ``committed`` for each batch.
         self._crash = crash or (lambda _point: None)
         self.repository = repository
-        self.decider = Decider.from_settings(
-            settings, handler or PriceThresholdHandler(settings.price_threshold)
+        self.decider = Decider.from_settings(  # serde: the settings' wire format by default
+            settings, handler or PriceThresholdHandler(settings.price_threshold), serde=serde
         )
         self.metrics = metrics or ConsumerMetrics(
             group=settings.consumer_group, retry_topics=settings.retry_topics
@@ -214,6 +216,7 @@ class OrderConsumer:
         self.offsets.commit_on_revoke(partitions)
         self._owned = self._owned - revoked
         self.holds.forget(revoked)
+        self.batches.outage.forget(revoked)
         for tp in revoked:
             self.batches.in_place.pop(tp, None)
         log.info("revoked %s", _fmt(partitions))

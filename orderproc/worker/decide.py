@@ -14,6 +14,8 @@ Outcomes:
 * ``RetryInPlace``: blocking mode; wait ``delay_s``, then ``decide_again``.
 * ``DeadLetter``: retrying cannot help (or attempts are used up); write the envelope.
 * ``NotDue``: a retry-topic record whose due time is ahead; hold its partition.
+* ``RegistryDown``: the schema registry must be asked about this record and does not
+  answer: hold its partition and try again (an outage is never the record's failure).
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from typing import NamedTuple
 
 from orderproc.config import RetryMode, Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import DeserializationError, InternalError, ProcessingError
+from orderproc.errors import (
+    DeserializationError,
+    InternalError,
+    ProcessingError,
+    RegistryError,
+    RegistryRefusedError,
+)
 from orderproc.models import Order, Source
 from orderproc.records import Provenance, Record
-from orderproc.serde import OrderSerde
+from orderproc.serde import OrderSerde, serde_for
 from orderproc.worker.handler import OrderHandler
 from orderproc.worker.retry import RetryPolicy, classify
 
@@ -68,7 +76,13 @@ class NotDue(NamedTuple):
     wait_s: float
 
 
-Outcome = Processed | RetryLater | RetryInPlace | DeadLetter | NotDue
+class RegistryDown(NamedTuple):
+    """The registry must be asked to read this record and did not answer: hold it."""
+
+    reason: str
+
+
+Outcome = Processed | RetryLater | RetryInPlace | DeadLetter | NotDue | RegistryDown
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +106,11 @@ class Decider:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, handler: OrderHandler, policy: RetryPolicy | None = None
+        cls,
+        settings: Settings,
+        handler: OrderHandler,
+        policy: RetryPolicy | None = None,
+        serde: OrderSerde | None = None,
     ) -> Decider:
         return cls(
             handler=handler,
@@ -102,7 +120,7 @@ class Decider:
             orders_topic=settings.orders_topic,
             retry_topics={t: n for n, t in enumerate(settings.retry_topics, start=1)},
             retry_topic_prefix=settings.retry_topic_prefix,
-            serde=OrderSerde(),
+            serde=serde or serde_for(settings),
         )
 
     def decide(self, rec: Record, now_ms: int, previous: Failure | None = None) -> Outcome:
@@ -129,6 +147,10 @@ class Decider:
                 failure = self._failure(rec, classify(exc), 1, None, None, order, now_ms)
                 return self._after_failure(failure, now_ms)
             return Processed(order, 1, None, None)
+        except RegistryRefusedError:
+            raise  # our credentials or certificate: stop, uncommitted, as for Kafka's refusal
+        except RegistryError as exc:  # not the record's failure: wait for the registry
+            return RegistryDown(str(exc))
         except Exception as exc:
             log.exception("%s: internal error while deciding; dead-lettering it", rec.coordinates)
             internal = InternalError(f"internal error: {type(exc).__name__}: {exc}")
@@ -248,6 +270,9 @@ class Decider:
         order: Order | None,
         now_ms: int,
     ) -> Failure:
+        schema_id = error.schema_id if isinstance(error, DeserializationError) else None
+        if schema_id is None:
+            schema_id = self.serde.schema_id_of(rec.value)
         return Failure(
             error=_without_traceback(error).about(rec),
             attempts=attempts,
@@ -258,6 +283,8 @@ class Decider:
             order=order,
             raw_value=rec.value,
             key=rec.key,
+            schema_id=schema_id,
+            schema_version=self.serde.label(schema_id) if schema_id is not None else None,
         )
 
 

@@ -17,7 +17,7 @@ from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import flush, produce, reliable_producer_config
 from orderproc.metrics import Health, ProducerMetrics
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import serde_for, value_context
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,16 @@ class OrderProducer:
     Every delivery report is checked: a failed delivery is logged and counted,
     never dropped silently; ``run`` returns the counts after a final flush.
 
+    Orders are written in the settings' wire format; with the registry, under the
+    schema id this build's schema is registered with, looked up once here (never
+    registered, unless ``schema_auto_register``): the producer then never needs the
+    registry again, and rides out its outages.
+
     Raises:
         BrokerError: (building its own producer) Kafka refuses the credentials, the
             certificate or a write to the orders topic, or does not answer.
+        RegistryError: the registry cannot be reached or does not hold this build's
+            schema under the subject.
     """
 
     def __init__(
@@ -91,9 +98,12 @@ class OrderProducer:
         self.metrics = metrics or ProducerMetrics()
         self.health = health or Health()
         self.topic = settings.orders_topic
-        self.serde = OrderSerde()
+        self.serde = serde_for(settings)
+        self._context = value_context(self.topic)
         if producer is None:
             check_settings(settings, producer_access(settings))  # before librdkafka retries
+        self.schema = self.serde.writer_schema(self._context)
+        if producer is None:
             producer = Producer(reliable_producer_config(settings))
         self.producer = producer
         self.stats = ProduceStats()
@@ -123,7 +133,7 @@ class OrderProducer:
             self.producer,
             self.topic,
             key=order.order_id.encode(),
-            value=self.serde.encode(order),
+            value=self.serde.serialize(order, self._context),
             on_delivery=self._on_delivery,
         )
         self.stats.produced += 1

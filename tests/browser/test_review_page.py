@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from sqlalchemy import select
 
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.tables import AuditLog, DlqEvent, ProcessedOrder
 
@@ -171,7 +171,7 @@ def test_an_operator_corrects_approves_and_replays_a_failed_order(
 
     af, tag = live_airflow, uuid.uuid4().hex[:6]
     laptop, phone = Order(f"laptop-{tag}", "Laptop", 150.0), Order(f"phone-{tag}", "Phone", 300.0)
-    serde = OrderSerde()
+    serde = SchemalessSerde()
     produce(kafka_bootstrap, af.settings.orders_topic,
             [(o.order_id.encode(), serde.encode(o)) for o in (laptop, phone)]
             + [(b"junk", b"\xff\x00 not avro")])  # fmt: skip

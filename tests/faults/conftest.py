@@ -46,7 +46,7 @@ from sqlalchemy import text
 
 from orderproc.config import Settings
 from orderproc.kafka.clients import Admin
-from orderproc.serde import OrderSerde
+from orderproc.serde import serde_for
 from orderproc.store.engine import open_engine
 from tests.support import free_ports, read_committed
 
@@ -261,8 +261,9 @@ def topic_records() -> Callable[[Settings, str], list[Message]]:
 
 
 def orders_in_topic(settings: Settings) -> dict[str, float]:
-    """Order id -> price of every order in the orders topic (the ground truth)."""
-    serde = OrderSerde()
+    """Order id -> price of every order in the orders topic (the ground truth), in the
+    settings' wire format."""
+    serde = serde_for(settings)
     orders = {}
     for msg in read_topic(settings.bootstrap_servers, settings.orders_topic):
         order = serde.decode(msg.value())

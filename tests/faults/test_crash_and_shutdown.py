@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from orderproc.config import Settings
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
@@ -46,7 +46,7 @@ def start_consumer(settings_env: Callable[[Settings], dict[str, str]]) -> StartC
 
 
 def produce_orders(producer: Producer, settings: Settings, n: int) -> dict[str, float]:
-    serde, prices = OrderSerde(), {}
+    serde, prices = SchemalessSerde(), {}
     gen = iter(OrderGenerator(rng=random.Random(11)))
     for _ in range(n):
         order = next(gen)

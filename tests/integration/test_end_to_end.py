@@ -13,7 +13,7 @@ from orderproc.dlq.replay import ReplayRequest, replay_with_settings
 from orderproc.dlq.store import DlqStore, EventFilter
 from orderproc.models import Order
 from orderproc.report.aggregate import build_report
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.consumer import OrderConsumer
@@ -30,7 +30,7 @@ def test_dead_lettered_orders_are_corrected_replayed_processed_and_reported(
     engine = make_engine(pg_url)
     cheap = [Order(f"ok-{i}", f"item{i % 5 + 1}", 20.0 + i) for i in range(15)]
     expensive = [Order(f"big-{i}", "item2", 120.0 + i) for i in range(5)]
-    producer, serde = make_producer(), OrderSerde()
+    producer, serde = make_producer(), SchemalessSerde()
     for order in cheap + expensive:
         producer.produce(
             settings.orders_topic, key=order.order_id.encode(), value=serde.encode(order)

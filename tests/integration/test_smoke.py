@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from orderproc.kafka.clients import Admin
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository, ProcessedRow
 
@@ -24,7 +24,7 @@ def test_avro_order_round_trips_bit_exact(
     drain_topic: Callable[..., list[Message]],
 ) -> None:
     topic = topic_factory("smoke")
-    serde = OrderSerde()
+    serde = SchemalessSerde()
     sent = serde.encode(Order("0b1c7f0e-aaaa-4bbb-8ccc-123456789abc", "item3", 45.67))
     producer = make_producer()
     producer.produce(topic, key=b"k1", value=sent)

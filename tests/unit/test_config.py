@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from pydantic import SecretStr
 
-from orderproc.config import RetryMode, Settings
+from orderproc.config import RetryMode, Settings, WireFormat
 from orderproc.devstack.settings import DevstackSettings
 from orderproc.logs import LIBRDKAFKA_LOG, LibrdkafkaLog
 
@@ -303,3 +303,19 @@ def test_a_transactional_record_never_outlives_its_transaction(
         # librdkafka refuses a delivery timeout above the transaction timeout when the
         # client is built (no broker needed): the exactly-once consumer would not start.
         Producer(config).flush(0)
+
+
+def test_the_wire_format_follows_the_registry_url_and_registry_needs_one() -> None:
+    assert Settings().effective_wire_format is WireFormat.SCHEMALESS  # the original system's
+    with_url = Settings(schema_registry_url="https://reg.example/apis/ccompat/v7")
+    assert with_url.effective_wire_format is WireFormat.REGISTRY
+    told = Settings(schema_registry_url="https://reg.example", wire_format="schemaless")
+    assert told.effective_wire_format is WireFormat.SCHEMALESS
+    with pytest.raises(pydantic.ValidationError, match="needs ORDERPROC_SCHEMA_REGISTRY_URL"):
+        Settings(wire_format="registry")
+
+
+def test_the_registry_password_is_masked_wherever_settings_are_shown() -> None:
+    settings = Settings(schema_registry_username="bob", schema_registry_password="s3cret")
+
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())

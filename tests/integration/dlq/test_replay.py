@@ -19,7 +19,7 @@ from orderproc.dlq.store import DlqStore, EventFilter
 from orderproc.errors import DeliveryError
 from orderproc.kafka.clients import replay_producer_config, replay_reader_config
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.processed import OrderRepository
 from orderproc.store.tables import AuditLog, ProcessedOrder
 from orderproc.worker.consumer import OrderConsumer
@@ -88,11 +88,11 @@ def test_replays_exactly_the_approved_rows_with_corrections_and_lineage(
     assert end_offset(settings) == 3  # nothing but the approved rows was published
     msgs = drain_topic(settings.orders_topic, expected=3)
     assert len(msgs) == 3
-    got = {OrderSerde().decode(m.value()).order_id: m for m in msgs}
+    got = {SchemalessSerde().decode(m.value()).order_id: m for m in msgs}
     rows = dlq_rows(store)
     assert set(got) == {rows[i].order_id for i in ids[:3]}
-    assert OrderSerde().decode(got[rows[ids[1]].order_id].value()).price == 42.5
-    assert OrderSerde().decode(got[rows[ids[0]].order_id].value()).price == 150.0
+    assert SchemalessSerde().decode(got[rows[ids[1]].order_id].value()).price == 42.5
+    assert SchemalessSerde().decode(got[rows[ids[0]].order_id].value()).price == 150.0
     for event_id in ids[:3]:
         row, msg = rows[event_id], got[rows[event_id].order_id]
         assert headers_of(msg) == {

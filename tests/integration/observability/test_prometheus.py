@@ -32,7 +32,7 @@ from orderproc.dlq.drain import run_drain
 from orderproc.dlq.replay import ReplayRequest, replay_with_settings
 from orderproc.dlq.store import DlqStore
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import open_engine
 from tests.conftest import RunCli, RunningWorker
 from tests.support import free_ports, http_get, metric_value, wait_until
@@ -184,7 +184,7 @@ def test_prometheus_scrapes_the_system_and_fires_flood_breaker_open(
     twice = Order("twice-1", "item1", 12.5)
     kafka = make_producer()
     for _ in range(2):
-        kafka.produce(settings.orders_topic, key=b"twice-1", value=OrderSerde().encode(twice))
+        kafka.produce(settings.orders_topic, key=b"twice-1", value=SchemalessSerde().encode(twice))
     assert kafka.flush(30) == 0
     wait_until(lambda: _counter(consumer, "orderproc_orders_duplicate_total") >= 1,
                timeout_s=60, what="the redelivered order to be ignored")  # fmt: skip

@@ -28,7 +28,7 @@ from orderproc.devstack.kafka_security import allow, app_acls, grant, revoke, up
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import BrokerError, DeliveryError
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
@@ -107,7 +107,7 @@ def send_order(settings: Settings, order: Order) -> None:
     """One order in the orders topic, written as user orderproc."""
     producer = Producer(settings.kafka_config())
     producer.produce(settings.orders_topic, key=order.order_id.encode(),
-                     value=OrderSerde().encode(order))  # fmt: skip
+                     value=SchemalessSerde().encode(order))  # fmt: skip
     assert producer.flush(30) == 0
 
 

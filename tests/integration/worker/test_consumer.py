@@ -18,7 +18,7 @@ from orderproc.config import RetryMode, Settings
 from orderproc.errors import DeliveryError
 from orderproc.metrics import ConsumerMetrics
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
@@ -26,7 +26,7 @@ from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 
-SERDE = OrderSerde()
+SERDE = SchemalessSerde()
 ReadTopic = Callable[..., list[Message]]
 HeadersOf = Callable[[Message], dict[str, str]]
 

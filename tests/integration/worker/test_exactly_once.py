@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from orderproc.config import ProcessingGuarantee, Settings
 from orderproc.kafka.clients import transactional_producer_config
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
@@ -22,7 +22,7 @@ from tests.support import read_committed
 
 pytestmark = pytest.mark.integration
 
-SERDE = OrderSerde()
+SERDE = SchemalessSerde()
 
 
 @pytest.fixture

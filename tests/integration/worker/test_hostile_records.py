@@ -21,14 +21,14 @@ from sqlalchemy import text
 
 from orderproc.config import RetryMode, Settings
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import open_engine
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.consumer import ConsumerStats, OrderConsumer
 
 pytestmark = pytest.mark.integration
 
-SERDE = OrderSerde()
+SERDE = SchemalessSerde()
 
 
 class Running:

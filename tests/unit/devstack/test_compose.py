@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 from orderproc.cli import app as cli
 from orderproc.config import Settings
-from orderproc.devstack.settings import KAFKA_VERSION
+from orderproc.devstack.settings import KAFKA_VERSION, REGISTRY_VERSION
 
 pytestmark = pytest.mark.unit
 
@@ -71,6 +71,7 @@ LONG_RUNNING = sorted(set(SERVICES) - set(ONE_SHOT))
 
 WORKER_COMMANDS = {
     "orderproc-init": ("topics", "create"),
+    "orderproc-schemas": ("schemas", "register"),
     "orderproc-producer": ("produce",),
     "orderproc-consumer": ("consume",),
     "orderproc-dlq-monitor": ("dlq", "tail"),
@@ -329,6 +330,38 @@ def test_postgres_holds_both_databases() -> None:
     assert re.search(rf"CREATE DATABASE {airflow.path.lstrip('/')}\b", sql)
     assert re.search(rf"CREATE ROLE {airflow.username}\b.*PASSWORD '{airflow.password}'", sql)
     assert "pg_isready" in SERVICES["postgres"]["healthcheck"]["test"]
+
+
+def test_the_schema_registry_is_the_devstack_version_and_keeps_ids_in_postgres() -> None:
+    service = SERVICES["schema-registry"]
+    env = _env("schema-registry")
+    assert service["image"] == f"apicurio/apicurio-registry:{REGISTRY_VERSION}"
+    # Not the in-memory default: a restart must not forget the ids records name.
+    assert (env["APICURIO_STORAGE_KIND"], env["APICURIO_STORAGE_SQL_KIND"]) == ("sql", "postgresql")
+    jdbc = urlsplit(env["APICURIO_DATASOURCE_URL"].removeprefix("jdbc:"))
+    assert (jdbc.hostname, jdbc.port) == ("postgres", 5432)
+    init_dir = ROOT / "deploy" / "postgres-init"
+    sql = " ".join(p.read_text(encoding="utf-8") for p in sorted(init_dir.glob("*.sql")))
+    user, password = (
+        env["APICURIO_DATASOURCE_USERNAME"],
+        _default(env["APICURIO_DATASOURCE_PASSWORD"]),
+    )
+    assert re.search(rf"CREATE DATABASE {jdbc.path.lstrip('/')} OWNER {user}\b", sql)
+    assert re.search(rf"CREATE ROLE {user}\b.*PASSWORD '{password}'", sql)
+    assert env["APICURIO_CCOMPAT_USE_CANONICAL_HASH"] == "true"  # lookups as Confluent's do
+
+
+def test_orderproc_speaks_the_registry_wire_format_once_its_schema_is_registered() -> None:
+    url = urlsplit(_env("orderproc-consumer")["ORDERPROC_SCHEMA_REGISTRY_URL"])
+    target = SERVICES["schema-registry"]["ports"][0]["target"]
+    assert (url.hostname, url.port, url.path) == ("schema-registry", target, "/apis/ccompat/v7")
+    assert _env("airflow-scheduler")["ORDERPROC_SCHEMA_REGISTRY_URL"] == url.geturl()  # replay
+    for name in ("orderproc-producer", "orderproc-consumer"):
+        waits = SERVICES[name]["depends_on"]["orderproc-schemas"]
+        assert waits["condition"] == "service_completed_successfully", name
+    assert SERVICES["orderproc-schemas"]["depends_on"]["schema-registry"]["condition"] == (
+        "service_healthy"
+    )
 
 
 def test_named_volumes_are_declared_and_bind_mounts_exist() -> None:

@@ -23,7 +23,7 @@ from orderproc.errors import (
 )
 from orderproc.headers import MAX_TEXT, PREFIX, Header, foreign, normalize, text_map
 from orderproc.models import Order, Source
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.worker.retry import classify
 
 pytestmark = pytest.mark.unit
@@ -46,7 +46,7 @@ def _failure(**overrides: Any) -> Failure:
         "source": SOURCE,
         "consumer_group": "order-group",
         "order": ORDER,
-        "raw_value": OrderSerde().encode(ORDER),
+        "raw_value": SchemalessSerde().encode(ORDER),
         "key": ORDER.order_id.encode(),
     }
     values.update(overrides)
@@ -182,7 +182,7 @@ def test_encode_envelope_refuses_nan_rather_than_write_invalid_json() -> None:
 def test_nan_priced_record_reaches_the_dlq_without_an_order_so_the_envelope_encodes() -> None:
     # What the consumer does: decode fails validation before an Order exists, so the
     # Failure carries order=None and the raw bytes; no NaN ever reaches the JSON.
-    serde = OrderSerde()
+    serde = SchemalessSerde()
     raw = serde.encode_record({"orderId": "n-1", "product": "item1", "price": math.nan})
     with pytest.raises(ValidationError, match="not finite") as caught:
         serde.decode(raw)

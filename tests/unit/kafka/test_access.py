@@ -129,11 +129,12 @@ def test_the_probe_keeps_only_where_and_who_we_are() -> None:
 def test_each_job_asks_for_exactly_what_it_does() -> None:
     s = Settings(max_attempts=3)
 
-    assert producer_access(s) == Access(write=("orders",))
+    assert producer_access(s) == Access(write=("orders",), orders="write")
     assert consumer_access(s) == Access(
         read=("orders", "orders.retry.1", "orders.retry.2"),
         write=("orders.retry.1", "orders.retry.2", "orders_dlq"),
         groups=("order-group",),
+        orders="read",  # the registry is checked too, on its wire format
     )
     assert monitor_access(s) == Access(read=("orders_dlq",), groups=("dlq-group",))
     assert drain_access(s) == Access(read=("orders_dlq",), groups=("dlq-group.drain",))

@@ -21,7 +21,7 @@ from orderproc.errors import (
 )
 from orderproc.models import Order, Source
 from orderproc.records import Record
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 from orderproc.worker.decide import (
     DeadLetter,
     Decider,
@@ -36,7 +36,7 @@ from orderproc.worker.retry import RetryPolicy
 pytestmark = pytest.mark.unit
 
 NOW = 1_800_000_000_000  # epoch ms "now" for every case
-SERDE = OrderSerde()
+SERDE = SchemalessSerde()
 CHEAP = SERDE.encode(Order("o-1", "item1", 42.5))
 DEAR = SERDE.encode(Order("o-2", "item2", 142.5))
 PREFIX = "orders.retry"

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from orderproc.errors import DeserializationError, ValidationError
 from orderproc.models import Order
-from orderproc.serde import OrderSerde
+from orderproc.serde import SchemalessSerde
 
 pytestmark = pytest.mark.unit
 
-SERDE = OrderSerde()
+SERDE = SchemalessSerde()
 ORDER = Order("0b1c7f0e-aaaa-4bbb-8ccc-123456789abc", "item3", 45.67)
 
 # Avro `float` is 32-bit: cents survive the round trip only while the float32 spacing
