@@ -9,6 +9,14 @@ for tool in java mvn; do
     command -v "$tool" >/dev/null || { echo "test: error: $tool is not installed (needed for the local Kafka broker)" >&2; exit 1; }
 done
 
+# ORDERPROC_TEST_LOAD=N: N busy processes hold the CPU for the whole run, so a test that
+# passes only on an idle machine fails here instead of on CI some day.
+load="${ORDERPROC_TEST_LOAD:-0}"
+if ! [[ "$load" =~ ^[0-9]+$ ]] || [ "$load" -gt 64 ]; then
+    echo "test: error: ORDERPROC_TEST_LOAD must be a number of busy processes from 0 to 64, got '$load'" >&2
+    exit 2
+fi
+
 scripts/ensure-packages.sh
 
 if [ "${SKIP_LINT:-0}" != 1 ]; then  # `make test-faults` runs the fault scenarios only
@@ -20,7 +28,9 @@ fi
 
 started_kafka=0
 started_postgres=0
+load_pids=()
 cleanup() {
+    if [ ${#load_pids[@]} -gt 0 ]; then kill "${load_pids[@]}" 2>/dev/null || true; fi
     if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
     if [ "$started_postgres" = 1 ]; then $BIN/python -m orderproc.devstack.postgres down || true; fi
 }
@@ -38,6 +48,12 @@ if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
     ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m orderproc.devstack.postgres up)"
     export ORDERPROC_TEST_DATABASE_URL
 fi
+
+for _ in $(seq 1 "$load"); do
+    python3 -c 'while True: pass' &
+    load_pids+=($!)
+done
+if [ "$load" -gt 0 ]; then echo "== load: $load busy processes (pids ${load_pids[*]})" >&2; fi
 
 echo "== tests (broker $ORDERPROC_TEST_BOOTSTRAP)" >&2
 # Output written by C libraries (librdkafka's assertions, glibc's heap checks) goes
