@@ -228,7 +228,7 @@ def test_a_bulk_action_takes_the_rows_still_as_shown_and_lists_the_others_and_wh
     assert "Approved 1 row(s)." in said and "Skipped 3 row(s):" in said
     assert f"{rejected} : another change was made to event {rejected}: rejected by bob" in said
     assert f"{edited} : another change was made to event {edited}: edited by carol" in said
-    assert f"{claimed} : event {claimed} is being replayed right now" in said
+    assert f"{claimed} : event {claimed} is claimed by replay r#1, which has ended" in said
     assert [store.get(e).status for e in (same, rejected, edited, claimed)] == [
         "approved",
         "rejected",

@@ -28,7 +28,7 @@ from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.lease import Lease, advisory_key
 from orderproc.dlq.replay import ReplayRequest, ReplayResult, run_replay
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import ReplayBusyError, ReplayFencedError
+from orderproc.errors import ReplayBusyError, ReplayFencedError, ReviewError
 from orderproc.kafka.clients import replay_producer_config, replay_reader_config
 from orderproc.store.tables import ReplayLease
 
@@ -215,6 +215,25 @@ def test_a_run_that_waits_too_long_gives_up_naming_the_holder_and_changes_nothin
     assert message.startswith("replay run-a") and "holds the replay" in message
     assert "replay run-b waited 0s for it and changed nothing" in message and "\n" not in message
     assert {i: (e.status, e.claimed_by, e.version) for i, e in dlq_rows(store).items()} == before
+    held.go.set()
+    assert isinstance(first.outcome(), ReplayResult)
+    reconcile(approved)
+
+
+def test_a_reviewer_cannot_change_a_row_a_running_replay_holds_and_is_told_by_whom(
+    replay: Callable[..., ReplayResult],
+    approved: list[int],
+    store: DlqStore,
+    reconcile: Callable[[list[int]], None],
+) -> None:
+    held = Pause("claimed")
+    first = Run(lambda: replay("run-a", crash=held))
+    first.start()
+    assert held.reached.wait(60)
+
+    with pytest.raises(ReviewError, match=r"is being replayed right now \(claimed by run-a#"):
+        store.edit(approved[0], {"price": 1.0}, actor="alice")
+
     held.go.set()
     assert isinstance(first.outcome(), ReplayResult)
     reconcile(approved)
