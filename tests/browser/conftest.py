@@ -40,6 +40,12 @@ def chromium() -> Iterator[Any]:
     except ImportError:
         pytest.fail("the playwright package is missing: `make install` (a dev dependency)")
 
+    from playwright.sync_api import expect
+
+    # Airflow's UI fetches each page's data from its API after the page loads: on a busy
+    # machine (ORDERPROC_TEST_LOAD) that takes longer than Playwright's default 5 s. The
+    # expectations wait on the page's state, bounded; only the bound is longer.
+    expect.set_options(timeout=60_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield browser

@@ -27,7 +27,7 @@ from orderproc.serde import OrderSchema, RegistrySerde, local_schema, value_cont
 from orderproc.serde.registry import RegistryClient
 from orderproc.serde.subjects import register
 from tests.conftest import free_port
-from tests.integration.registry.conftest import V2
+from tests.registry_support import V2
 
 pytestmark = pytest.mark.faults
 

@@ -15,9 +15,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from sqlalchemy import select
 
-from orderproc.airflow.params import ReplayParams
+from orderproc.airflow.params import ReplayParams, replay_request
 from orderproc.airflow.review import replay_conf
-from orderproc.airflow.tasks import replay_request
 from orderproc.config import Settings, get_settings
 from orderproc.dlq.replay import replay_with_settings
 from orderproc.dlq.store import DlqStore
@@ -29,7 +28,7 @@ from orderproc.store.engine import open_engine
 from orderproc.store.processed import OrderRepository
 from orderproc.store.tables import ProcessedOrder
 from orderproc.worker.consumer import OrderConsumer
-from tests.integration.registry.conftest import V2
+from tests.registry_support import V2
 
 if TYPE_CHECKING:
     from tests.plugins.conftest import Review
@@ -39,10 +38,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def page_settings(
-    registry_settings: Callable[..., Settings], pg_url: str, monkeypatch: pytest.MonkeyPatch
+    registry_settings: Callable[..., Settings], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
-    """Settings on the registry wire format, the review page's too (its environment)."""
-    settings = registry_settings(database_url=pg_url)
+    """Settings on the registry wire format and the review page's store, the review page's
+    settings too (its environment)."""
+    settings = registry_settings(database_url=db_url)
     monkeypatch.setenv("ORDERPROC_SCHEMA_REGISTRY_URL", str(settings.schema_registry_url))
     monkeypatch.setenv("ORDERPROC_ORDERS_TOPIC", settings.orders_topic)
     get_settings.cache_clear()

@@ -3,9 +3,7 @@ did not write (confluent-kafka's ``AvroSerializer``), and a bounded consumer run
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,45 +14,20 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from sqlalchemy import select
 
 from orderproc.config import Settings
-from orderproc.serde import OrderSchema, OrderSerde, local_schema
+from orderproc.serde import OrderSchema, OrderSerde
 from orderproc.serde.registry import RegistryClient
 from orderproc.serde.subjects import register
 from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 from orderproc.store.processed import OrderRepository
 from orderproc.store.tables import ProcessedOrder
-from orderproc.worker.consumer import ConsumerStats, OrderConsumer
-
-
-def order_schema(*extra: dict[str, Any], drop: Sequence[str] = ()) -> str:
-    """``order.avsc`` with ``extra`` fields and without the fields named in ``drop``."""
-    base = json.loads(local_schema().text)
-    base["fields"] = [f for f in base["fields"] if f["name"] not in drop] + list(extra)
-    return json.dumps(base)
-
-
-V2 = order_schema({"name": "currency", "type": "string", "default": "EUR"})
-"""v1 + a field with a default."""
-V3 = order_schema({"name": "channel", "type": "string", "default": "web"})
-"""v2 without ``currency`` (it had a default) + ``channel`` with a default."""
-V4 = order_schema({"name": "sales_channel", "type": "string", "default": "web",
-                   "aliases": ["channel"]})  # fmt: skip
-"""v3 with ``channel`` renamed ``sales_channel``, the old name kept as an alias."""
-INCOMPATIBLE = order_schema({"name": "currency", "type": "string"})
-"""A field added without a default: a reader of it cannot read v1."""
+from orderproc.worker.consumer import OrderConsumer
+from tests.registry_support import Run, Subject
 
 
 @pytest.fixture
 def registry(schema_registry: str) -> RegistryClient:
     return RegistryClient(schema_registry)
-
-
-@dataclass
-class Subject:
-    """This test's subject and the ids its versions were registered with."""
-
-    name: str
-    ids: dict[str, int]
 
 
 @pytest.fixture
@@ -89,13 +62,6 @@ def stranger_produce(schema_registry: str) -> Callable[..., None]:
         assert producer.flush(30) == 0
 
     return produce
-
-
-@dataclass
-class Run:
-    stats: ConsumerStats
-    processed: dict[str, float]
-    """orderId -> price of every row in ``processed_orders``."""
 
 
 @pytest.fixture

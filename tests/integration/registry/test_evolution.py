@@ -14,7 +14,7 @@ from confluent_kafka import Message
 from orderproc.config import Settings
 from orderproc.serde import OrderSchema, RegistrySerde, local_schema
 from orderproc.serde.registry import RegistryClient
-from tests.integration.registry.conftest import INCOMPATIBLE, V2, V3, V4, Run, Subject
+from tests.registry_support import INCOMPATIBLE, V2, V3, V4, Run, Subject
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from orderproc.serde.registry import RegistryClient
 from orderproc.serde.subjects import register
 from orderproc.store.engine import open_engine
 from orderproc.worker.producer import OrderProducer
-from tests.integration.registry.conftest import Run, Subject
+from tests.registry_support import Run, Subject
 
 pytestmark = pytest.mark.integration
 

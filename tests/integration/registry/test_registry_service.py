@@ -23,7 +23,7 @@ from orderproc.serde import OrderSchema, local_schema
 from orderproc.serde.registry import RegistryClient
 from orderproc.serde.subjects import register
 from tests.conftest import free_port
-from tests.integration.registry.conftest import V2, Subject
+from tests.registry_support import V2, Subject
 
 pytestmark = pytest.mark.integration
 
