@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from orderproc.clock import as_utc
 from orderproc.dlq.filters import EventFilter, failed_at
 from orderproc.models import UNRESOLVED_STATUSES, DlqStatus
 from orderproc.store.tables import DlqCopy, DlqEvent
@@ -143,7 +142,7 @@ class Backlog:
         )
         with self.engine.connect() as conn:
             row = conn.execute(stmt).first()
-        return None if row is None else Oldest(int(row.id), as_utc(row.at))
+        return None if row is None else Oldest(int(row.id), row.at)  # aware: UtcDateTime
 
     def choices(self) -> Choices:
         """Reasons, categories and products present in the store, most frequent first."""

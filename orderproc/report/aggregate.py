@@ -211,7 +211,7 @@ def _average_curve(
     step = max(1, math.ceil(total / CURVE_POINTS))
     keep = or_(ranked.c.rn % step == 0, ranked.c.rn == 1, ranked.c.rn == total)
     stmt = select(ranked.c.at, ranked.c.avg).where(keep).order_by(ranked.c.rn)
-    return [(as_utc(at), float(avg)) for at, avg in conn.execute(stmt)]
+    return [(at, float(avg)) for at, avg in conn.execute(stmt)]  # aware: UtcDateTime
 
 
 def _backlog(conn: Connection) -> dict[str, int]:
@@ -223,8 +223,8 @@ def _backlog(conn: Connection) -> dict[str, int]:
 
 def _oldest_unresolved(conn: Connection, failed_at: ColumnElement[Any]) -> datetime | None:
     stmt = select(func.min(failed_at)).where(DlqEvent.status.in_(UNRESOLVED))
-    oldest = conn.scalar(stmt)
-    return as_utc(oldest) if oldest is not None else None
+    oldest: datetime | None = conn.scalar(stmt)  # aware on both stores: UtcDateTime
+    return oldest
 
 
 def _replay_stats(conn: Connection, since: datetime | None) -> ReplayStats:
