@@ -149,6 +149,20 @@ def reconcile(
     return check
 
 
+@pytest.fixture
+def hold(replay: Callable[..., ReplayResult]) -> Callable[..., tuple[Run, Pause]]:
+    """``hold(name, point, **kwargs)``: a replay started on its own thread, held at ``point``."""
+
+    def start(name: str, point: str, **kwargs: Any) -> tuple[Run, Pause]:
+        held = Pause(point)
+        run = Run(lambda: replay(name, crash=held, **kwargs))
+        run.start()
+        assert held.reached.wait(60), f"{name} never reached {point}"
+        return run, held
+
+    return start
+
+
 def leases_into(found: dict[str, Lease], name: str) -> Callable[..., Lease]:
     def make(*args: Any, **kwargs: Any) -> Lease:
         found[name] = Lease(*args, **kwargs)
@@ -167,13 +181,11 @@ CHUNK_POINTS = ["produced", "acknowledged", "pending", "committed", "recorded"]
 def test_a_run_started_while_another_holds_the_replay_waits_then_takes_only_what_is_left(
     point: str,
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     reconcile: Callable[[list[int]], None],
 ) -> None:
-    held = Pause(point)
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", point)
     waiting = threading.Event()
 
     def look_again(_seconds: float) -> None:
@@ -197,15 +209,13 @@ def test_a_run_started_while_another_holds_the_replay_waits_then_takes_only_what
 
 def test_a_run_that_waits_too_long_gives_up_naming_the_holder_and_changes_nothing(
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     dlq_rows: Helper,
     store: DlqStore,
     reconcile: Callable[[list[int]], None],
 ) -> None:
-    held = Pause("claimed")
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", "claimed")
     before = {i: (e.status, e.claimed_by, e.version) for i, e in dlq_rows(store).items()}
 
     with pytest.raises(ReplayBusyError) as busy:
@@ -222,14 +232,12 @@ def test_a_run_that_waits_too_long_gives_up_naming_the_holder_and_changes_nothin
 
 def test_a_reviewer_cannot_change_a_row_a_running_replay_holds_and_is_told_by_whom(
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     store: DlqStore,
     reconcile: Callable[[list[int]], None],
 ) -> None:
-    held = Pause("claimed")
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", "claimed")
 
     with pytest.raises(ReviewError, match=r"is being replayed right now \(claimed by run-a#"):
         store.edit(approved[0], {"price": 1.0}, actor="alice")
@@ -272,19 +280,14 @@ def test_a_run_that_lost_the_lock_is_fenced_wherever_it_stood_and_no_row_is_publ
     fenced_at: str,
     taker_at: str,
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     reconcile: Callable[[list[int]], None],
 ) -> None:
     leases: dict[str, Lease] = {}
-    old = Pause(fenced_at)
-    first = Run(lambda: replay("run-a", crash=old, make_lease=leases_into(leases, "a")))
-    first.start()
-    assert old.reached.wait(60)
+    first, old = hold("run-a", fenced_at, make_lease=leases_into(leases, "a"))
     leases["a"].drop_lock()  # its connection was cut: it lives on without the lock
-    new = Pause(taker_at)
-    second = Run(lambda: replay("run-b", crash=new))
-    second.start()
-    assert new.reached.wait(60)
+    second, new = hold("run-b", taker_at)
     old.go.set()  # the old run goes on while the new one stands at its step
     a = first.outcome()
     new.go.set()
@@ -298,6 +301,7 @@ def test_a_run_that_lost_the_lock_is_fenced_wherever_it_stood_and_no_row_is_publ
 
 def test_a_run_fenced_in_kafka_by_another_producer_stops_in_one_line_and_a_rerun_publishes_once(
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     settings: Settings,
     dlq_rows: Helper,
@@ -306,10 +310,7 @@ def test_a_run_fenced_in_kafka_by_another_producer_stops_in_one_line_and_a_rerun
 ) -> None:
     # The original failure: a fenced producer's flush died with a raw KafkaException and a
     # SystemError from confluent-kafka, leaving its rows claimed.
-    held = Pause("produced")
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", "produced")
     Producer(replay_producer_config(settings)).init_transactions(30)  # takes the id
     held.go.set()
     a = first.outcome()
@@ -328,14 +329,12 @@ def test_a_run_fenced_in_kafka_by_another_producer_stops_in_one_line_and_a_rerun
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite's lock is a file's
 def test_a_run_whose_database_session_the_server_ended_is_fenced_by_the_next_run(
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     engine: Engine,
     reconcile: Callable[[list[int]], None],
 ) -> None:
-    held = Pause("pending")
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", "pending")
     with engine.begin() as conn:  # an administrator (or a network cut) ends its lock session
         key = advisory_key(str(conn.scalar(text("SELECT current_schema()"))))
         ended = conn.scalar(
@@ -360,15 +359,13 @@ def test_a_run_whose_database_session_the_server_ended_is_fenced_by_the_next_run
 
 def test_the_command_line_waits_for_a_running_replay_and_says_so(
     replay: Callable[..., ReplayResult],
+    hold: Callable[..., tuple[Run, Pause]],
     approved: list[int],
     settings: Settings,
     settings_env: Callable[[Settings], dict[str, str]],
     reconcile: Callable[[list[int]], None],
 ) -> None:
-    held = Pause("produced")
-    first = Run(lambda: replay("run-a", crash=held))
-    first.start()
-    assert held.reached.wait(60)
+    first, held = hold("run-a", "produced")
     cli = subprocess.Popen(
         [sys.executable, "-m", "orderproc", "dlq", "replay", "--publish", "--wait", "120",
          "--replay-id", "run-cli"],
