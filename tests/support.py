@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from orderproc.store.engine import make_engine
@@ -139,3 +139,32 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+def end_lock_session(engine: Engine) -> None:
+    """End the PostgreSQL session that holds the store's replay lock, as an administrator
+    (``pg_terminate_backend``) or a cut network would."""
+    from orderproc.dlq.lease import advisory_key
+
+    with engine.begin() as conn:
+        key = advisory_key(str(conn.scalar(text("SELECT current_schema()"))))
+        ended = conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = "
+                "'advisory' AND granted AND classid = :hi AND objid = :lo AND objsubid = 1"
+            ),
+            {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+        )
+    assert ended == 1, "no session held the replay lock"
+
+
+def wait_for_row_lock_waiter(engine: Engine, timeout_s: float = 60.0) -> None:
+    """Until some transaction of this PostgreSQL server waits for another's row lock: a
+    forced interleaving's proof that the second writer reached its ``UPDATE``."""
+    waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+
+    def look() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.scalar(waiting))
+
+    wait_until(look, timeout_s=timeout_s, what="a transaction waiting for a row lock")

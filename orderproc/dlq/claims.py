@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import utcnow
@@ -69,7 +69,7 @@ class Claims:
             .where(*claimable)
             .order_by(DlqEvent.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL only; SQLite ignores it
+            .with_for_update()  # in id order, as every writer (PostgreSQL; SQLite ignores it)
         )
         with lease.transaction() as conn:
             # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
@@ -97,11 +97,22 @@ class Claims:
         Not a lease transaction: a run that was fenced frees what it still names (rows it
         claimed that no newer run took), so none stays claimed by a run that has ended.
         """
-        stmt = update(DlqEvent).where(
-            DlqEvent.claimed_by == lease.claimer, DlqEvent.replay_pending.is_(False)
-        )
+        mine = (DlqEvent.claimed_by == lease.claimer) & DlqEvent.replay_pending.is_(False)
         with self.engine.begin() as conn:
-            conn.execute(stmt.values(**_FREE))
+            _lock_in_order(conn, mine)
+            conn.execute(update(DlqEvent).where(mine).values(**_FREE))
+
+    def release_ended(self, lease: Lease) -> int:
+        """Free every claim an ended run left on rows with nothing pending (the lease's run
+        holds the replay, so every other claimer has ended); return how many."""
+        ended = (
+            DlqEvent.claimed_by.is_not(None)
+            & (DlqEvent.claimed_by != lease.claimer)
+            & DlqEvent.replay_pending.is_(False)
+        )
+        with lease.transaction() as conn:
+            _lock_in_order(conn, ended)
+            return int(conn.execute(update(DlqEvent).where(ended).values(**_FREE)).rowcount)
 
     def mark_pending(self, deliveries: Sequence[Delivered], *, lease: Lease) -> None:
         """Record where the broker put each copy, before its transaction commits.
@@ -113,7 +124,7 @@ class Claims:
         if not deliveries:
             return
         with lease.transaction() as conn:
-            for d in deliveries:
+            for d in _by_id(deliveries):
                 stmt = (
                     update(DlqEvent)
                     .where(DlqEvent.id == d.event_id, DlqEvent.claimed_by == lease.claimer)
@@ -135,7 +146,7 @@ class Claims:
             return
         now = utcnow()
         with lease.transaction() as conn:
-            for d in deliveries:
+            for d in _by_id(deliveries):
                 stmt = (
                     update(DlqEvent)
                     .where(DlqEvent.id == d.event_id, DlqEvent.status != DlqStatus.REPLAYED.value)
@@ -166,6 +177,7 @@ class Claims:
             .values(replay_pending=False, replay_partition=None, replay_offset=None, **_FREE)
         )
         with lease.transaction() as conn:
+            _lock_in_order(conn, DlqEvent.id.in_(ids))
             conn.execute(stmt)
             audit(conn, list(ids), AuditAction.UNPUBLISHED, actor, at=now, note=note)
 
@@ -198,6 +210,21 @@ class Claims:
             .values(status=target.value, version=DlqEvent.version + 1, **_FREE)
         )
         with lease.transaction() as conn:
+            _lock_in_order(conn, DlqEvent.id.in_(ids))
             if conn.execute(stmt).rowcount != len(ids):
                 raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
             audit(conn, list(ids), action, actor, at=now, note=note)
+
+
+def _by_id(deliveries: Sequence[Delivered]) -> list[Delivered]:
+    """Delivery reports come in the broker's order: rows are written in id order instead,
+    the order every writer of ``dlq_events`` keeps (the drain too), so no two writers wait
+    for each other in a cycle (PostgreSQL would end one of them as a deadlock)."""
+    return sorted(deliveries, key=lambda d: d.event_id)
+
+
+def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
+    """Lock the rows an ``UPDATE ... WHERE`` will change, in id order, before it runs (an
+    ``UPDATE`` of a set locks in scan order). SQLite holds the whole database instead."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(DlqEvent.id).where(where).order_by(DlqEvent.id).with_for_update())

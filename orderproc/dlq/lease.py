@@ -81,6 +81,14 @@ class _Lock(Protocol):
 
     def release(self) -> None: ...
 
+    def alive(self) -> bool:
+        """True while this holder still holds the lock (a connection may be cut under it)."""
+        ...
+
+    def held(self) -> bool:
+        """True when some live run holds the lock (a look, from anywhere)."""
+        ...
+
 
 class Lease:
     """The replay lease of one run: ``acquire`` it, write through ``transaction``,
@@ -111,10 +119,12 @@ class Lease:
         waited: Holder | None = None
         while not self._lock.try_acquire():
             holder = self.holder()
-            if waited is None or waited.replay_id is None:  # the first that says who it is
-                if waited is None:
-                    log.warning("replay %s waits (up to %.0fs) for %s to finish",
-                                self.replay_id, wait_s, holder)  # fmt: skip
+            if waited is None:
+                log.warning("replay %s waits (up to %.0fs) for %s to finish",
+                            self.replay_id, wait_s, holder)  # fmt: skip
+            if waited is None or waited.claimer is None:
+                # The row names the live holder once it has bumped the epoch; until then
+                # it still names the last run, which has ended: look again.
                 waited = holder
             left = deadline - self._clock()
             if left <= 0:
@@ -151,6 +161,13 @@ class Lease:
         Raises:
             ReplayFencedError: a newer run holds the lease; nothing was written.
         """
+        if not self._lock.alive() and not self._lock.try_acquire():
+            # Its lock went with a cut connection and another run holds it now; the epoch
+            # check below would refuse too, once that run has bumped it.
+            raise ReplayFencedError(
+                f"replay {self.replay_id} lost the replay lock to {self.holder()}; "
+                "it changes nothing more"
+            )
         mine = (ReplayLease.name == NAME) & (ReplayLease.epoch == self.epoch)
         with self.engine.begin() as conn:
             touched = conn.execute(update(ReplayLease).where(mine).values(epoch=self.epoch))
@@ -198,6 +215,16 @@ class Lease:
     def drop_lock(self) -> None:
         """Let go of the lock but not the epoch: what a cut connection does (tests)."""
         self._lock.release()
+
+
+def live_holder(engine: Engine) -> str | None:
+    """The claimer of the run that holds the replay now, or None when no run is alive
+    (the lease row still names the last one: a killed run clears nothing)."""
+    if not lock_for(engine).held():
+        return None
+    with engine.connect() as conn:
+        holder: str | None = conn.scalar(select(ReplayLease.holder).where(ReplayLease.name == NAME))
+    return holder
 
 
 # -- the locks ----------------------------------------------------------------------------
@@ -252,6 +279,33 @@ class _AdvisoryLock:
         finally:
             conn.close()
 
+    def alive(self) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.execute(text("SELECT 1"))
+            conn.commit()
+            return True
+        except SQLAlchemyError:  # the server ended the session: the lock is gone
+            self._conn = None
+            conn.invalidate()
+            conn.close()
+            return False
+
+    def held(self) -> bool:
+        with self.engine.connect() as conn:
+            key = advisory_key(str(conn.scalar(text("SELECT current_schema()"))))
+            found = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = :hi AND objid = :lo AND objsubid = 1 AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+            )
+        return bool(found)
+
 
 def advisory_key(schema: str) -> int:
     """The advisory lock key of the replay of the store in ``schema``."""
@@ -282,6 +336,22 @@ class _FileLock:
         if fd is not None:
             os.close(fd)  # closing the file drops its lock
 
+    def alive(self) -> bool:
+        return self._fd is not None
+
+    def held(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a look: let go at once
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
 
 _PROCESS_LOCKS: dict[str, threading.Lock] = {}
 
@@ -301,3 +371,9 @@ class _ThreadLock:
         if self._held:
             self._held = False
             self._lock.release()
+
+    def alive(self) -> bool:
+        return self._held
+
+    def held(self) -> bool:
+        return self._lock.locked()

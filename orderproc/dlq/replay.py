@@ -64,7 +64,7 @@ from orderproc.kafka.clients import (
 )
 from orderproc.models import DEFAULT_MAX_REPLAYS, DEFAULT_REPLAY_WAIT_S, DlqStatus
 from orderproc.serde import OrderSerde, SchemalessSerde, serde_for, value_context
-from orderproc.store.engine import open_engine
+from orderproc.store.engine import open_engine, redacted, store_errors
 from orderproc.store.tables import DlqEvent
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,7 @@ def run_replay(
             f"{len(result.ids(PUBLISH))} rows it took; {left})"
         ) from exc
     finally:
-        store.release(lease)  # rows never committed; pending ones are the next run's
-        lease.release()
+        _let_go(store, lease)
     result.not_taken = _not_taken(store, request.selection, result.planned)
     log.info("replay %s: %s", replay_id, result.counts())
     if result.failed:
@@ -231,6 +230,18 @@ def run_replay(
             f"published (event {first[0]}: {first[1]}); they stay replayable"
         )
     return result
+
+
+def _let_go(store: DlqStore, lease: Lease) -> None:
+    """Release the run's claims (rows never committed; pending ones are the next run's),
+    then the lease, whatever happens to the first: a failure here is logged, never raised
+    over the run's own outcome, and the lease is let go in any case."""
+    try:
+        store.release(lease)
+    except Exception as exc:  # the next run frees them (release_ended); keep the real error
+        log.warning("replay %s could not release its claims: %s", lease.replay_id, exc)
+    finally:
+        lease.release()
 
 
 def _take_over(
@@ -243,12 +254,16 @@ def _take_over(
     timeout_s: float,
     crash: Crash,
 ) -> None:
-    """Fence every earlier run in Kafka, then settle the rows it left pending."""
+    """Fence every earlier run in Kafka, settle the rows they left pending, free the rows
+    they still claim."""
     fence(kafka, timeout_s)  # from here on no earlier run can commit anything
     crash("fenced")
     with closing(reader()) as consumer:
         result.recovered = resolve_pending(store, lease, consumer, result.topic, actor=actor,
                                            timeout_s=timeout_s)  # fmt: skip
+    freed = store.release_ended(lease)  # every other claimer has ended: nothing stays theirs
+    if freed:
+        log.info("replay %s freed %d rows an ended run still claimed", result.replay_id, freed)
     crash("resolved")
 
 
@@ -361,8 +376,13 @@ def replay_with_settings(
     reader: Callable[[], Consumer] | None = None,
     crash: Crash | None = None,
 ) -> ReplayResult:
-    """Replay to ``settings.orders_topic``; clients default to ones from the settings."""
-    with open_engine(database_url or settings.effective_database_url) as engine:
+    """Replay to ``settings.orders_topic``; clients default to ones from the settings.
+
+    Raises:
+        StoreError: the store cannot be reached (one line, no password).
+    """
+    url = database_url or settings.effective_database_url
+    with store_errors(f"the DLQ store at {redacted(url)} failed"), open_engine(url) as engine:
         return run_replay(
             DlqStore(engine),
             request,

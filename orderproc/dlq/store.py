@@ -32,11 +32,11 @@ from orderproc.dlq.claims import Claims
 from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
-from orderproc.dlq.lease import NAME as LEASE
+from orderproc.dlq.lease import live_holder
 from orderproc.errors import ConflictError, ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
 from orderproc.serde import OrderSchema
-from orderproc.store.tables import AuditLog, DlqEvent, ReplayLease
+from orderproc.store.tables import AuditLog, DlqEvent
 
 REVIEWABLE = (DlqStatus.NEW.value,)
 """Only records nobody has decided on yet can be approved or rejected."""
@@ -222,9 +222,9 @@ class DlqStore(Intake, Claims, Backlog):
             expected = (seen or {}).get(event_id)
             if expected is not None and event.version != expected:
                 return f"{CHANGED} {event_id}: {_changes(session, event, expected)}; reload it"
-            live = session.scalar(select(ReplayLease.holder).where(ReplayLease.name == LEASE))
         if event.status not in allowed:
             return f"event {event_id} is {event.status} (only {'/'.join(allowed)} records qualify)"
+        live = live_holder(self.engine) if event.claimed_by is not None else None
         if event.claimed_by is not None and event.claimed_by == live:
             return f"event {event_id} is being replayed right now (claimed by {event.claimed_by})"
         if event.claimed_by is not None:

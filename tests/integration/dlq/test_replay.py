@@ -302,36 +302,39 @@ def test_the_rate_limit_spaces_records_on_the_injected_clock(
     assert len(result.delivered) == 4
 
 
-def test_claims_skip_rows_a_reviewer_is_changing_right_now(
+def test_a_claim_waits_for_a_reviewers_change_in_flight_and_takes_what_still_matches(
     pg_engine: Engine, seed_dlq: Helper, make_orders: Helper
 ) -> None:
     store = DlqStore(pg_engine)
-    ids = seed_dlq(store, make_orders(6))
+    ids = seed_dlq(store, make_orders(4))
     store.approve(ids, actor="alice")
     lease = Lease(pg_engine, replay_id="b", claimer="b")
     lease.acquire(0)
     claimed: list[int] = []
 
-    with pg_engine.connect() as reviewer:
+    with pg_engine.connect() as reviewer:  # a rejection written, not yet committed
         tx = reviewer.begin()
         reviewer.execute(
-            text("SELECT id FROM dlq_events WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids[:3]}
+            text("UPDATE dlq_events SET status = 'rejected' WHERE id = :id"), {"id": ids[0]}
         )
-        # Without SKIP LOCKED this claim would wait for the reviewer's transaction.
         worker = threading.Thread(
             target=lambda: claimed.extend(
-                e.id for e in store.claim(EventFilter(status="approved"), lease=lease, limit=6)
+                e.id for e in store.claim(EventFilter(status="approved"), lease=lease, limit=4)
             )
         )
         worker.start()
-        worker.join(timeout=20)
-        finished_while_locked = not worker.is_alive()
-        tx.rollback()
-    worker.join(timeout=20)
+        waiting = text(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+        )
+        with pg_engine.connect() as look:
+            while not look.scalar(waiting):  # the claim waits for the reviewer (bounded)
+                assert worker.is_alive(), "the claim did not wait for the row lock"
+                look.rollback()
+        tx.commit()
+    worker.join(timeout=30)
     lease.release()
 
-    assert finished_while_locked
-    assert claimed == ids[3:]
+    assert claimed == ids[1:]  # not the row the reviewer rejected meanwhile, and none skipped
 
 
 class StopsAfter:
@@ -391,11 +394,14 @@ def test_a_retry_takes_over_the_claims_of_an_attempt_that_died(
     assert sorted(e.id for e in held) == ids
     attempt.drop_lock()  # the attempt's process died holding its claims: its lock went with it
 
-    second_attempt = replay(store, settings, replay_id="run-1", wait=_no_wait)
+    only_one = ReplayRequest(selection=EventFilter(status="approved", ids=(ids[0],)))
+    second_attempt = replay(store, settings, only_one, replay_id="run-1", wait=_no_wait)
 
-    assert sorted(d.event_id for d in second_attempt.delivered) == ids
-    assert end_offset(settings) == 3
+    assert [d.event_id for d in second_attempt.delivered] == ids[:1]
+    assert end_offset(settings) == 1
+    # The rows it was not asked for are free again too: nothing stays claimed by the dead.
     assert {dlq_rows(store)[i].claimed_by for i in ids} == {None}
+    store.edit(ids[1], {"price": 1.0}, actor="alice")  # a reviewer may act on them
 
 
 def _no_wait(_seconds: float) -> None:

@@ -21,16 +21,17 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from orderproc.config import Settings
 from orderproc.dlq.filters import EventFilter
-from orderproc.dlq.lease import Lease, advisory_key
+from orderproc.dlq.lease import Lease
 from orderproc.dlq.replay import ReplayRequest, ReplayResult, run_replay
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import ReplayBusyError, ReplayFencedError, ReviewError
 from orderproc.kafka.clients import replay_producer_config, replay_reader_config
 from orderproc.store.tables import ReplayLease
+from tests.support import end_lock_session
 
 pytestmark = pytest.mark.integration
 
@@ -335,16 +336,7 @@ def test_a_run_whose_database_session_the_server_ended_is_fenced_by_the_next_run
     reconcile: Callable[[list[int]], None],
 ) -> None:
     first, held = hold("run-a", "pending")
-    with engine.begin() as conn:  # an administrator (or a network cut) ends its lock session
-        key = advisory_key(str(conn.scalar(text("SELECT current_schema()"))))
-        ended = conn.scalar(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = "
-                "'advisory' AND granted AND classid = :hi AND objid = :lo AND objsubid = 1"
-            ),
-            {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
-        )
-    assert ended == 1
+    end_lock_session(engine)  # an administrator (or a network cut) ends its lock session
     second = replay("run-b")  # takes the lease at once, fences run-a, settles its pending chunk
     held.go.set()
     a = first.outcome()

@@ -5,17 +5,17 @@ naming the change in between, and never applied over the other reviewer's work."
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, update
 
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import ConflictError, ReviewError
 from orderproc.models import Order
 from orderproc.store.tables import DlqEvent
+from tests.support import wait_for_row_lock_waiter
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,9 @@ def test_two_edits_at_the_same_instant_the_later_commit_is_refused(
             target=lambda: outcome.append(_attempt(store, event, seen)), daemon=True
         )
         alice.start()  # her update waits for bob's transaction (row or database lock)
-        _wait_until_waiting(engine, alice)
+        if engine.dialect.name == "postgresql":  # SQLite shows no waiter: its busy wait
+            wait_for_row_lock_waiter(engine)  # ends when bob commits
+
         tx.commit()
     alice.join(60)
 
@@ -100,18 +102,3 @@ def _attempt(store: DlqStore, event: int, seen: int) -> Any:
         return store.edit(event, {"price": 80.0}, actor="alice", seen=seen)
     except ReviewError as exc:
         return exc
-
-
-def _wait_until_waiting(engine: Engine, worker: threading.Thread) -> None:
-    """On PostgreSQL, until the worker's update waits for a row lock (a bounded look at
-    ``pg_locks``); SQLite shows no waiter, and its busy wait ends when the writer commits."""
-    if engine.dialect.name != "postgresql":
-        return
-    deadline = time.monotonic() + 30
-    with engine.connect() as conn:
-        while not conn.scalar(
-            text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
-        ):
-            assert worker.is_alive() and time.monotonic() < deadline, "the edit never waited"
-            time.sleep(0.05)
-            conn.rollback()
