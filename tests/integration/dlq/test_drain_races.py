@@ -155,3 +155,39 @@ def test_a_drain_beside_a_running_replay_stores_new_failures_and_late_copies(
     assert copies == {"o-0": 2, "o-1": 1, "o-2": 1, "new-1": 1}
     lineage = Counter(headers_of(m)["replay.dlq.offset"] for m in read_all(settings.orders_topic))
     assert len(lineage) == 3 and set(lineage.values()) == {1}
+
+
+def test_the_replay_writes_its_delivery_reports_in_row_order_as_the_drain_does(
+    engine: Engine, seed_dlq: Helper, make_orders: Helper
+) -> None:
+    """Two writers that lock rows in one order never wait for each other in a cycle: the
+    delivery reports come back in the broker's order (here the later row first), and a
+    drain adding copies to the same rows locks them in id order; so must the replay."""
+    from sqlalchemy import Update, event
+
+    from orderproc.dlq.claims import Delivered
+    from orderproc.dlq.filters import EventFilter
+    from orderproc.dlq.lease import Lease
+
+    store = DlqStore(engine)
+    lo, hi = seed_dlq(store, make_orders(2))
+    store.approve([lo, hi], actor="alice")
+    lease = Lease(engine, replay_id="r-1", claimer="r-1#1")
+    lease.acquire(0)
+    store.claim(EventFilter(status="approved"), lease=lease, limit=2)
+    written: list[int] = []
+
+    def seen(_conn: Any, clause: Any, *_args: Any) -> None:
+        if isinstance(clause, Update) and clause.table.name == "dlq_events":
+            written.append(clause.compile().params["id_1"])  # WHERE id = :id_1
+
+    event.listen(engine, "before_execute", seen)
+    try:
+        reports = [Delivered(hi, "orders", 1, 0), Delivered(lo, "orders", 0, 0)]
+        store.mark_pending(reports, lease=lease)
+        store.mark_replayed(reports, lease=lease, actor="replay:r-1")
+    finally:
+        event.remove(engine, "before_execute", seen)
+        lease.release()
+
+    assert written == [lo, hi, lo, hi]
