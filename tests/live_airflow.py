@@ -218,6 +218,14 @@ READY_WITHIN_S = 600.0
 machine is saturated (``ORDERPROC_TEST_LOAD``, other test runs beside this one)."""
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that may start the session's Airflow gets its start within its bound (the
+    suite's 300 s per test counts a fixture's set-up too)."""
+    for item in items:
+        if "live_airflow" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(READY_WITHIN_S + 300))
+
+
 def _wait_for_dags(airflow: LiveAirflow, timeout_s: float = READY_WITHIN_S) -> None:
     """Until the DAG processor has serialized every project DAG (bounded poll)."""
     deadline = time.monotonic() + timeout_s
