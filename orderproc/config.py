@@ -4,7 +4,7 @@ Every setting has an embedded default so ``make demo`` works on a laptop with no
 configuration at all; production overrides them. Files default to a per-user data
 folder (``$XDG_DATA_HOME/orderproc``, else ``~/.local/share/orderproc``), never to
 a path next to the installed package. The local dev stack has settings of its own
-(``orderproc.devstack.settings``).
+(``devstack.settings``).
 """
 
 from __future__ import annotations

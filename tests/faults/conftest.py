@@ -431,9 +431,9 @@ def all_settled(
 def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     """A single-node Kafka broker of this test's own on free loopback ports (stop and start
     it with ``.down()``/``.up()``); always stopped by pid at the end."""
-    from orderproc.devstack.kafka import KafkaBroker
-    from orderproc.devstack.process import pid_alive, terminate
-    from orderproc.devstack.settings import DevstackSettings
+    from devstack.kafka import KafkaBroker
+    from devstack.process import pid_alive, terminate
+    from devstack.settings import DevstackSettings
 
     libs = KafkaBroker().paths.libs  # the checkout's jars; Maven fetches them on first use
     settings = DevstackSettings(
@@ -472,7 +472,7 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
 
 def pg_bin() -> Path:
     """The newest installed PostgreSQL's server binaries (Debian's layout)."""
-    from orderproc.devstack.postgres import PG_LIB, installed_version
+    from devstack.postgres import PG_LIB, installed_version
 
     version = installed_version()
     if os.geteuid() != 0 or version is None:

@@ -10,8 +10,8 @@ import pydantic
 import pytest
 from pydantic import SecretStr
 
+from devstack.settings import DevstackSettings
 from orderproc.config import RetryMode, Settings, WireFormat
-from orderproc.devstack.settings import DevstackSettings
 from orderproc.logs import LIBRDKAFKA_LOG, LibrdkafkaLog
 
 pytestmark = pytest.mark.unit

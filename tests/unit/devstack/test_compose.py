@@ -31,9 +31,9 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from typer.testing import CliRunner
 
+from devstack.settings import KAFKA_VERSION, REGISTRY_VERSION
 from orderproc.cli import app as cli
 from orderproc.config import Settings
-from orderproc.devstack.settings import KAFKA_VERSION, REGISTRY_VERSION
 
 pytestmark = pytest.mark.unit
 

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from orderproc.devstack import maven, postgres
-from orderproc.devstack.kafka import KafkaBroker, KafkaStatus
-from orderproc.devstack.kafka_config import (
+from devstack import maven, postgres
+from devstack.kafka import KafkaBroker, KafkaStatus
+from devstack.kafka_config import (
     check_ports_free,
     new_cluster_id,
     render_server_properties,
 )
-from orderproc.devstack.postgres import PostgresStatus, database_url
-from orderproc.devstack.process import port_in_use, tail
-from orderproc.devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
+from devstack.postgres import PostgresStatus, database_url
+from devstack.process import port_in_use, tail
+from devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
 
 pytestmark = pytest.mark.unit
 

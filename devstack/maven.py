@@ -16,8 +16,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from orderproc.devstack.process import require_tool
-from orderproc.devstack.settings import KAFKA_VERSION, DevstackError
+from devstack.process import require_tool
+from devstack.settings import KAFKA_VERSION, DevstackError
 
 POM = Path(__file__).with_name("pom.xml")
 MARKER = ".complete"

@@ -22,15 +22,15 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from orderproc.devstack.kafka_config import (
+from devstack.kafka_config import (
     HOST,
     KafkaPaths,
     check_ports_free,
     new_cluster_id,
     render_server_properties,
 )
-from orderproc.devstack.maven import fetch_kafka_jars, kafka_home
-from orderproc.devstack.process import (
+from devstack.maven import fetch_kafka_jars, kafka_home
+from devstack.process import (
     cmdline,
     pid_alive,
     read_pid,
@@ -39,7 +39,7 @@ from orderproc.devstack.process import (
     tail,
     terminate,
 )
-from orderproc.devstack.settings import (
+from devstack.settings import (
     KAFKA_VERSION,
     DevstackError,
     DevstackSettings,
@@ -116,7 +116,7 @@ def _answers(admin: Admin, timeout_s: float) -> bool:
 class KafkaBroker:
     """Start, stop and inspect the devstack broker described by ``settings``.
 
-    Subclasses (the secured broker, ``orderproc.devstack.kafka_secure``) keep their
+    Subclasses (the secured broker, ``devstack.kafka_secure``) keep their
     files in ``folder`` under the devstack folder and change the hooks below the
     ``_server_overrides`` line: configuration, storage format arguments, the
     client configuration of the readiness probe.

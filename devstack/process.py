@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from orderproc.devstack.settings import DevstackError
+from devstack.settings import DevstackError
 
 # Children we spawned in this interpreter, by pid. Keeping the Popen objects lets
 # ``pid_alive`` reap them (a dead child we never waited for stays a zombie, and a

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from orderproc.config import Settings
 from orderproc.errors import OrderProcError
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[1]
 """The repository checkout the dev stack runs from (it is a development tool)."""
 
 KAFKA_VERSION = "4.1.1"

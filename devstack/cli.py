@@ -1,5 +1,8 @@
-"""``orderproc dev``: the local Kafka broker (plain or secured), schema registry and PostgreSQL
-(no Docker)."""
+"""``orderproc dev`` and ``orderproc demo``: the local Kafka broker (plain or secured), schema
+registry and PostgreSQL (no Docker), and the whole job end to end on them.
+
+Not part of the shipped package: ``orderproc.cli`` adds these commands when this
+checkout's ``devstack`` is importable (``make install``)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from orderproc.devstack.kafka import KafkaBroker
-    from orderproc.devstack.kafka_secure import SecureKafkaBroker
-    from orderproc.devstack.registry import SchemaRegistry
+    from devstack.kafka import KafkaBroker
+    from devstack.kafka_secure import SecureKafkaBroker
+    from devstack.registry import SchemaRegistry
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -37,14 +40,14 @@ SecureFlag = Annotated[
 def _brokers() -> tuple[KafkaBroker, SecureKafkaBroker]:
     """The devstack's plain and secured brokers (they share the ports: one runs at a time)."""
     # Imported per command so `orderproc --help` does not load librdkafka or psycopg.
-    from orderproc.devstack.kafka import KafkaBroker
-    from orderproc.devstack.kafka_secure import SecureKafkaBroker
+    from devstack.kafka import KafkaBroker
+    from devstack.kafka_secure import SecureKafkaBroker
 
     return KafkaBroker(), SecureKafkaBroker()
 
 
 def _refuse_if_other_runs(other: KafkaBroker) -> None:
-    from orderproc.devstack.settings import DevstackError
+    from devstack.settings import DevstackError
 
     pid = other.running_pid()
     if pid is not None:
@@ -56,7 +59,7 @@ def _refuse_if_other_runs(other: KafkaBroker) -> None:
 
 
 def _registry() -> SchemaRegistry:
-    from orderproc.devstack.registry import SchemaRegistry
+    from devstack.registry import SchemaRegistry
 
     return SchemaRegistry()
 
@@ -82,7 +85,7 @@ def up(
     if registry:
         _start_registry(_registry())
     if postgres:
-        from orderproc.devstack.postgres import postgres_up
+        from devstack.postgres import postgres_up
 
         typer.echo(f"postgres running url={postgres_up()}")
 
@@ -95,7 +98,7 @@ def _start(broker: KafkaBroker) -> str:
 
 
 def _start_secured(broker: SecureKafkaBroker) -> None:
-    from orderproc.devstack.kafka_security import export_lines
+    from devstack.kafka_security import export_lines
 
     # Status on stderr, settings on stdout: the output can be eval'd as it is.
     typer.echo(f"{_start(broker)} security={broker.security}", err=True)
@@ -140,7 +143,7 @@ def down(postgres: PostgresFlag = False) -> None:
     if pid is not None:
         typer.echo(f"registry stopped pid={pid}")
     if postgres:
-        from orderproc.devstack.postgres import postgres_down
+        from devstack.postgres import postgres_down
 
         typer.echo("postgres stopped" if postgres_down() else "postgres was not running")
 
@@ -149,7 +152,7 @@ def down(postgres: PostgresFlag = False) -> None:
 def status() -> None:
     """Show whether the local broker (plain, and secured once used), the schema registry
     (once used) and PostgreSQL run."""
-    from orderproc.devstack.postgres import postgres_status
+    from devstack.postgres import postgres_status
 
     plain, secured = _brokers()
     typer.echo(plain.status().describe())
@@ -159,3 +162,45 @@ def status() -> None:
     if registry.data.is_dir():
         typer.echo(registry.status().describe())
     typer.echo(postgres_status().describe())
+
+
+def demo(
+    orders: int = typer.Option(40, min=1, help="Orders to produce."),
+    rate: float = typer.Option(20.0, min=0, help="Orders per second."),
+    keep_running: bool = typer.Option(False, help="Leave the local broker running afterwards."),
+) -> None:
+    """Run the main job end to end on the local broker and the embedded SQLite store."""
+    from devstack.demo import run_batch_cycle, run_live_stream
+    from devstack.kafka import KafkaBroker, metadata_answers
+    from devstack.settings import with_dev_data_dir
+    from orderproc.cli.common import settings_with
+    from orderproc.kafka.topics import ensure_topics
+    from orderproc.store.engine import open_engine, redacted
+    from orderproc.store.migrate import upgrade
+
+    settings = with_dev_data_dir(settings_with())
+    broker = KafkaBroker()
+    # A broker already answering at ORDERPROC_BOOTSTRAP_SERVERS is used as it is.
+    external = metadata_answers(settings.bootstrap_servers, 3.0)
+    started = False if external else broker.up().started
+    try:
+        where = settings.bootstrap_servers if external else broker.status().describe()
+        print(f"== broker: {where}")
+        ensure_topics(settings)
+        with open_engine(settings.effective_database_url) as engine:
+            upgrade(engine)
+        print(f"== store: {redacted(settings.effective_database_url)}")
+        threshold = settings.price_threshold
+        print(f"== live stream: {orders} orders at {rate}/s; price > {threshold:g} fails")
+        summary = run_live_stream(settings, orders=orders, rate=rate, echo=print)
+        print(
+            "== summary: "
+            f"processed={summary.get('processed', '?')} retried={summary.get('retried', '?')} "
+            f"dead-lettered={summary.get('dead_lettered', '?')} "
+            f"running average={summary.get('avg', '?')}"
+        )
+        run_batch_cycle(settings, echo=print)
+    finally:
+        if started and not keep_running:
+            broker.down()
+            print("== broker stopped (use --keep-running to leave it up)")
