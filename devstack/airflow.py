@@ -48,7 +48,7 @@ from devstack.settings import (
     DevstackError,
     DevstackSettings,
     get_devstack_settings,
-    with_dev_data_dir,
+    with_dev_defaults,
 )
 from orderproc.config import Settings, get_settings
 from orderproc.errors import OrderProcError
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API server port")
     args = parser.parse_args(argv)
     try:
-        return run(with_dev_data_dir(get_settings()), args.port)
+        return run(with_dev_defaults(get_settings()), args.port)
     except OrderProcError as exc:
         print(f"airflow: error: {exc}", file=sys.stderr)
         return 1

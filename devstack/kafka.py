@@ -32,6 +32,7 @@ from devstack.kafka_config import (
 from devstack.maven import fetch_kafka_jars, kafka_home
 from devstack.process import (
     cmdline,
+    kill_now,
     pid_alive,
     read_pid,
     require_tool,
@@ -132,17 +133,25 @@ class KafkaBroker:
     security = "PLAINTEXT"
 
     def __init__(
-        self, settings: DevstackSettings | None = None, *, libs_dir: Path | None = None
+        self,
+        settings: DevstackSettings | None = None,
+        *,
+        libs_dir: Path | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings or get_devstack_settings()
         devstack = self.settings.devstack_dir
         home = devstack / self.folder if self.folder else devstack
         self.paths = KafkaPaths(home, libs_dir or kafka_home(devstack) / "libs")
+        self.port, self.controller_port = ports or (
+            self.settings.kafka_port,
+            self.settings.kafka_controller_port,
+        )
 
     @property
     def bootstrap(self) -> str:
-        """The broker's own listener, ``127.0.0.1:<kafka_port>``."""
-        return f"{HOST}:{self.settings.kafka_port}"
+        """The broker's own listener, ``127.0.0.1:<port>`` (``kafka_port`` unless given)."""
+        return f"{HOST}:{self.port}"
 
     def status(self) -> KafkaStatus:
         """Whether the broker runs and answers; cleans up a stale pid file."""
@@ -171,21 +180,50 @@ class KafkaBroker:
             DevstackError: a tool is missing, a port is taken, Maven failed, or the
                 broker died or did not answer within ``kafka_start_timeout_s``.
         """
+        started = self.start(progress)
+        self.wait_ready(started is not None)
+        return KafkaUpResult(started=started is not None, status=self.status())
+
+    def start(self, progress: Callable[[str], None] | None = None) -> int | None:
+        """Spawn the broker without waiting for it (the jars, config and storage first).
+
+        Returns:
+            Its new pid, or None when it already runs.
+        """
         java = require_tool("java", _JAVA_HINT)
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
-        pid = self.running_pid()
-        if pid is not None:
-            self._wait_ready(pid, deadline, started_here=False)
-            return KafkaUpResult(started=False, status=self.status())
-        check_ports_free(self.settings.kafka_port, self.settings.kafka_controller_port)
+        if self.running_pid() is not None:
+            return None
+        check_ports_free(self.port, self.controller_port)
         fetch_kafka_jars(self.paths.libs, progress=progress)
-        # Maven may take a while on first use; the start budget is for the broker.
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
         self._write_config()
         self._format_storage(java)
-        pid = self._spawn(java)
-        self._wait_ready(pid, deadline, started_here=True)
-        return KafkaUpResult(started=True, status=self.status())
+        return self._spawn(java)
+
+    def wait_ready(self, started_here: bool = True) -> None:
+        """Wait (``kafka_start_timeout_s`` at most) until the running broker answers.
+
+        Raises:
+            DevstackError: it is not running, died, or did not answer in time (a broker
+                started here is then stopped).
+        """
+        pid = self.running_pid()
+        if pid is None:
+            raise DevstackError(self._with_log(f"kafka on {self.bootstrap} is not running"))
+        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
+        self._wait_ready(pid, deadline, started_here=started_here)
+
+    def kill(self) -> int | None:
+        """SIGKILL the broker (a crash, for drills): no controlled shutdown, data kept.
+
+        Returns:
+            The pid that was killed, or None when nothing was running.
+        """
+        pid = self.running_pid()
+        if pid is None:
+            return None
+        kill_now(pid)
+        self.paths.pid_file.unlink(missing_ok=True)
+        return pid
 
     def down(self) -> int | None:
         """Stop the broker (SIGTERM, then SIGKILL after a grace period).
@@ -225,8 +263,8 @@ class KafkaBroker:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         self._write_properties(
             render_server_properties(
-                port=self.settings.kafka_port,
-                controller_port=self.settings.kafka_controller_port,
+                port=self.port,
+                controller_port=self.controller_port,
                 data_dir=self.paths.data,
                 overrides=self._server_overrides(),
             )

@@ -123,8 +123,8 @@ class SecureKafkaBroker(KafkaBroker):
 
     def _server_overrides(self) -> dict[str, str]:
         return server_overrides(
-            port=self.settings.kafka_port,
-            controller_port=self.settings.kafka_controller_port,
+            port=self.port,
+            controller_port=self.controller_port,
             tls=self.tls,
             creds=self.credentials(),
         )

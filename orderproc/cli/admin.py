@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from orderproc.cli.common import settings_with
@@ -12,13 +14,24 @@ db_app = typer.Typer(no_args_is_help=True)
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create orders, its retry topics and orders_dlq (existing ones are left alone)."""
+    """Create orders, its retry topics and orders_dlq with ORDERPROC_REPLICATION_FACTOR
+    replicas and ORDERPROC_MIN_INSYNC_REPLICAS (existing ones are left alone); refused, in
+    one line, when fewer brokers are up than the replication factor needs."""
+    from orderproc.kafka.access import connect
+    from orderproc.kafka.replicas import replication_of
     from orderproc.kafka.topics import ensure_topics, required_topics
 
     settings = settings_with()
     created = ensure_topics(settings)
+    admin, metadata = connect(settings.kafka_config(), settings.admin_timeout_s)
+    admin.close()
+    factor = settings.replication_factor
+    print(f"# replication factor {factor}, min.insync.replicas {settings.min_insync_replicas}",
+          file=sys.stderr)  # fmt: skip
     for name in required_topics(settings):
-        print(f"{name}: {'created' if name in created else 'exists'}")
+        have = replication_of(metadata, name)
+        note = "" if have >= factor else f" (x{have}: existing topics keep their replication)"
+        print(f"{name}: {'created' if name in created else 'exists'}{note}")
 
 
 @db_app.command("upgrade")
