@@ -97,6 +97,10 @@ class ClusterNode(KafkaBroker):
             "share.coordinator.state.topic.min.isr": isr,
             "default.replication.factor": factor,
             "min.insync.replicas": isr,
+            # 10 partitions each, not 50: every restart of a node re-elects and re-syncs
+            # them all, and a laptop cluster needs no more group or transaction coordinators.
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.num.partitions": "10",
         }
 
     def _cluster_id(self) -> str:
@@ -158,7 +162,8 @@ class KafkaCluster:
             folder, else 3). A different number than the existing cluster's is an error.
         ports: (broker, controller) port per node; default derived from the settings
             (``node_ports``). Tests pass free ports.
-        libs_dir: Where the jars live (see ``KafkaBroker``).
+        libs_dir: Where the jars live (see ``KafkaBroker``); default: where the cluster was
+            made with, else ``<devstack_dir>/kafka-<version>/libs``.
     """
 
     def __init__(
@@ -171,8 +176,8 @@ class KafkaCluster:
     ) -> None:
         self.settings = settings or get_devstack_settings()
         self.home = self.settings.devstack_dir / CLUSTER_FOLDER
-        self.libs = libs_dir or kafka_home(self.settings.devstack_dir) / "libs"
-        stored = self._stored_ports()
+        stored, stored_libs = self._stored_layout()
+        self.libs = libs_dir or stored_libs or kafka_home(self.settings.devstack_dir) / "libs"
         if nodes is None or (stored and nodes == len(stored)):
             ports = ports or stored
         self.ports = ports or node_ports(self.settings, nodes or 3)
@@ -227,20 +232,21 @@ class KafkaCluster:
         other; returns the ids of the nodes started here (empty: all were running)."""
         fetch_kafka_jars(self.libs, progress=progress)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.layout_file.write_text(json.dumps({"nodes": self.ports}) + "\n")
-        started = [n.node_id for n in self.nodes if n.start(progress) is not None]
+        layout = {"nodes": self.ports, "libs": str(self.libs)}
+        self.layout_file.write_text(json.dumps(layout) + "\n")
+        spawned = {n.node_id: n.start(progress) for n in self.nodes}
         # A node answers only once a majority of voters runs: start all, then wait.
         for node in self.nodes:
-            node.wait_ready(node.node_id in started)
+            node.wait_ready(spawned[node.node_id])
         self.wait_all_registered()
-        return started
+        return [node_id for node_id, pid in spawned.items() if pid is not None]
 
     def start_node(self, node_id: int) -> bool:
         """Start one node and wait until it answers; False when it was already running."""
         node = self.node(node_id)
-        started = node.start() is not None
-        node.wait_ready(started)
-        return started
+        spawned = node.start()
+        node.wait_ready(spawned)
+        return spawned is not None
 
     def down(self) -> list[int]:
         """Stop every node (controlled shutdown, last node first); returns the pids stopped."""
@@ -290,12 +296,13 @@ class KafkaCluster:
         metadata = self._metadata()
         return set() if metadata is None else set(metadata.brokers)
 
-    def _stored_ports(self) -> list[tuple[int, int]] | None:
+    def _stored_layout(self) -> tuple[list[tuple[int, int]] | None, Path | None]:
         try:
             doc = json.loads(self.layout_file.read_text())
-            return [(int(b), int(c)) for b, c in doc["nodes"]]
+            ports = [(int(b), int(c)) for b, c in doc["nodes"]]
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return None, None
+        return ports, Path(doc["libs"]) if isinstance(doc.get("libs"), str) else None
 
 
 def _ports_text(ports: list[tuple[int, int]]) -> str:

@@ -181,7 +181,7 @@ class KafkaBroker:
                 broker died or did not answer within ``kafka_start_timeout_s``.
         """
         started = self.start(progress)
-        self.wait_ready(started is not None)
+        self.wait_ready(started)
         return KafkaUpResult(started=started is not None, status=self.status())
 
     def start(self, progress: Callable[[str], None] | None = None) -> int | None:
@@ -199,18 +199,20 @@ class KafkaBroker:
         self._format_storage(java)
         return self._spawn(java)
 
-    def wait_ready(self, started_here: bool = True) -> None:
-        """Wait (``kafka_start_timeout_s`` at most) until the running broker answers.
+    def wait_ready(self, spawned: int | None = None) -> None:
+        """Wait (``kafka_start_timeout_s`` at most) until the broker answers: the one
+        ``start`` just ``spawned`` (stopped again if it does not answer), else the running one.
 
         Raises:
-            DevstackError: it is not running, died, or did not answer in time (a broker
-                started here is then stopped).
+            DevstackError: it is not running, died, or did not answer in time.
         """
-        pid = self.running_pid()
+        # The pid just spawned is ours: its /proc entry may still be mid-exec (an empty
+        # command line), so it is not checked the way a pid file found on disk is.
+        pid = spawned if spawned is not None else self.running_pid()
         if pid is None:
             raise DevstackError(self._with_log(f"kafka on {self.bootstrap} is not running"))
         deadline = time.monotonic() + self.settings.kafka_start_timeout_s
-        self._wait_ready(pid, deadline, started_here=started_here)
+        self._wait_ready(pid, deadline, started_here=spawned is not None)
 
     def kill(self) -> int | None:
         """SIGKILL the broker (a crash, for drills): no controlled shutdown, data kept.
@@ -251,8 +253,8 @@ class KafkaBroker:
         # A pid file can outlive its process and the pid be reused: never signal a
         # process unless it is a broker started with this devstack's config.
         argv = cmdline(pid)
-        if argv is None:
-            return True  # no /proc to ask; kill(pid, 0) already said it exists
+        if not argv:
+            return True  # no /proc to ask (or mid-exec); kill(pid, 0) already said it exists
         return "kafka.Kafka" in argv and str(self.paths.properties) in argv
 
     def _classpath(self) -> str:

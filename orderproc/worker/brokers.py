@@ -26,6 +26,19 @@ rolling restart stays quiet; a crashed broker takes its session timeout (9 s) to
 noticed by the controller, and the wait it causes is worth a line."""
 
 
+_ANSWERS = frozenset(
+    {
+        KafkaError._NO_OFFSET,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+"""Commit errors that come from a coordinator that answers: the group's business, handled by
+the rebalance (offsets of revoked partitions are the next owner's), not a broker to wait for."""
+
+
 class BrokerWait:
     """Tracks unacknowledged records and failing commits; logs the wait and its end once."""
 
@@ -45,9 +58,9 @@ class BrokerWait:
         return self._since is not None
 
     def committed(self, err: KafkaError | None, _partitions: object = None) -> None:
-        """An offset commit's outcome (the consumer's ``on_commit``; nothing to commit is
-        no failure)."""
-        if err is None or err.code() == KafkaError._NO_OFFSET:
+        """An offset commit's outcome (the consumer's ``on_commit``). Nothing to commit, or a
+        refusal that only says the group moved on (a rebalance), is an answer."""
+        if err is None or err.code() in _ANSWERS:
             self._commits_failing_since = None
             return
         self._commit_error = err.str()

@@ -69,6 +69,9 @@ def test_failing_commits_are_told_and_a_commit_or_nothing_to_commit_ends_the_wai
     wait.check(0, None)
     assert wait.waiting
     wait.check(0, None)  # still failing: no second line
+    wait.committed(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))  # the group moved on: answered
+    wait.check(0, None)
+    wait.committed(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE))
     wait.committed(KafkaError(KafkaError._NO_OFFSET))  # nothing left to commit: answered
     wait.check(0, None)
 
