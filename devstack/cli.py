@@ -58,17 +58,26 @@ def _brokers() -> tuple[KafkaBroker, SecureKafkaBroker]:
     return KafkaBroker(), SecureKafkaBroker()
 
 
-def _cluster(nodes: int | None = None) -> KafkaCluster:
+def _cluster() -> KafkaCluster | None:
+    """The cluster made in this devstack, if any."""
+    from devstack.cluster import KafkaCluster
+
+    return KafkaCluster.made()
+
+
+def _new_cluster(nodes: int) -> KafkaCluster:
     from devstack.cluster import KafkaCluster
 
     return KafkaCluster(nodes=nodes)
 
 
-def _refuse_if_running(*others: KafkaBroker | KafkaCluster) -> None:
+def _refuse_if_running(*others: KafkaBroker | KafkaCluster | None) -> None:
     from devstack.cluster import KafkaCluster
     from devstack.settings import DevstackError
 
     for other in others:
+        if other is None:
+            continue
         if isinstance(other, KafkaCluster):
             if pids := other.running_pids():
                 raise DevstackError(
@@ -111,7 +120,7 @@ def up(
         if secure:
             raise DevstackError("--secure runs one broker: leave out --brokers, or --secure")
         _refuse_if_running(plain, secured)
-        _start_cluster(_cluster(brokers))
+        _start_cluster(_new_cluster(brokers))
     elif secure:
         _refuse_if_running(plain, _cluster())
         _start_secured(secured)
@@ -204,7 +213,7 @@ def down(postgres: PostgresFlag = False) -> None:
             secured = "" if broker.security == "PLAINTEXT" else f" security={broker.security}"
             typer.echo(f"kafka stopped pid={pid}{secured}")
     cluster = _cluster()
-    if cluster.exists and (pids := cluster.down()):
+    if cluster is not None and (pids := cluster.down()):
         stopped = True
         typer.echo(f"kafka cluster stopped pids={','.join(map(str, pids))}")
     if not stopped:
@@ -228,12 +237,12 @@ def status() -> None:
 
     plain, secured = _brokers()
     cluster = _cluster()
-    clustered = cluster.exists and bool(cluster.running_pids())
+    clustered = cluster is not None and bool(cluster.running_pids())
     if not clustered or plain.running_pid() is not None:  # they share ports: one runs
         typer.echo(plain.status().describe())
     if secured.paths.devstack_dir.is_dir():
         typer.echo(secured.status().describe())
-    if cluster.exists:
+    if cluster is not None:
         for line in cluster.status().describe():
             typer.echo(line)
     registry = _registry()
@@ -270,7 +279,7 @@ def _existing_cluster() -> KafkaCluster:
     from devstack.settings import DevstackError
 
     cluster = _cluster()
-    if not cluster.exists:
+    if cluster is None:
         raise DevstackError("no cluster in this devstack: start one with `orderproc dev up "
                             "--brokers 3`")  # fmt: skip
     return cluster

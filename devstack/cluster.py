@@ -36,6 +36,7 @@ from devstack.settings import DevstackError, DevstackSettings, get_devstack_sett
 from orderproc.kafka.replicas import UnderReplicated, under_replicated
 
 CLUSTER_FOLDER = "kafka-cluster"
+LAYOUT = "cluster.json"
 MAX_NODES = 5
 """Every node is a voter; five voters ride out two losses, more only slow the quorum."""
 
@@ -195,14 +196,17 @@ class KafkaCluster:
             for i, p in enumerate(self.ports, 1)
         ]  # fmt: skip
 
-    @property
-    def layout_file(self) -> Path:
-        return self.home / "cluster.json"
+    @classmethod
+    def made(cls, settings: DevstackSettings | None = None) -> KafkaCluster | None:
+        """The cluster made in the dev stack folder, or None (no ports are checked then)."""
+        settings = settings or get_devstack_settings()
+        if not (settings.devstack_dir / CLUSTER_FOLDER / LAYOUT).is_file():
+            return None
+        return cls(settings)
 
     @property
-    def exists(self) -> bool:
-        """True once a cluster was made in this dev stack folder."""
-        return self.layout_file.is_file()
+    def layout_file(self) -> Path:
+        return self.home / LAYOUT
 
     @property
     def bootstrap(self) -> str:

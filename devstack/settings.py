@@ -66,8 +66,8 @@ def dev_bootstrap() -> str:
     """Bootstrap servers of this dev stack's running cluster, else of its single broker."""
     from devstack.cluster import KafkaCluster
 
-    cluster = KafkaCluster()
-    if cluster.exists and cluster.running_pids():
+    cluster = KafkaCluster.made()
+    if cluster is not None and cluster.running_pids():
         return cluster.bootstrap
     return get_devstack_settings().bootstrap
 

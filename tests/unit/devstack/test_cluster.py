@@ -83,11 +83,16 @@ def test_every_node_is_formatted_with_one_cluster_id(tmp_path: Path) -> None:
 
 
 def test_a_cluster_keeps_the_ports_it_was_made_with(tmp_path: Path) -> None:
+    # Before one is made, none is found, and the single broker's ports are not its business.
+    odd = DevstackSettings(devstack_dir=tmp_path, kafka_port=9092, kafka_controller_port=9094)
+    assert KafkaCluster.made(odd) is None
     made = _cluster(tmp_path, nodes=3, ports=[(1, 2), (3, 4), (5, 6)])
     made.home.mkdir(parents=True)
     made.layout_file.write_text(json.dumps({"nodes": made.ports}))
 
     assert _cluster(tmp_path).ports == [(1, 2), (3, 4), (5, 6)]  # found again, any settings
+    found = KafkaCluster.made(odd)
+    assert found is not None and found.bootstrap == "127.0.0.1:1,127.0.0.1:3,127.0.0.1:5"
     assert _cluster(tmp_path, nodes=3).bootstrap == "127.0.0.1:1,127.0.0.1:3,127.0.0.1:5"
     with pytest.raises(DevstackError, match=r"was made with 3 nodes.*remove that folder"):
         _cluster(tmp_path, nodes=5)
