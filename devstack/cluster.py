@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from devstack.kafka import KafkaBroker, KafkaStatus, _admin
-from devstack.kafka_config import HOST
+from devstack.kafka_config import HOST, new_cluster_id
 from devstack.maven import fetch_kafka_jars, kafka_home
 from devstack.settings import DevstackError, DevstackSettings, get_devstack_settings
 from orderproc.kafka.replicas import UnderReplicated, under_replicated
@@ -108,7 +108,7 @@ class ClusterNode(KafkaBroker):
         # One id for every node: the cluster's file, one folder up.
         path = self.paths.devstack_dir.parent / "cluster-id"
         if not path.is_file():
-            path.write_text(super()._cluster_id() + "\n")
+            path.write_text(new_cluster_id() + "\n")
         return path.read_text().strip()
 
     def quorum_view(self) -> tuple[int, int] | None:

@@ -226,16 +226,25 @@ read_topic = read_committed  # on any broker: the scenarios' own ones too
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
-    """The sum of ``topic``'s high watermarks: how many records it ever got."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "faults-peek", "log_level": 3})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
+    """The sum of ``topic``'s high watermarks: how many records it ever got. Asked again
+    (a few times) while a cluster's leaders move: a stale leader answers "not leader"."""
+    for attempt in range(10):
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "faults-peek", "log_level": 3}
         )
-    finally:
-        consumer.close()
+        try:
+            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in partitions
+            )
+        except KafkaException:
+            if attempt == 9:
+                raise
+            time.sleep(1.0)
+        finally:
+            consumer.close()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -432,7 +441,6 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     """A single-node Kafka broker of this test's own on free loopback ports (stop and start
     it with ``.down()``/``.up()``); always stopped by pid at the end."""
     from devstack.kafka import KafkaBroker
-    from devstack.process import pid_alive, terminate
     from devstack.settings import DevstackSettings
 
     libs = KafkaBroker().paths.libs  # the checkout's jars; Maven fetches them on first use
@@ -444,27 +452,40 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     )
     settings.devstack_dir.mkdir()
     broker = KafkaBroker(settings, libs_dir=libs)
-    pids: list[int] = []
-    original_up = broker.up
-
-    def up(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original_up(*args, **kwargs)
-        finally:
-            pid = broker.running_pid()
-            if pid is not None:
-                pids.append(pid)
-
-    broker.up = up  # type: ignore[method-assign]  # remember every pid it ever had
+    pids = remember_pids([broker])
     try:
         broker.up()
         yield broker
     finally:
         broker.down()
-        for pid in pids:
-            if pid_alive(pid):
-                terminate(pid, 30)
+        stop_all(pids)
         shutil.rmtree(settings.devstack_dir / "kafka-data", ignore_errors=True)
+
+
+def remember_pids(brokers: Sequence[Any]) -> set[int]:
+    """Every pid the brokers' ``start`` ever spawns (their ``up`` calls it), so a finalizer
+    stops by pid whatever a test left running (``stop_all``)."""
+    pids: set[int] = set()
+    for broker in brokers:
+        original = broker.start
+
+        def start(*args: Any, _original: Any = original, **kwargs: Any) -> int | None:
+            pid: int | None = _original(*args, **kwargs)
+            if pid is not None:
+                pids.add(pid)
+            return pid
+
+        broker.start = start
+    return pids
+
+
+def stop_all(pids: set[int]) -> None:
+    """Stop (by pid) every remembered broker still alive."""
+    from devstack.process import pid_alive, terminate
+
+    for pid in pids:
+        if pid_alive(pid):
+            terminate(pid, 30)
 
 
 # -- a replicated cluster of our own ----------------------------------------------------------
@@ -478,7 +499,6 @@ def dedicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
     ``.node(i).down()``, ``.start_node(i)``; every pid any node ever had is stopped at the end."""
     from devstack.cluster import KafkaCluster
     from devstack.kafka import KafkaBroker
-    from devstack.process import pid_alive, terminate
     from devstack.settings import DevstackSettings
 
     ports = free_ports(6)
@@ -487,25 +507,13 @@ def dedicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
     )
     cluster = KafkaCluster(settings, nodes=3, ports=list(zip(ports[::2], ports[1::2], strict=True)),
                            libs_dir=KafkaBroker().paths.libs)  # fmt: skip
-    pids: set[int] = set()
-    for node in cluster.nodes:
-        original = node.start
-
-        def start(*args: Any, _original: Any = original, **kwargs: Any) -> int | None:
-            pid: int | None = _original(*args, **kwargs)
-            if pid is not None:
-                pids.add(pid)
-            return pid
-
-        node.start = start  # type: ignore[method-assign]  # remember every pid it ever had
+    pids = remember_pids(cluster.nodes)
     try:
         cluster.up()
         yield cluster
     finally:
         cluster.down()
-        for pid in pids:
-            if pid_alive(pid):
-                terminate(pid, 30)
+        stop_all(pids)
         shutil.rmtree(settings.devstack_dir, ignore_errors=True)
 
 
