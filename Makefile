@@ -32,12 +32,12 @@ format: install
 
 bench: install  ## throughput ratios against raw confluent-kafka + fastavro baselines
 	@$(ORDERPROC) dev up --registry >/dev/null
-	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
+	@$(BIN)/python -m devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.run
 
 bench-visibility: install  ## how soon good orders become visible at 1,000 orders/s, 10 % and 36 % failing
 	@$(ORDERPROC) dev up
-	@$(BIN)/python -m orderproc.devstack.postgres up >/dev/null
+	@$(BIN)/python -m devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.visibility
 
 airflow: install  ## a local Airflow on 127.0.0.1 with the project's DAGs, plugins and connections

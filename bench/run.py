@@ -35,10 +35,10 @@ from bench import baselines, stats
 from bench.stats import Sample
 from bench.subjects import NullRepository, check_full_run, run_consumer
 from bench.workload import BATCH_SIZE, BenchError, Dataset, Workload
+from devstack.postgres import database_url as devstack_database_url
+from devstack.registry import SchemaRegistry
+from devstack.settings import KAFKA_VERSION
 from orderproc.config import get_settings
-from orderproc.devstack.postgres import database_url as devstack_database_url
-from orderproc.devstack.registry import SchemaRegistry
-from orderproc.devstack.settings import KAFKA_VERSION
 from orderproc.errors import OrderProcError
 from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine

@@ -41,8 +41,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from tabulate import tabulate
 
+from devstack.postgres import database_url as devstack_database_url
 from orderproc.config import RetryMode, Settings, get_settings
-from orderproc.devstack.postgres import database_url as devstack_database_url
 from orderproc.errors import OrderProcError
 from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics

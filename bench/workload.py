@@ -217,7 +217,7 @@ class Workload:
             raise BenchError(
                 f"cannot use PostgreSQL at {make_url(self.server_url).render_as_string()}: "
                 f"{exc.__class__.__name__}; start it with: "
-                ".venv/bin/python -m orderproc.devstack.postgres up"
+                ".venv/bin/python -m devstack.postgres up"
             ) from exc
         finally:
             root.dispose()

@@ -4,7 +4,7 @@ Every setting has an embedded default so ``make demo`` works on a laptop with no
 configuration at all; production overrides them. Files default to a per-user data
 folder (``$XDG_DATA_HOME/orderproc``, else ``~/.local/share/orderproc``), never to
 a path next to the installed package. The local dev stack has settings of its own
-(``orderproc.devstack.settings``).
+(``devstack.settings``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderproc.logs import LIBRDKAFKA_LOG
-
-
-def _dev_kafka_port() -> str:
-    port = os.environ.get("ORDERPROC_KAFKA_PORT", "").strip()
-    return port if port.isdigit() else "9092"
 
 
 def default_data_dir() -> Path:
@@ -74,9 +69,10 @@ class Settings(BaseSettings):
         env_prefix="ORDERPROC_", frozen=True, extra="ignore", allow_inf_nan=False
     )
 
-    # Kafka connection. The default is the local dev broker, on ORDERPROC_KAFKA_PORT if that
-    # moved it, so `orderproc dev up` and every other command talk to the same broker.
-    bootstrap_servers: str = Field(default_factory=lambda: f"127.0.0.1:{_dev_kafka_port()}")
+    # Kafka connection. The default is Kafka's own port on this host; a dev stack on other
+    # ports (`orderproc dev up` with ORDERPROC_KAFKA_PORT, or --brokers 3) prints the
+    # `export ORDERPROC_BOOTSTRAP_SERVERS=...` line that points clients at it.
+    bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -93,7 +89,13 @@ class Settings(BaseSettings):
     consumer_group: str = "order-group"
     dlq_group: str = "dlq-group"
     topic_partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    # Copies of each partition, and how many of them must hold a record before the broker
+    # acknowledges it (the producers use acks=all). The defaults fit one broker; a cluster
+    # of three runs 3 and 2: one broker may be lost without stopping writes or losing an
+    # acknowledged record (README, "Scaling out"). Both apply to topics `orderproc topics
+    # create` makes; existing topics keep theirs.
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    min_insync_replicas: int = Field(default=1, ge=1, le=32)
 
     # Schema registry (Confluent-compatible API, e.g. http://host:8081 or Apicurio's
     # http://host:8080/apis/ccompat/v7). The wire format defaults to `registry` when a URL
@@ -176,6 +178,17 @@ class Settings(BaseSettings):
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("bootstrap_servers must not be empty")
+        return value
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _isr_fits(cls, value: int, info: ValidationInfo) -> int:
+        factor = info.data.get("replication_factor")
+        if factor is not None and value > factor:
+            raise ValueError(
+                f"must not exceed ORDERPROC_REPLICATION_FACTOR ({factor}): no write could "
+                "ever be acknowledged"
+            )
         return value
 
     @field_validator("wire_format")

@@ -32,7 +32,7 @@ load_pids=()
 cleanup() {
     if [ ${#load_pids[@]} -gt 0 ]; then kill "${load_pids[@]}" 2>/dev/null || true; fi
     if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
-    if [ "$started_postgres" = 1 ]; then $BIN/python -m orderproc.devstack.postgres down || true; fi
+    if [ "$started_postgres" = 1 ]; then $BIN/python -m devstack.postgres down || true; fi
 }
 trap cleanup EXIT
 
@@ -45,7 +45,7 @@ if [ -z "${ORDERPROC_TEST_BOOTSTRAP:-}" ]; then
 fi
 if [ -z "${ORDERPROC_TEST_DATABASE_URL:-}" ]; then
     if ! grep -q "^postgres .* running" <<<"$status"; then started_postgres=1; fi
-    ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m orderproc.devstack.postgres up)"
+    ORDERPROC_TEST_DATABASE_URL="$($BIN/python -m devstack.postgres up)"
     export ORDERPROC_TEST_DATABASE_URL
 fi
 

@@ -137,7 +137,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if given:
         yield given
         return
-    from orderproc.devstack.kafka import KafkaBroker
+    from devstack.kafka import KafkaBroker
 
     broker = KafkaBroker()
     result = broker.up()
@@ -264,7 +264,7 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    from orderproc.devstack.registry import SchemaRegistry
+    from devstack.registry import SchemaRegistry
 
     registry = SchemaRegistry(home=tmp_path_factory.mktemp("registry"), port=free_port())
     registry.up()
@@ -302,7 +302,7 @@ def postgres_server_url() -> str:
     given = os.environ.get("ORDERPROC_TEST_DATABASE_URL")
     if given:
         return normalize_url(given)
-    from orderproc.devstack.postgres import postgres_up
+    from devstack.postgres import postgres_up
 
     return postgres_up()
 

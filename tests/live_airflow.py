@@ -1,6 +1,6 @@
 """One real local Airflow per test session, for the tests that go through Airflow itself.
 
-``live_airflow`` starts ``orderproc.devstack.airflow.LocalAirflow`` (API server, scheduler,
+``live_airflow`` starts ``devstack.airflow.LocalAirflow`` (API server, scheduler,
 DAG processor, triggerer; loopback only, a free port, ``AIRFLOW_HOME`` in a tmp folder)
 with the project's DAGs and plugins, users ``admin``/``op``/``viewer`` whose passwords the
 session wrote beforehand, the DLQ store on a PostgreSQL schema of its own (then, in a
@@ -32,9 +32,9 @@ import httpx
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from devstack.airflow import LocalAirflow
+from devstack.settings import DevstackSettings
 from orderproc.config import RetryMode, Settings
-from orderproc.devstack.airflow import LocalAirflow
-from orderproc.devstack.settings import DevstackSettings
 from orderproc.kafka.clients import Admin
 from tests.support import free_ports, migrated_schema
 

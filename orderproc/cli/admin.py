@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from orderproc.cli.common import settings_with
@@ -12,13 +14,24 @@ db_app = typer.Typer(no_args_is_help=True)
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create orders, its retry topics and orders_dlq (existing ones are left alone)."""
+    """Create orders, its retry topics and orders_dlq with ORDERPROC_REPLICATION_FACTOR
+    replicas and ORDERPROC_MIN_INSYNC_REPLICAS (existing ones are left alone); refused, in
+    one line, when fewer brokers are up than the replication factor needs."""
+    from orderproc.kafka.access import connect
+    from orderproc.kafka.replicas import replication_of
     from orderproc.kafka.topics import ensure_topics, required_topics
 
     settings = settings_with()
     created = ensure_topics(settings)
+    admin, metadata = connect(settings.kafka_config(), settings.admin_timeout_s)
+    admin.close()
+    factor = settings.replication_factor
+    print(f"# replication factor {factor}, min.insync.replicas {settings.min_insync_replicas}",
+          file=sys.stderr)  # fmt: skip
     for name in required_topics(settings):
-        print(f"{name}: {'created' if name in created else 'exists'}")
+        have = replication_of(metadata, name)
+        note = "" if have >= factor else f" (x{have}: existing topics keep their replication)"
+        print(f"{name}: {'created' if name in created else 'exists'}{note}")
 
 
 @db_app.command("upgrade")
@@ -31,44 +44,3 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     with open_engine(url) as engine:
         upgrade(engine, revision)
         print(f"database at revision {current(engine)}: {redacted(url)}")
-
-
-def demo(
-    orders: int = typer.Option(40, min=1, help="Orders to produce."),
-    rate: float = typer.Option(20.0, min=0, help="Orders per second."),
-    keep_running: bool = typer.Option(False, help="Leave the local broker running afterwards."),
-) -> None:
-    """Run the main job end to end on the local broker and the embedded SQLite store."""
-    from orderproc.devstack.demo import run_batch_cycle, run_live_stream
-    from orderproc.devstack.kafka import KafkaBroker, metadata_answers
-    from orderproc.devstack.settings import with_dev_data_dir
-    from orderproc.kafka.topics import ensure_topics
-    from orderproc.store.engine import open_engine, redacted
-    from orderproc.store.migrate import upgrade
-
-    settings = with_dev_data_dir(settings_with())
-    broker = KafkaBroker()
-    # A broker already answering at ORDERPROC_BOOTSTRAP_SERVERS is used as it is.
-    external = metadata_answers(settings.bootstrap_servers, 3.0)
-    started = False if external else broker.up().started
-    try:
-        where = settings.bootstrap_servers if external else broker.status().describe()
-        print(f"== broker: {where}")
-        ensure_topics(settings)
-        with open_engine(settings.effective_database_url) as engine:
-            upgrade(engine)
-        print(f"== store: {redacted(settings.effective_database_url)}")
-        threshold = settings.price_threshold
-        print(f"== live stream: {orders} orders at {rate}/s; price > {threshold:g} fails")
-        summary = run_live_stream(settings, orders=orders, rate=rate, echo=print)
-        print(
-            "== summary: "
-            f"processed={summary.get('processed', '?')} retried={summary.get('retried', '?')} "
-            f"dead-lettered={summary.get('dead_lettered', '?')} "
-            f"running average={summary.get('avg', '?')}"
-        )
-        run_batch_cycle(settings, echo=print)
-    finally:
-        if started and not keep_running:
-            broker.down()
-            print("== broker stopped (use --keep-running to leave it up)")

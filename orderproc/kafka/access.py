@@ -13,6 +13,11 @@ Jobs that read or write orders on the registry wire format check the schema regi
 the same way (``check_registry``): it answers, accepts the credentials and certificate,
 and lets us read the subject; a producer's subject must exist (unless it may register).
 
+A partition of the job's topics that lacks in-sync replicas (a broker of the cluster
+down or catching up) is not a refusal: the job starts, and the check names those
+partitions in one warning (writes to them wait while fewer than
+``min.insync.replicas`` replicas are in sync).
+
 Messages name the cause first (``wrong credentials: ...``, ``untrusted broker
 certificate: ...``, ``not authorized: ...``) and never contain a password: they
 are built from the bootstrap servers, the user name and librdkafka's error text.
@@ -35,6 +40,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
 from orderproc.config import Settings, WireFormat
 from orderproc.errors import BrokerError, RegistryError
 from orderproc.kafka.clients import ACCESS_ERRORS, Admin, drain_group, refuses_access
+from orderproc.kafka.replicas import under_replicated
 from orderproc.serde import RegistrySerde
 from orderproc.serde.registry import SUBJECT_NOT_FOUND
 
@@ -204,13 +210,19 @@ def check_access(conf: Mapping[str, Any], access: Access, timeout_s: float) -> N
         BrokerError: what is refused or unreachable, e.g. ``not authorized: user
             'reader' may not write to topic orders_dlq``.
     """
-    admin, _ = connect(conf, timeout_s)
+    admin, metadata = connect(conf, timeout_s)
     with admin:
         missing = _missing_topic_ops(admin, access, timeout_s) + _missing_groups(
             admin, access.groups, timeout_s
         )
     if missing:
         raise BrokerError(f"not authorized: {who(conf)} may not {'; '.join(missing)}")
+    if lagging := under_replicated(metadata, [*access.read, *access.write]):
+        log.warning(
+            "under-replicated partitions (a broker is down or catching up; writes wait while "
+            "fewer than min.insync.replicas are in sync): %s",
+            "; ".join(map(str, lagging)),
+        )
 
 
 def check_settings(settings: Settings, access: Access) -> None:

@@ -1,4 +1,5 @@
-"""Topic administration: create the topics the workers need, idempotently."""
+"""Topic administration: create the topics the workers need, idempotently, with the
+replication the settings ask for."""
 
 from __future__ import annotations
 
@@ -53,28 +54,39 @@ def ensure_topics(
     partitions: int | None = None,
     timeout_s: float | None = None,
 ) -> list[str]:
-    """Create missing topics; return the names that were created."""
-    wanted = required_topics(settings) if topics is None else topics
-    if not isinstance(wanted, dict):
-        wanted = {name: {} for name in wanted}
+    """Create missing topics; return the names that were created.
+
+    New topics get ``settings.replication_factor`` replicas and its
+    ``min.insync.replicas`` (existing ones keep theirs).
+
+    Raises:
+        BrokerError: Kafka refused us, or fewer brokers answer than the replication factor
+            needs (one line, before anything is created).
+    """
+    given = required_topics(settings) if topics is None else topics
+    wanted: dict[str, dict[str, str]] = (
+        given if isinstance(given, dict) else {name: {} for name in given}
+    )
     timeout_s = timeout_s or settings.admin_timeout_s
     conf = settings.kafka_config()
     # Fails in one line, within a second, on wrong credentials or an untrusted certificate.
     admin, metadata = connect(conf, timeout_s)
     with admin:
         existing = set(metadata.topics)  # only those this principal may describe
+        isr = {"min.insync.replicas": str(settings.min_insync_replicas)}
         new = [
             NewTopic(
                 name,
                 num_partitions=partitions or settings.topic_partitions,
                 replication_factor=settings.replication_factor,
-                config=config,
+                config={**isr, **config},
             )
             for name, config in wanted.items()
             if name not in existing
         ]
         if not new:
             return []
+        _check_room(settings, len(metadata.brokers))
         created = []
         for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
             try:
@@ -91,3 +103,13 @@ def ensure_topics(
                     raise BrokerError(f"cannot create topic {name}: {err.str()}") from exc
         log.info("created topics %s", ", ".join(created))
         return created
+
+
+def _check_room(settings: Settings, brokers: int) -> None:
+    factor = settings.replication_factor
+    if factor > brokers:
+        raise BrokerError(
+            f"cannot create topics with replication factor {factor}: the cluster at "
+            f"{settings.bootstrap_servers} has {brokers} broker{'s' if brokers != 1 else ''} up "
+            f"(set ORDERPROC_REPLICATION_FACTOR to at most {brokers}, or start the others)"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 
@@ -19,6 +20,7 @@ from orderproc.errors import BrokerError
 from orderproc.kafka.access import connect
 from orderproc.kafka.clients import Admin, drain_group
 from orderproc.kafka.groups import GroupView, group_view, kafka_reason, offset_range
+from orderproc.kafka.replicas import UnderReplicated, replication_of, under_replicated
 from orderproc.kafka.topics import required_topics
 from orderproc.kafka.version import broker_version
 from orderproc.status.model import Broker, Dlq, Finding, Group, PartitionLag, Status, Topic
@@ -108,8 +110,8 @@ def _broker(settings: Settings, admin: Admin, broker: Broker, timeout_s: float) 
         broker.version = f"unknown ({exc})"
 
 
-def _topics(settings: Settings, metadata: object, status: Status) -> dict[str, list[int]]:
-    known = getattr(metadata, "topics", {})
+def _topics(settings: Settings, metadata: Any, status: Status) -> dict[str, list[int]]:
+    known = metadata.topics
     out = {}
     for name in required_topics(settings):
         info = known.get(name)
@@ -120,10 +122,22 @@ def _topics(settings: Settings, metadata: object, status: Status) -> dict[str, l
             )
             continue
         parts = sorted(info.partitions)
-        replicas = len(info.partitions[parts[0]].replicas) if parts else 0
-        status.topics.append(Topic(name, True, len(parts), replicas))
+        lagging = under_replicated(metadata, [name])
+        status.topics.append(
+            Topic(name, True, len(parts), replication_of(metadata, name), len(lagging))
+        )
+        if lagging:
+            status.findings.append(Finding(f"topic {name}", _lagging(settings, lagging)))
         out[name] = parts
     return out
+
+
+def _lagging(settings: Settings, lagging: list[UnderReplicated]) -> str:
+    text = f"{len(lagging)} under-replicated: {'; '.join(map(str, lagging))}"
+    below = settings.min_insync_replicas
+    if any(len(u.isr) < below or u.leader < 0 for u in lagging):
+        text += f" (below min.insync.replicas {below} or leaderless: writes to them wait)"
+    return text
 
 
 def _group(

@@ -38,6 +38,8 @@ class Topic:
     exists: bool
     partitions: int = 0
     replication: int = 0
+    under_replicated: int = 0
+    """Partitions with fewer in-sync replicas than replicas (named in a finding)."""
     end_offsets: dict[int, int] = field(default_factory=dict)
 
 

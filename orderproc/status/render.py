@@ -39,13 +39,7 @@ def _kafka(status: Status) -> list[str]:
         f"broker   {b.bootstrap}: up, cluster {b.cluster_id}, controller {b.controller}, "
         f"nodes {', '.join(b.nodes)}",
         f"         {b.version}",
-        "topics   "
-        + "; ".join(
-            f"{t.name} {t.partitions}p x{t.replication} end {sum(t.end_offsets.values())}"
-            if t.exists
-            else f"{t.name} MISSING"
-            for t in status.topics
-        ),
+        "topics   " + "; ".join(_topic(t) for t in status.topics),
     ]
     rows = []
     for g in status.groups:
@@ -61,7 +55,8 @@ def _kafka(status: Status) -> list[str]:
 def _topic(t: Topic) -> str:
     if not t.exists:
         return f"{t.name} MISSING"
-    return f"{t.name} {t.partitions}p x{t.replication} end {sum(t.end_offsets.values())}"
+    lagging = f" ({t.under_replicated} under-replicated)" if t.under_replicated else ""
+    return f"{t.name} {t.partitions}p x{t.replication}{lagging} end {sum(t.end_offsets.values())}"
 
 
 def _dlq_side(status: Status) -> list[str]:

@@ -47,6 +47,7 @@ from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository
 from orderproc.worker.batch import Batch, BatchHandler, ConsumerStats
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
+from orderproc.worker.brokers import BrokerWait
 from orderproc.worker.decide import Decider
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
@@ -100,11 +101,18 @@ class OrderConsumer:
         self._owned: frozenset[TP] = frozenset()
         self._last_message = time.monotonic()
         self._lag_ticks = 0  # statistics payloads whose paused partitions' lag was refreshed
+        # Told of every offset commit: failing ones for a while mean the brokers do not answer.
+        self.brokers = BrokerWait()
         conf = order_consumer_config(
-            settings, stats_cb=self.metrics.update_lag_from_stats, **(consumer_overrides or {})
+            settings,
+            stats_cb=self.metrics.update_lag_from_stats,
+            on_commit=self.brokers.committed,
+            **(consumer_overrides or {}),
         )
         self.consumer = Consumer(conf)
-        self.offsets = offsets_for(settings, self.consumer, self.router, self._on_stored)
+        self.offsets = offsets_for(
+            settings, self.consumer, self.router, self._on_stored, self.brokers
+        )
         self.holds = PartitionHolds(self.consumer, self.offsets, self.metrics.paused_partitions.set)
         self.batches = BatchHandler(settings, self.decider, self.router, self.holds, self.flood,
                                     self.consumer, self.stats, self.metrics, echo)  # fmt: skip

@@ -19,6 +19,8 @@ batch whose transaction aborted is simply handled again).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from orderproc.kafka.clients import (
     transactional_delivery_timeout_ms,
 )
 from orderproc.records import TP
+from orderproc.worker.brokers import BrokerWait
 from orderproc.worker.routing import FailureRouter, Refused
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class PendingBatch:
     oldest_timestamp_ms: int | None = None
     pending: int = 0
     errors: list[str] = field(default_factory=list)
+    submitted_at: float | None = None
+    """When it began to wait for its acknowledgements (``time.monotonic``)."""
 
     def expect_delivery(self, on_refused: Refused | None = None) -> Acknowledge:
         """Count one routed record; the returned callback is its ``on_delivery``.
@@ -89,11 +94,13 @@ class OffsetPipeline:
         *,
         max_in_flight: int = 4,
         on_stored: Callable[[PendingBatch], None] | None = None,
+        brokers: BrokerWait | None = None,
     ) -> None:
         self.consumer = consumer
         self.router = router
         self.max_in_flight = max_in_flight
         self._on_stored = on_stored
+        self.brokers = brokers or BrokerWait()
         self._waiting: deque[PendingBatch] = deque()
 
     def __len__(self) -> int:
@@ -101,6 +108,7 @@ class OffsetPipeline:
 
     def submit(self, batch: PendingBatch) -> None:
         """Hand over a batch whose rows are committed; store what has become durable."""
+        batch.submitted_at = time.monotonic()
         self._waiting.append(batch)
         self.advance(wait=len(self._waiting) > self.max_in_flight)
 
@@ -115,7 +123,7 @@ class OffsetPipeline:
                 neither its batch nor any later one is stored.
         """
         if wait and self._waiting:
-            remaining = self.router.flush()
+            remaining = self._flush()
             if remaining:
                 raise DeliveryError(f"{remaining} retry/DLQ records unacknowledged; stopping")
         else:
@@ -128,6 +136,25 @@ class OffsetPipeline:
                     f"{len(batch.errors)} retry/DLQ deliveries failed, first: {batch.errors[0]}"
                 )
             self._store(batch)
+        self._check_brokers()
+
+    def _flush(self) -> int:
+        """Wait for every acknowledgement (the delivery timeout at most), in one-second
+        steps, so a wait for brokers that do not answer is told (``BrokerWait``)."""
+        total_s = self.router.settings.delivery_timeout_ms / 1000 + 5
+        deadline = time.monotonic() + total_s
+        remaining = 0
+        for _ in range(math.ceil(total_s)):  # each step blocks its time (as ``flush`` does)
+            remaining = self.router.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            self._check_brokers()
+            if remaining == 0 or time.monotonic() >= deadline:
+                break
+        return remaining
+
+    def _check_brokers(self) -> None:
+        late = next((b for b in self._waiting if b.pending), None)
+        unacknowledged = sum(b.pending for b in self._waiting)
+        self.brokers.check(unacknowledged, late.submitted_at if late else None)
 
     def _store(self, batch: PendingBatch) -> None:
         if batch.next_offsets:
@@ -167,12 +194,13 @@ def offsets_for(
     consumer: Consumer,
     router: FailureRouter,
     on_stored: Callable[[PendingBatch], None],
+    brokers: BrokerWait | None = None,
 ) -> OffsetPipeline:
     """The offset pipeline of the settings' processing guarantee."""
     if settings.exactly_once:
         timeout_s = transactional_delivery_timeout_ms(settings) / 1000 + 5
         return TransactionalOffsets(consumer, router, timeout_s=timeout_s, on_stored=on_stored)
-    return OffsetPipeline(consumer, router, on_stored=on_stored)
+    return OffsetPipeline(consumer, router, on_stored=on_stored, brokers=brokers)
 
 
 class BatchAborted(Exception):

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from devstack.airflow import database_connection
 from orderproc.config import Settings, get_settings
-from orderproc.devstack.airflow import database_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

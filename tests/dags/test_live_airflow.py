@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import Engine
 
-from orderproc.devstack.airflow import parallelism
+from devstack.airflow import parallelism
 from orderproc.dlq.store import DlqStore
 from orderproc.models import Order
 from orderproc.store.engine import make_engine

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from devstack.airflow import database_connection
 from orderproc.config import get_settings
-from orderproc.devstack.airflow import database_connection
 
 pytestmark = pytest.mark.integration
 

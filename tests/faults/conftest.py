@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
     AlterConfigOpType,
     ConfigEntry,
@@ -226,16 +226,25 @@ read_topic = read_committed  # on any broker: the scenarios' own ones too
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
-    """The sum of ``topic``'s high watermarks: how many records it ever got."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "faults-peek", "log_level": 3})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
+    """The sum of ``topic``'s high watermarks: how many records it ever got. Asked again
+    (a few times) while a cluster's leaders move: a stale leader answers "not leader"."""
+    for attempt in range(10):
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "faults-peek", "log_level": 3}
         )
-    finally:
-        consumer.close()
+        try:
+            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in partitions
+            )
+        except KafkaException:
+            if attempt == 9:
+                raise
+            time.sleep(1.0)
+        finally:
+            consumer.close()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -431,9 +440,8 @@ def all_settled(
 def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     """A single-node Kafka broker of this test's own on free loopback ports (stop and start
     it with ``.down()``/``.up()``); always stopped by pid at the end."""
-    from orderproc.devstack.kafka import KafkaBroker
-    from orderproc.devstack.process import pid_alive, terminate
-    from orderproc.devstack.settings import DevstackSettings
+    from devstack.kafka import KafkaBroker
+    from devstack.settings import DevstackSettings
 
     libs = KafkaBroker().paths.libs  # the checkout's jars; Maven fetches them on first use
     settings = DevstackSettings(
@@ -444,27 +452,136 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
     )
     settings.devstack_dir.mkdir()
     broker = KafkaBroker(settings, libs_dir=libs)
-    pids: list[int] = []
-    original_up = broker.up
-
-    def up(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original_up(*args, **kwargs)
-        finally:
-            pid = broker.running_pid()
-            if pid is not None:
-                pids.append(pid)
-
-    broker.up = up  # type: ignore[method-assign]  # remember every pid it ever had
+    pids = remember_pids([broker])
     try:
         broker.up()
         yield broker
     finally:
         broker.down()
-        for pid in pids:
-            if pid_alive(pid):
-                terminate(pid, 30)
+        stop_all(pids)
         shutil.rmtree(settings.devstack_dir / "kafka-data", ignore_errors=True)
+
+
+def remember_pids(brokers: Sequence[Any]) -> set[int]:
+    """Every pid the brokers' ``start`` ever spawns (their ``up`` calls it), so a finalizer
+    stops by pid whatever a test left running (``stop_all``)."""
+    pids: set[int] = set()
+    for broker in brokers:
+        original = broker.start
+
+        def start(*args: Any, _original: Any = original, **kwargs: Any) -> int | None:
+            pid: int | None = _original(*args, **kwargs)
+            if pid is not None:
+                pids.add(pid)
+            return pid
+
+        broker.start = start
+    return pids
+
+
+def stop_all(pids: set[int]) -> None:
+    """Stop (by pid) every remembered broker still alive."""
+    from devstack.process import pid_alive, terminate
+
+    for pid in pids:
+        if pid_alive(pid):
+            terminate(pid, 30)
+
+
+# -- a replicated cluster of our own ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dedicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three combined KRaft nodes of this module's own (``devstack.cluster.KafkaCluster``) on
+    free loopback ports: a 3-voter quorum, internal topics with 3 replicas and
+    ``min.insync.replicas`` 2. Kill, stop and start nodes with ``.node(i).kill()``,
+    ``.node(i).down()``, ``.start_node(i)``; every pid any node ever had is stopped at the end."""
+    from devstack.cluster import KafkaCluster
+    from devstack.kafka import KafkaBroker
+    from devstack.settings import DevstackSettings
+
+    ports = free_ports(6)
+    settings = DevstackSettings(
+        devstack_dir=tmp_path_factory.mktemp("cluster"), kafka_start_timeout_s=300
+    )
+    cluster = KafkaCluster(settings, nodes=3, ports=list(zip(ports[::2], ports[1::2], strict=True)),
+                           libs_dir=KafkaBroker().paths.libs)  # fmt: skip
+    pids = remember_pids(cluster.nodes)
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        stop_all(pids)
+        shutil.rmtree(settings.devstack_dir, ignore_errors=True)
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    """The broker that leads ``topic[partition]`` now."""
+    with Admin({"bootstrap.servers": bootstrap}) as admin:
+        return int(admin.list_topics(topic, timeout=30).topics[topic].partitions[partition].leader)
+
+
+def java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode`` (UTF-16 code units, 32-bit overflow)."""
+    h = 0
+    units = text.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def transaction_coordinator(bootstrap: str, transactional_id: str) -> int:
+    """The broker coordinating ``transactional_id``: the leader of its ``__transaction_state``
+    partition, ``abs(hashCode) % partitions`` as the broker computes it
+    (``TransactionStateManager.partitionFor``)."""
+    with Admin({"bootstrap.servers": bootstrap}) as admin:
+        parts = admin.list_topics("__transaction_state", timeout=30).topics["__transaction_state"]
+    h = java_string_hash(transactional_id)
+    partition = (0 if h == -(1 << 31) else abs(h)) % len(parts.partitions)
+    return int(parts.partitions[partition].leader)
+
+
+def wait_in_sync(cluster: Any, timeout_s: float) -> None:
+    """Wait (bounded) until every node runs and no partition lacks an in-sync replica."""
+    from orderproc.kafka.replicas import under_replicated
+
+    def in_sync() -> bool:
+        if len(cluster.running_pids()) < len(cluster.nodes):
+            return False
+        with Admin({"bootstrap.servers": cluster.bootstrap, "log_level": 0}) as admin:
+            try:
+                return not under_replicated(admin.list_topics(timeout=10))
+            except KafkaException:
+                return False
+
+    wait_for(in_sync, timeout_s, "every partition's replicas back in sync")
+
+
+@pytest.fixture
+def leader_of() -> Callable[[str, str, int], int]:
+    """``leader_of(bootstrap, topic, partition)``: the broker leading that partition now."""
+    return partition_leader
+
+
+@pytest.fixture
+def coordinator_of() -> Callable[[str, str], int]:
+    """``coordinator_of(bootstrap, transactional_id)``: the broker coordinating it."""
+    return transaction_coordinator
+
+
+@pytest.fixture
+def replicas_in_sync() -> Callable[[Any, float], None]:
+    """``replicas_in_sync(cluster, timeout_s)``: wait until every node runs and every
+    partition's replicas are in sync."""
+    return wait_in_sync
+
+
+@pytest.fixture
+def records_written() -> Callable[[str, str], int]:
+    """``records_written(bootstrap, topic)``: the sum of the topic's end offsets now."""
+    return end_offsets
 
 
 # -- a PostgreSQL cluster of our own ---------------------------------------------------------
@@ -472,7 +589,7 @@ def dedicated_broker(tmp_path: Path) -> Iterator[Any]:
 
 def pg_bin() -> Path:
     """The newest installed PostgreSQL's server binaries (Debian's layout)."""
-    from orderproc.devstack.postgres import PG_LIB, installed_version
+    from devstack.postgres import PG_LIB, installed_version
 
     version = installed_version()
     if os.geteuid() != 0 or version is None:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from devstack.registry import SchemaRegistry
 from orderproc.config import Settings
-from orderproc.devstack.registry import SchemaRegistry
 from orderproc.kafka.topics import ensure_topics
 from orderproc.models import Order
 from orderproc.serde import OrderSchema, RegistrySerde, local_schema, value_context

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from orderproc.devstack.airflow import database_connection
+from devstack.airflow import database_connection
 from orderproc.dlq.store import DlqStore
 
 USERS = {"admin": "admin", "op": "op", "viewer": "viewer"}

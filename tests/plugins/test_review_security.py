@@ -273,7 +273,7 @@ def test_the_plugin_file_loads_nothing_beyond_what_airflow_has_at_plugin_load() 
 def test_a_store_that_is_down_is_one_line_without_its_password(
     review: Review, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orderproc.devstack.airflow import database_connection
+    from devstack.airflow import database_connection
 
     url = f"postgresql+psycopg://orderproc:s3cret-pw@127.0.0.1:{closed_port}/orderproc"
     monkeypatch.setenv("AIRFLOW_CONN_ORDERPROC_DB", database_connection(url))

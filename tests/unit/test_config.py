@@ -10,8 +10,8 @@ import pydantic
 import pytest
 from pydantic import SecretStr
 
+from devstack.settings import DevstackSettings
 from orderproc.config import RetryMode, Settings, WireFormat
-from orderproc.devstack.settings import DevstackSettings
 from orderproc.logs import LIBRDKAFKA_LOG, LibrdkafkaLog
 
 pytestmark = pytest.mark.unit
@@ -243,12 +243,26 @@ def test_a_float_setting_must_be_finite(monkeypatch: pytest.MonkeyPatch, value: 
         Settings()
 
 
-def test_the_default_broker_follows_the_dev_broker_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ORDERPROC_KAFKA_PORT", "19092")
+def test_the_default_broker_never_follows_a_dev_stack_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORDERPROC_KAFKA_PORT", "19092")  # the dev stack's, not production's
 
-    assert Settings().bootstrap_servers == "127.0.0.1:19092"
+    assert Settings().bootstrap_servers == "127.0.0.1:9092"
     monkeypatch.setenv("ORDERPROC_BOOTSTRAP_SERVERS", "kafka:9092")
-    assert Settings().bootstrap_servers == "kafka:9092"  # an explicit setting wins
+    assert Settings().bootstrap_servers == "kafka:9092"
+
+
+def test_replication_defaults_fit_one_broker_and_min_isr_cannot_exceed_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (Settings().replication_factor, Settings().min_insync_replicas) == (1, 1)
+    monkeypatch.setenv("ORDERPROC_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("ORDERPROC_MIN_INSYNC_REPLICAS", "2")
+    assert (Settings().replication_factor, Settings().min_insync_replicas) == (3, 2)
+    monkeypatch.setenv("ORDERPROC_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(pydantic.ValidationError, match="must not exceed ORDERPROC_REPLICATION"):
+        Settings()
 
 
 class _Records:

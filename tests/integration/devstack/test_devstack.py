@@ -21,16 +21,16 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import NewTopic
 from typer.testing import CliRunner
 
-from orderproc.cli import app as cli_app
-from orderproc.devstack.kafka import KafkaBroker
-from orderproc.devstack.maven import kafka_home
-from orderproc.devstack.postgres import database_url, postgres_down, postgres_status
-from orderproc.devstack.settings import (
+from devstack.kafka import KafkaBroker
+from devstack.maven import kafka_home
+from devstack.postgres import database_url, postgres_down, postgres_status
+from devstack.settings import (
     KAFKA_VERSION,
     DevstackError,
     DevstackSettings,
     get_devstack_settings,
 )
+from orderproc.cli import app as cli_app
 from orderproc.kafka.clients import Admin
 from tests.support import free_ports
 
@@ -205,7 +205,7 @@ def test_postgres_module_prints_a_working_url() -> None:
     was_running = postgres_status().running
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "orderproc.devstack.postgres", "up"],
+            [sys.executable, "-m", "devstack.postgres", "up"],
             capture_output=True,
             text=True,
             timeout=1200,  # a fresh machine installs PostgreSQL first

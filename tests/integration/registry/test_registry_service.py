@@ -17,8 +17,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from devstack.registry import SchemaRegistry
 from orderproc.config import Settings
-from orderproc.devstack.registry import SchemaRegistry
 from orderproc.serde import OrderSchema, local_schema
 from orderproc.serde.registry import RegistryClient
 from orderproc.serde.subjects import register

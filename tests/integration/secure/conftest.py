@@ -24,12 +24,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
+from devstack.kafka_secure import SecureKafkaBroker
+from devstack.kafka_security import allow, grant, upsert_user
+from devstack.maven import kafka_home
+from devstack.settings import DevstackSettings
+from devstack.tls import cert_pem, make_ca
 from orderproc.config import Settings
-from orderproc.devstack.kafka_secure import SecureKafkaBroker
-from orderproc.devstack.kafka_security import allow, grant, upsert_user
-from orderproc.devstack.maven import kafka_home
-from orderproc.devstack.settings import DevstackSettings
-from orderproc.devstack.tls import cert_pem, make_ca
 from orderproc.kafka.clients import Admin
 from tests.support import free_ports
 

@@ -21,10 +21,10 @@ from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceTyp
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, inspect, select
 
+from devstack.airflow import database_connection, kafka_connection
+from devstack.kafka_security import allow, app_acls, grant, revoke, upsert_user
 from orderproc.airflow.tasks import drain_dlq, replay_dlq
 from orderproc.config import Settings, get_settings
-from orderproc.devstack.airflow import database_connection, kafka_connection
-from orderproc.devstack.kafka_security import allow, app_acls, grant, revoke, upsert_user
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import BrokerError, DeliveryError
 from orderproc.models import Order

@@ -3,7 +3,7 @@
 The command line runs as a stranger runs it (``python -m orderproc`` with the
 ``ORDERPROC_*`` settings ``dev up --secure`` prints); the drain and replay task
 functions get their Kafka clients from a ``kafka_default`` connection built as the
-devstack builds it (``orderproc.devstack.airflow.kafka_connection``).
+devstack builds it (``devstack.airflow.kafka_connection``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from devstack.airflow import database_connection, kafka_connection
+from devstack.settings import KAFKA_VERSION
 from orderproc.airflow.tasks import drain_dlq, replay_dlq
 from orderproc.config import Settings, get_settings
-from orderproc.devstack.airflow import database_connection, kafka_connection
-from orderproc.devstack.settings import KAFKA_VERSION
 from orderproc.dlq.store import DlqStore
 from orderproc.store.engine import make_engine
 from orderproc.store.tables import ProcessedOrder

@@ -31,9 +31,9 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from typer.testing import CliRunner
 
+from devstack.settings import KAFKA_VERSION, REGISTRY_VERSION
 from orderproc.cli import app as cli
 from orderproc.config import Settings
-from orderproc.devstack.settings import KAFKA_VERSION, REGISTRY_VERSION
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +58,8 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 COMPOSE: dict[str, Any] = yaml.load(COMPOSE_FILE.read_text(encoding="utf-8"), _StrictLoader)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 
-# Short-lived jobs are the services others wait on to *complete*.
+# Short-lived jobs are the services others wait on to *complete*, and jobs of a profile
+# that run once (nothing waits on them).
 ONE_SHOT = sorted(
     {
         target
@@ -66,11 +67,14 @@ ONE_SHOT = sorted(
         for target, dep in (service.get("depends_on") or {}).items()
         if dep.get("condition") == "service_completed_successfully"
     }
+    | {name for name, s in SERVICES.items() if s.get("profiles") and s.get("restart") == "no"}
 )
+CLUSTER = ["kafka-1", "kafka-2", "kafka-3"]
 LONG_RUNNING = sorted(set(SERVICES) - set(ONE_SHOT))
 
 WORKER_COMMANDS = {
     "orderproc-init": ("topics", "create"),
+    "orderproc-cluster-init": ("topics", "create"),
     "orderproc-schemas": ("schemas", "register"),
     "orderproc-producer": ("produce",),
     "orderproc-consumer": ("consume",),
@@ -279,7 +283,34 @@ def test_airflow_connections_reach_the_stack() -> None:
 
 
 def test_kafka_image_is_the_devstack_version() -> None:
-    assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    for name in ["kafka", *CLUSTER]:
+        assert SERVICES[name]["image"] == f"apache/kafka:{KAFKA_VERSION}", name
+
+
+def test_the_cluster_profile_is_three_voters_replicating_everything_three_times() -> None:
+    envs = {name: _env(name) for name in CLUSTER}
+    assert all(SERVICES[name]["profiles"] == ["cluster"] for name in CLUSTER)
+    assert "profiles" not in SERVICES["kafka"]  # the default stack keeps its one broker
+    assert {env["KAFKA_NODE_ID"] for env in envs.values()} == {"1", "2", "3"}
+    for key in ("CLUSTER_ID", "KAFKA_CONTROLLER_QUORUM_VOTERS"):
+        assert len({env[key] for env in envs.values()}) == 1, key
+    voters = envs["kafka-1"]["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [f"{n}@kafka-{n}:9093" for n in (1, 2, 3)]
+    for env in envs.values():
+        for topic in ["OFFSETS_TOPIC", "TRANSACTION_STATE_LOG", "SHARE_COORDINATOR_STATE_TOPIC"]:
+            assert env[f"KAFKA_{topic}_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert (env["KAFKA_DEFAULT_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == (
+            "3",
+            "2",
+        )
+    init = _env("orderproc-cluster-init")
+    assert init["ORDERPROC_BOOTSTRAP_SERVERS"].split(",") == [f"{n}:19092" for n in CLUSTER]
+    settings = Settings.model_validate(
+        {k.removeprefix("ORDERPROC_").lower(): v for k, v in init.items()}
+    )
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    assert set(SERVICES["orderproc-cluster-init"]["depends_on"]) == set(CLUSTER)
 
 
 def test_kafka_is_a_single_kraft_node() -> None:
@@ -307,7 +338,7 @@ def test_kafka_listeners_serve_host_and_containers() -> None:
     assert "localhost:9092" in advertised.values() and 9092 in published
     in_network = {address for address in advertised.values() if address.startswith("kafka:")}
     for name in SERVICES:
-        if "ORDERPROC_BOOTSTRAP_SERVERS" in _env(name):
+        if "ORDERPROC_BOOTSTRAP_SERVERS" in _env(name) and "profiles" not in SERVICES[name]:
             assert _env(name)["ORDERPROC_BOOTSTRAP_SERVERS"] in in_network, name
     check = SERVICES["kafka"]["healthcheck"]["test"]
     assert any("kafka-broker-api-versions.sh" in part for part in check)
@@ -417,7 +448,9 @@ def test_orderproc_variables_are_settings_fields() -> None:
     assert unknown == set()
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SERVICES if "ORDERPROC_DATABASE_URL" in _env(n)))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in SERVICES if "ORDERPROC_BOOTSTRAP_SERVERS" in _env(n))
+)
 def test_orderproc_environment_is_a_valid_configuration(name: str) -> None:
     values = {
         key.removeprefix("ORDERPROC_").lower(): value

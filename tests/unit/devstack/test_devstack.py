@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -13,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from orderproc.devstack import maven, postgres
-from orderproc.devstack.kafka import KafkaBroker, KafkaStatus
-from orderproc.devstack.kafka_config import (
+from devstack import maven, postgres
+from devstack.kafka import KafkaBroker, KafkaStatus
+from devstack.kafka_config import (
     check_ports_free,
     new_cluster_id,
     render_server_properties,
 )
-from orderproc.devstack.postgres import PostgresStatus, database_url
-from orderproc.devstack.process import port_in_use, tail
-from orderproc.devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
+from devstack.postgres import PostgresStatus, database_url
+from devstack.process import port_in_use, tail
+from devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
 
 pytestmark = pytest.mark.unit
 
@@ -149,8 +150,41 @@ def test_pom_default_matches_the_project_kafka_version() -> None:
     pom = maven.POM.read_text()
 
     assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
-    assert "log4j-slf4j-impl" in pom and "log4j-slf4j2-impl" not in pom
+    # Kafka 4.4 logs through SLF4J 2: its log4j binding, and slf4j-api 2.x pinned (Maven
+    # would otherwise pick 1.7.36 and the broker would log nothing).
+    assert "log4j-slf4j2-impl" in pom and "log4j-slf4j-impl<" not in pom
+    assert "<slf4j.version>2.0.17</slf4j.version>" in pom
     assert re.search(r"maven-dependency-plugin</artifactId>\s*<version>[\d.]+</version>", pom)
+
+
+def test_the_jar_list_names_this_kafka_version_and_the_slf4j_2_binding() -> None:
+    jars = maven.expected_jars()
+
+    assert f"kafka_2.13-{KAFKA_VERSION}.jar" in jars
+    assert {"slf4j-api-2.0.17.jar", "log4j-slf4j2-impl-2.24.3.jar"} <= set(jars)
+    assert not [j for j in jars if j.startswith("slf4j-api-1.")]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in jars.values())
+
+
+def test_a_fetch_that_differs_from_the_jar_list_is_refused_in_one_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "jars.sha256"
+    good, bad = b"jar one", b"jar two"
+    digest = hashlib.sha256(good).hexdigest()
+    manifest.write_text(f"# comment\n{digest}  a-1.jar\n{digest}  b-1.jar\n")
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "a-1.jar").write_bytes(good)
+    (libs / "c-1.jar").write_bytes(good)
+
+    with pytest.raises(DevstackError, match=r"unexpected c-1\.jar; missing b-1\.jar") as missing:
+        maven.check_jars(libs, manifest)
+    (libs / "c-1.jar").unlink()
+    (libs / "b-1.jar").write_bytes(bad)
+    with pytest.raises(DevstackError, match=r"b-1\.jar does not match its SHA-256") as changed:
+        maven.check_jars(libs, manifest)
+    (libs / "b-1.jar").write_bytes(good)
+    maven.check_jars(libs, manifest)  # exactly the list: accepted
+    assert all("\n" not in str(e.value) for e in (missing, changed))
 
 
 def test_libs_dir_defaults_under_devstack_and_can_be_shared(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.airflow import AirflowPaths, airflow_env, parallelism
 from orderproc.config import Settings
-from orderproc.devstack.airflow import AirflowPaths, airflow_env, parallelism
 
 pytestmark = pytest.mark.unit
 

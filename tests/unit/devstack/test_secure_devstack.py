@@ -13,11 +13,10 @@ import pytest
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 from cryptography import x509
 
-from orderproc.config import Settings
-from orderproc.devstack.airflow import kafka_connection
-from orderproc.devstack.kafka import KafkaStatus
-from orderproc.devstack.kafka_secure import SecureKafkaBroker
-from orderproc.devstack.kafka_security import (
+from devstack.airflow import kafka_connection
+from devstack.kafka import KafkaStatus
+from devstack.kafka_secure import SecureKafkaBroker
+from devstack.kafka_security import (
     Credentials,
     app_acls,
     client_env,
@@ -25,8 +24,9 @@ from orderproc.devstack.kafka_security import (
     export_lines,
     server_overrides,
 )
-from orderproc.devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
-from orderproc.devstack.tls import TlsFiles, ensure_tls
+from devstack.settings import KAFKA_VERSION, DevstackError, DevstackSettings
+from devstack.tls import TlsFiles, ensure_tls
+from orderproc.config import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orderproc.devstack.settings import DevstackError
+from devstack.settings import DevstackError
 from orderproc.errors import (
     BrokerError,
     BusinessRuleError,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from orderproc.devstack.settings import DevstackError
+from devstack.settings import DevstackError
 
 # Children we spawned in this interpreter, by pid. Keeping the Popen objects lets
 # ``pid_alive`` reap them (a dead child we never waited for stays a zombie, and a
@@ -128,6 +128,11 @@ def terminate(pid: int, grace_s: float) -> None:
         os.kill(pid, signal.SIGTERM)
     if wait_gone(pid, grace_s):
         return
+    kill_now(pid)
+
+
+def kill_now(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it is gone (a crash, as ``kill -9`` makes one)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     if not wait_gone(pid, 10.0):

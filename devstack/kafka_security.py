@@ -40,10 +40,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
 )
 from pydantic import SecretStr
 
+from devstack.kafka_config import HOST
+from devstack.settings import DevstackError
+from devstack.tls import TlsFiles, write_private
 from orderproc.config import Settings
-from orderproc.devstack.kafka_config import HOST
-from orderproc.devstack.settings import DevstackError
-from orderproc.devstack.tls import TlsFiles, write_private
 from orderproc.kafka.clients import Admin, drain_group
 
 ADMIN_USER = "admin"

@@ -15,10 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from orderproc.config import Settings
 from orderproc.errors import OrderProcError
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[1]
 """The repository checkout the dev stack runs from (it is a development tool)."""
 
-KAFKA_VERSION = "4.1.1"
+KAFKA_VERSION = "4.4.0"
 """The one Kafka version used by the local dev stack and by docker-compose."""
 
 
@@ -48,12 +48,28 @@ class DevstackSettings(BaseSettings):
         return f"127.0.0.1:{self.kafka_port}"
 
 
-def with_dev_data_dir(settings: Settings) -> Settings:
-    """``settings`` whose embedded store and reports live in the dev stack folder, unless
-    ``ORDERPROC_DATA_DIR`` says otherwise (``make demo`` and ``make airflow`` share them)."""
-    if "data_dir" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"data_dir": get_devstack_settings().devstack_dir})
+def with_dev_defaults(settings: Settings) -> Settings:
+    """``settings`` pointed at this dev stack where no ``ORDERPROC_*`` variable says otherwise:
+    the embedded store and reports in the dev stack folder (``make demo`` and ``make
+    airflow`` share them), and the broker it runs (the cluster when one runs, else the
+    single broker on ``ORDERPROC_KAFKA_PORT``): production's default bootstrap never follows
+    a dev port, so the dev tools do it here."""
+    update: dict[str, object] = {}
+    if "data_dir" not in settings.model_fields_set:
+        update["data_dir"] = get_devstack_settings().devstack_dir
+    if "bootstrap_servers" not in settings.model_fields_set:
+        update["bootstrap_servers"] = dev_bootstrap()
+    return settings.model_copy(update=update)
+
+
+def dev_bootstrap() -> str:
+    """Bootstrap servers of this dev stack's running cluster, else of its single broker."""
+    from devstack.cluster import KafkaCluster
+
+    cluster = KafkaCluster.made()
+    if cluster is not None and cluster.running_pids():
+        return cluster.bootstrap
+    return get_devstack_settings().bootstrap
 
 
 @lru_cache(maxsize=1)

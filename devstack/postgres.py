@@ -4,9 +4,9 @@ Uses postgresql-common's cluster tools (``pg_createcluster``, ``pg_ctlcluster``,
 ``pg_lsclusters``), so it works without systemd. Installing, starting and stopping
 need root; ``status`` does not. Shell use (CI)::
 
-    python -m orderproc.devstack.postgres up      # prints the SQLAlchemy URL
-    python -m orderproc.devstack.postgres status
-    python -m orderproc.devstack.postgres down
+    python -m devstack.postgres up      # prints the SQLAlchemy URL
+    python -m devstack.postgres status
+    python -m devstack.postgres down
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from orderproc.devstack.settings import DevstackError
+from devstack.settings import DevstackError
 from orderproc.store.engine import redacted
 
 HOST = "127.0.0.1"
@@ -202,7 +202,7 @@ def _configure(version: str, port: int) -> bool:
     """
     dropin = ETC / version / CLUSTER / "conf.d" / DROPIN_NAME
     wanted = (
-        "# Written by orderproc.devstack.postgres; rewritten on every `up`.\n"
+        "# Written by devstack.postgres; rewritten on every `up`.\n"
         f"listen_addresses = '{HOST}'\n"
         f"port = {port}\n"
     )
@@ -252,10 +252,10 @@ def _check_login(port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orderproc.devstack.postgres up|down|status``; returns the exit code."""
+    """``python -m devstack.postgres up|down|status``; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args not in (["up"], ["down"], ["status"]):
-        print("usage: python -m orderproc.devstack.postgres up|down|status", file=sys.stderr)
+        print("usage: python -m devstack.postgres up|down|status", file=sys.stderr)
         return 2
     try:
         if args == ["up"]:

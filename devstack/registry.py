@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orderproc.devstack.kafka_config import HOST
-from orderproc.devstack.maven import run_maven
-from orderproc.devstack.process import (
+from devstack.kafka_config import HOST
+from devstack.maven import run_maven
+from devstack.process import (
     cmdline,
     pid_alive,
     port_in_use,
@@ -36,7 +36,7 @@ from orderproc.devstack.process import (
     tail,
     terminate,
 )
-from orderproc.devstack.settings import (
+from devstack.settings import (
     REGISTRY_VERSION,
     DevstackError,
     DevstackSettings,

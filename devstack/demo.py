@@ -63,8 +63,13 @@ class Service:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of the demo's worker processes: this one, with the demo's data folder."""
-    return {**os.environ, "ORDERPROC_DATA_DIR": str(settings.data_dir)}
+    """The environment of the demo's worker processes: this one, with the demo's data folder
+    and broker (which may be the dev stack's, not the environment's)."""
+    return {
+        **os.environ,
+        "ORDERPROC_DATA_DIR": str(settings.data_dir),
+        "ORDERPROC_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+    }
 
 
 def run_live_stream(settings: Settings, *, orders: int, rate: float, echo: Echo) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """A local Airflow 3 on loopback for the project's DAGs.
 
-``make airflow`` runs ``python -m orderproc.devstack.airflow [--port 8080]``. It
+``make airflow`` runs ``python -m devstack.airflow [--port 8080]``. It
 runs in the foreground until Ctrl-C (or SIGTERM), which stops every Airflow
 process it started (Ctrl-C again: at once).
 
@@ -42,15 +42,15 @@ from types import FrameType
 
 from sqlalchemy.engine import make_url
 
-from orderproc.config import Settings, get_settings
-from orderproc.devstack.process import port_in_use, tail
-from orderproc.devstack.settings import (
+from devstack.process import port_in_use, tail
+from devstack.settings import (
     CHECKOUT,
     DevstackError,
     DevstackSettings,
     get_devstack_settings,
-    with_dev_data_dir,
+    with_dev_defaults,
 )
+from orderproc.config import Settings, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.store.engine import redacted
 
@@ -209,7 +209,7 @@ class LocalAirflow:
             raise DevstackError(f"port {HOST}:{self.port} is in use; pick another with --port")
         self.paths.home.mkdir(parents=True, exist_ok=True)
         _migrate_store(self.settings.effective_database_url)
-        from orderproc.devstack.kafka import metadata_answers
+        from devstack.kafka import metadata_answers
 
         if metadata_answers(self.settings.bootstrap_servers, 3.0):
             return []
@@ -374,12 +374,12 @@ def run(settings: Settings, port: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orderproc.devstack.airflow [--port N]``."""
-    parser = argparse.ArgumentParser(prog="python -m orderproc.devstack.airflow")
+    """``python -m devstack.airflow [--port N]``."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.airflow")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="API server port")
     args = parser.parse_args(argv)
     try:
-        return run(with_dev_data_dir(get_settings()), args.port)
+        return run(with_dev_defaults(get_settings()), args.port)
     except OrderProcError as exc:
         print(f"airflow: error: {exc}", file=sys.stderr)
         return 1

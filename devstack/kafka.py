@@ -22,16 +22,17 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from orderproc.devstack.kafka_config import (
+from devstack.kafka_config import (
     HOST,
     KafkaPaths,
     check_ports_free,
     new_cluster_id,
     render_server_properties,
 )
-from orderproc.devstack.maven import fetch_kafka_jars, kafka_home
-from orderproc.devstack.process import (
+from devstack.maven import fetch_kafka_jars, kafka_home
+from devstack.process import (
     cmdline,
+    kill_now,
     pid_alive,
     read_pid,
     require_tool,
@@ -39,7 +40,7 @@ from orderproc.devstack.process import (
     tail,
     terminate,
 )
-from orderproc.devstack.settings import (
+from devstack.settings import (
     KAFKA_VERSION,
     DevstackError,
     DevstackSettings,
@@ -116,7 +117,7 @@ def _answers(admin: Admin, timeout_s: float) -> bool:
 class KafkaBroker:
     """Start, stop and inspect the devstack broker described by ``settings``.
 
-    Subclasses (the secured broker, ``orderproc.devstack.kafka_secure``) keep their
+    Subclasses (the secured broker, ``devstack.kafka_secure``) keep their
     files in ``folder`` under the devstack folder and change the hooks below the
     ``_server_overrides`` line: configuration, storage format arguments, the
     client configuration of the readiness probe.
@@ -132,17 +133,25 @@ class KafkaBroker:
     security = "PLAINTEXT"
 
     def __init__(
-        self, settings: DevstackSettings | None = None, *, libs_dir: Path | None = None
+        self,
+        settings: DevstackSettings | None = None,
+        *,
+        libs_dir: Path | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings or get_devstack_settings()
         devstack = self.settings.devstack_dir
         home = devstack / self.folder if self.folder else devstack
         self.paths = KafkaPaths(home, libs_dir or kafka_home(devstack) / "libs")
+        self.port, self.controller_port = ports or (
+            self.settings.kafka_port,
+            self.settings.kafka_controller_port,
+        )
 
     @property
     def bootstrap(self) -> str:
-        """The broker's own listener, ``127.0.0.1:<kafka_port>``."""
-        return f"{HOST}:{self.settings.kafka_port}"
+        """The broker's own listener, ``127.0.0.1:<port>`` (``kafka_port`` unless given)."""
+        return f"{HOST}:{self.port}"
 
     def status(self) -> KafkaStatus:
         """Whether the broker runs and answers; cleans up a stale pid file."""
@@ -171,21 +180,52 @@ class KafkaBroker:
             DevstackError: a tool is missing, a port is taken, Maven failed, or the
                 broker died or did not answer within ``kafka_start_timeout_s``.
         """
+        started = self.start(progress)
+        self.wait_ready(started)
+        return KafkaUpResult(started=started is not None, status=self.status())
+
+    def start(self, progress: Callable[[str], None] | None = None) -> int | None:
+        """Spawn the broker without waiting for it (the jars, config and storage first).
+
+        Returns:
+            Its new pid, or None when it already runs.
+        """
         java = require_tool("java", _JAVA_HINT)
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
-        pid = self.running_pid()
-        if pid is not None:
-            self._wait_ready(pid, deadline, started_here=False)
-            return KafkaUpResult(started=False, status=self.status())
-        check_ports_free(self.settings.kafka_port, self.settings.kafka_controller_port)
+        if self.running_pid() is not None:
+            return None
+        check_ports_free(self.port, self.controller_port)
         fetch_kafka_jars(self.paths.libs, progress=progress)
-        # Maven may take a while on first use; the start budget is for the broker.
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
         self._write_config()
         self._format_storage(java)
-        pid = self._spawn(java)
-        self._wait_ready(pid, deadline, started_here=True)
-        return KafkaUpResult(started=True, status=self.status())
+        return self._spawn(java)
+
+    def wait_ready(self, spawned: int | None = None) -> None:
+        """Wait (``kafka_start_timeout_s`` at most) until the broker answers: the one
+        ``start`` just ``spawned`` (stopped again if it does not answer), else the running one.
+
+        Raises:
+            DevstackError: it is not running, died, or did not answer in time.
+        """
+        # The pid just spawned is ours: its /proc entry may still be mid-exec (an empty
+        # command line), so it is not checked the way a pid file found on disk is.
+        pid = spawned if spawned is not None else self.running_pid()
+        if pid is None:
+            raise DevstackError(self._with_log(f"kafka on {self.bootstrap} is not running"))
+        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
+        self._wait_ready(pid, deadline, started_here=spawned is not None)
+
+    def kill(self) -> int | None:
+        """SIGKILL the broker (a crash, for drills): no controlled shutdown, data kept.
+
+        Returns:
+            The pid that was killed, or None when nothing was running.
+        """
+        pid = self.running_pid()
+        if pid is None:
+            return None
+        kill_now(pid)
+        self.paths.pid_file.unlink(missing_ok=True)
+        return pid
 
     def down(self) -> int | None:
         """Stop the broker (SIGTERM, then SIGKILL after a grace period).
@@ -213,8 +253,8 @@ class KafkaBroker:
         # A pid file can outlive its process and the pid be reused: never signal a
         # process unless it is a broker started with this devstack's config.
         argv = cmdline(pid)
-        if argv is None:
-            return True  # no /proc to ask; kill(pid, 0) already said it exists
+        if not argv:
+            return True  # no /proc to ask (or mid-exec); kill(pid, 0) already said it exists
         return "kafka.Kafka" in argv and str(self.paths.properties) in argv
 
     def _classpath(self) -> str:
@@ -225,8 +265,8 @@ class KafkaBroker:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         self._write_properties(
             render_server_properties(
-                port=self.settings.kafka_port,
-                controller_port=self.settings.kafka_controller_port,
+                port=self.port,
+                controller_port=self.controller_port,
                 data_dir=self.paths.data,
                 overrides=self._server_overrides(),
             )

@@ -2,8 +2,10 @@
 
 ``pom.xml`` beside this module lists the broker and the log4j binding; Maven
 resolves their runtime dependencies into a ``libs`` folder that ``java -cp
-'libs/*'`` can run. Maven's own cache (~/.m2) makes a second fetch cheap, and a
-marker file in ``libs`` makes it free.
+'libs/*'`` can run. ``kafka-jars.sha256`` lists every jar that fetch must bring and
+its checksum: a jar more, less or different (a new transitive version, a tampered
+download) is refused in one line. Maven's own cache (~/.m2) makes a second fetch
+cheap, and a marker file in ``libs`` makes it free (one fetch per checkout).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from orderproc.devstack.process import require_tool
-from orderproc.devstack.settings import KAFKA_VERSION, DevstackError
+from devstack.process import require_tool
+from devstack.settings import KAFKA_VERSION, DevstackError
 
 POM = Path(__file__).with_name("pom.xml")
+JARS = Path(__file__).with_name("kafka-jars.sha256")
 MARKER = ".complete"
 _MAVEN_TIMEOUT_S = 900.0
 # Maven's closing boilerplate; the line before it says what went wrong.
@@ -34,8 +37,33 @@ def kafka_home(devstack_dir: Path, version: str = KAFKA_VERSION) -> Path:
 
 
 def _fingerprint(version: str) -> str:
-    # A new pom (say, another log4j version) or Kafka version must trigger a fresh fetch.
-    return hashlib.sha256(POM.read_bytes() + version.encode()).hexdigest()
+    # A new pom (say, another log4j version), jar list or Kafka version: a fresh fetch.
+    return hashlib.sha256(POM.read_bytes() + JARS.read_bytes() + version.encode()).hexdigest()
+
+
+def expected_jars(manifest: Path = JARS) -> dict[str, str]:
+    """Jar name -> SHA-256 from ``kafka-jars.sha256`` (``sha256sum`` lines, ``#`` comments)."""
+    jars = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split(maxsplit=1)
+            jars[name.strip()] = digest
+    return jars
+
+
+def check_jars(libs_dir: Path, manifest: Path = JARS) -> None:
+    """Raise DevstackError (one line) unless ``libs_dir`` holds exactly the listed jars."""
+    want = expected_jars(manifest)
+    have = {p.name: p for p in libs_dir.glob("*.jar")}
+    extra, missing = sorted(have.keys() - want.keys()), sorted(want.keys() - have.keys())
+    if extra or missing:
+        raise DevstackError(
+            f"the Kafka jars Maven fetched into {libs_dir} differ from {manifest.name}: "
+            f"unexpected {', '.join(extra) or 'none'}; missing {', '.join(missing) or 'none'}"
+        )
+    for name, path in sorted(have.items()):
+        if hashlib.sha256(path.read_bytes()).hexdigest() != want[name]:
+            raise DevstackError(f"{path} does not match its SHA-256 in {manifest.name}")
 
 
 def jars_ready(libs_dir: Path, version: str = KAFKA_VERSION) -> bool:
@@ -130,4 +158,6 @@ def _run_maven(home: Path, libs_dir: Path, version: str) -> None:
     run_maven(args, home, f"the Kafka {version} jars")
     if not any(libs_dir.glob(f"kafka_2.13-{version}.jar")):
         raise DevstackError(f"maven ran but {libs_dir} has no kafka_2.13-{version}.jar")
+    if version == KAFKA_VERSION:  # the list is of this version's jars
+        check_jars(libs_dir)
     (libs_dir / MARKER).write_text(_fingerprint(version) + "\n")

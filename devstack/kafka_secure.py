@@ -5,7 +5,7 @@ folder (so its data, formatted with SCRAM users, never meets the plain broker's)
 
     <devstack_dir>/kafka-secure/
         credentials.json          admin, orderproc and controller passwords (0600)
-        tls/                      the CA and broker certificate (``orderproc.devstack.tls``)
+        tls/                      the CA and broker certificate (``devstack.tls``)
         kafka-server.properties   generated on every start (0600: it holds two passwords)
         kafka-data/ kafka-logs/ kafka.pid kafka-cluster-id     as for the plain broker
 
@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orderproc.config import Settings, get_settings
-from orderproc.devstack.kafka import KafkaBroker, KafkaUpResult
-from orderproc.devstack.kafka_security import (
+from devstack.kafka import KafkaBroker, KafkaUpResult
+from devstack.kafka_security import (
     ADMIN_USER,
     APP_USER,
     MECHANISM,
@@ -35,8 +34,9 @@ from orderproc.devstack.kafka_security import (
     server_overrides,
     upsert_user,
 )
-from orderproc.devstack.settings import DevstackError, DevstackSettings
-from orderproc.devstack.tls import TlsFiles, ensure_tls, write_private
+from devstack.settings import DevstackError, DevstackSettings
+from devstack.tls import TlsFiles, ensure_tls, write_private
+from orderproc.config import Settings, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
@@ -123,8 +123,8 @@ class SecureKafkaBroker(KafkaBroker):
 
     def _server_overrides(self) -> dict[str, str]:
         return server_overrides(
-            port=self.settings.kafka_port,
-            controller_port=self.settings.kafka_controller_port,
+            port=self.port,
+            controller_port=self.controller_port,
             tls=self.tls,
             creds=self.credentials(),
         )
