@@ -250,8 +250,12 @@ class OrderConsumer:
             self.metrics.consumed.labels(topic).inc(n)
 
     def _read_again(self, batch: Batch) -> None:
-        """The batch's transaction aborted: rewind its partitions to where it began."""
+        """The batch's transaction aborted: rewind its partitions to where it began (those
+        still ours: a partition revoked meanwhile is read by its next owner from the
+        committed offset, which this batch never moved)."""
         for (topic, partition), offset in batch.first_offsets().items():
+            if (topic, partition) not in self._owned:
+                continue
             self.holds.release((topic, partition))
             self.batches.in_place.pop((topic, partition), None)
             self.offsets.rewind(topic, partition, offset)

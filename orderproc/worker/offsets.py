@@ -220,6 +220,9 @@ class TransactionalOffsets(OffsetPipeline):
     """
 
     RETRIES = 3
+    RENEWED_WITHIN_S = 300.0
+    """A producer ended by a fatal error again this soon after the last renewal: another
+    live instance uses this instance id (each would fence the other): stop."""
 
     def __init__(
         self,
@@ -228,10 +231,13 @@ class TransactionalOffsets(OffsetPipeline):
         *,
         timeout_s: float,
         on_stored: Callable[[PendingBatch], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(consumer, router, on_stored=on_stored)
         self.producer = router.producer
         self.timeout_s = timeout_s
+        self._clock = clock
+        self._renewed_at: float | None = None
 
     def start(self) -> None:
         """Register the transactional id; this fences an earlier instance that used it."""
@@ -266,10 +272,37 @@ class TransactionalOffsets(OffsetPipeline):
                     log.warning("transaction aborted (%s); reading the batch again", err.str())
                     self.producer.abort_transaction(self.timeout_s)
                     raise BatchAborted(err.str()) from exc
+                if err.fatal():
+                    self._renew(err)
+                    raise BatchAborted(err.str()) from exc
                 if not err.retriable() or attempt == self.RETRIES:
                     raise DeliveryError(f"transaction failed: {err.str()}") from exc
         if self._on_stored:
             self._on_stored(batch)
+
+    def _renew(self, err: KafkaError) -> None:
+        """A fatal error ended the producer: start a new one, once in a while.
+
+        librdkafka makes an old-epoch answer fatal, as it makes a fence by a newer instance
+        with our transactional id. Kafka 4.4 gave the old-epoch answer to a live instance
+        whose group coordinator moved mid-transaction in a rolling restart
+        (``tests/faults/test_cluster_broker_loss.py``): no other instance, so a new producer
+        (``init_transactions`` aborts the open transaction) and the batch read again lose
+        and repeat nothing. A second fatal error soon after means another instance does
+        have our id: stop, as before.
+        """
+        now = self._clock()
+        if self._renewed_at is not None and now - self._renewed_at < self.RENEWED_WITHIN_S:
+            raise DeliveryError(
+                f"transaction failed: {err.str()} (again {now - self._renewed_at:.0f} s after "
+                "a new producer: is another consumer running with this --instance-id?)"
+            )
+        log.warning("transactions failed (%s); starting a new producer, reading the batch "
+                    "again", err.str())  # fmt: skip
+        self._renewed_at = now
+        self.router.renew_producer()
+        self.producer = self.router.producer
+        self.start()
 
     def advance(self, *, wait: bool = False) -> None:
         """Serve delivery reports; batches are committed one by one in ``submit``."""

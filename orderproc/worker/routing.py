@@ -21,6 +21,7 @@ replacement that finds the queue full is kept and sent by the next ``poll`` or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -80,13 +81,13 @@ class FailureRouter:
         producer: Producer | None = None,
         *,
         max_record_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
+        make_producer: Callable[[], Producer] | None = None,
     ) -> None:
         self.settings = settings
-        if producer is None:
-            config = (transactional_producer_config if settings.exactly_once
-                      else reliable_producer_config)  # fmt: skip
-            producer = Producer(config(settings))
-        self.producer = producer
+        config = (transactional_producer_config if settings.exactly_once
+                  else reliable_producer_config)  # fmt: skip
+        self._make_producer = make_producer or (lambda: Producer(config(settings)))
+        self.producer = producer if producer is not None else self._make_producer()
         self.max_record_bytes = max_record_bytes
         self.errors: list[str] = []  # failed deliveries of records sent outside a batch
         self._deferred: deque[_Deferred] = deque()
@@ -184,6 +185,15 @@ class FailureRouter:
             # The client refused it before sending (e.g. larger than message.max.bytes):
             # report it through the record's own callback, as the broker would have.
             on_delivery(exc.args[0], Unsent(topic, key, value))
+
+    def renew_producer(self) -> None:
+        """A new producer in place of one a fatal error ended. What the old one still held
+        is dropped: in exactly-once mode that is the open transaction, which the new
+        producer's ``init_transactions`` aborts (its batch is read again)."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.producer.purge()
+        self._deferred.clear()
+        self.producer = self._make_producer()
 
     def poll(self) -> None:
         """Serve delivery reports that have arrived, then send deferred replacements."""

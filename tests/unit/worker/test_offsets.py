@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
-from orderproc.config import Settings
+from orderproc.config import ProcessingGuarantee, Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import BusinessRuleError, DeliveryError
 from orderproc.kafka.clients import Unsent
 from orderproc.models import Order, Source
-from orderproc.worker.offsets import OffsetPipeline, PendingBatch
+from orderproc.worker.offsets import (
+    BatchAborted,
+    OffsetPipeline,
+    PendingBatch,
+    TransactionalOffsets,
+)
 from orderproc.worker.routing import FailureRouter
 
 pytestmark = pytest.mark.unit
@@ -188,3 +193,69 @@ def test_an_authorization_failure_stops_the_consumer_instead_of_resending_the_re
 
     assert len(producer.produced) == 1
     assert fake_consumer.stored == []
+
+
+class TxnProducer:
+    """A transactional producer whose offsets commit fails ``failures`` times, fatally."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.inits = 0
+        self.commits = 0
+
+    def init_transactions(self, timeout: float) -> None:
+        self.inits += 1
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        if self.failures:
+            self.failures -= 1
+            old_epoch = KafkaError(KafkaError._FENCED, "Producer attempted an operation with an "
+                                   "old epoch", fatal=True)  # fmt: skip
+            raise KafkaException(old_epoch)
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.commits += 1
+
+    def purge(self) -> None:
+        """Nothing queued here."""
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def transactional(consumer: Any, producers: list[TxnProducer], clock: Any) -> Any:
+    made = iter(producers[1:])
+    settings = Settings(dlq_topic="dlq", processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE)
+    router = FailureRouter(settings, producer=producers[0], make_producer=lambda: next(made))
+    consumer.consumer_group_metadata = lambda: "group-metadata"
+    return TransactionalOffsets(consumer, router, timeout_s=1.0, clock=clock)
+
+
+def test_a_producer_ended_by_a_fatal_error_is_replaced_and_its_batch_read_again(
+    fake_consumer: Any,
+) -> None:
+    # Kafka 4.4 answered a live instance "old epoch" (fatal) when its group coordinator
+    # moved mid-transaction: a new producer, not a stopped consumer.
+    first, second = TxnProducer(failures=1), TxnProducer()
+    offsets = transactional(fake_consumer, [first, second], clock=lambda: 1000.0)
+
+    with pytest.raises(BatchAborted):
+        offsets.submit(batch({("orders", 0): 11}))
+    offsets.submit(batch({("orders", 0): 11}))  # the batch, read again
+
+    assert offsets.router.producer is second and offsets.producer is second
+    assert (second.inits, second.commits) == (1, 1)  # fenced the old one, then committed
+    assert first.commits == 0
+
+
+def test_a_second_fatal_error_soon_after_stops_the_consumer(fake_consumer: Any) -> None:
+    # Two live instances with one --instance-id fence each other: one of them stops.
+    now = [1000.0]
+    producers = [TxnProducer(failures=1), TxnProducer(failures=1), TxnProducer()]
+    offsets = transactional(fake_consumer, producers, clock=lambda: now[0])
+    with pytest.raises(BatchAborted):
+        offsets.submit(batch({("orders", 0): 11}))
+    now[0] += TransactionalOffsets.RENEWED_WITHIN_S - 1
+
+    with pytest.raises(DeliveryError, match="another consumer running with this --instance-id"):
+        offsets.submit(batch({("orders", 0): 11}))
