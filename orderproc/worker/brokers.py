@@ -7,7 +7,10 @@ batches (``orderproc.worker.offsets``), so the consumer holds them and, once fou
 wait, stops reading until the brokers answer (librdkafka resends by itself). What the
 operator needs is to know it waits, without a line per retry: after
 ``NOTICE_AFTER_S`` of it the consumer logs one warning naming what waits, and one line
-when the brokers answer again.
+when the brokers answer again. The brokers answer again once they have answered for
+``NOTICE_AFTER_S``: the records acknowledged, then a group coordinator still loading its
+offsets after the same outage refuses commits for a while, is still one wait (one line
+each way), however the outage's parts take turns.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class BrokerWait:
         self._commit_error = ""
         self._since: float | None = None
         """When the wait that was announced began (None: no wait announced)."""
+        self._answered_at: float | None = None
+        """During an announced wait: since when nothing waits (None: something does)."""
 
     @property
     def waiting(self) -> bool:
@@ -90,6 +95,16 @@ class BrokerWait:
                 " and ".join(what),
                 now - self._since,
             )
-        elif self._since is not None and oldest_since is None and commits is None:
-            log.warning("the brokers answer again after %.1f s; consuming", now - self._since)
-            self._since = None
+        elif self._since is not None:
+            self._announced_wait_goes_on(now, answering=oldest_since is None and commits is None)
+
+    def _announced_wait_goes_on(self, now: float, *, answering: bool) -> None:
+        if not answering:
+            self._answered_at = None  # one more part of the same outage
+        elif self._answered_at is None:
+            self._answered_at = now
+        elif self._since is not None and now - self._answered_at >= self.notice_after_s:
+            log.warning(
+                "the brokers answer again after %.1f s; consuming", self._answered_at - self._since
+            )
+            self._since = self._answered_at = None

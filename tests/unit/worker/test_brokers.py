@@ -48,6 +48,8 @@ def test_unacknowledged_records_are_told_once_then_their_end_once(
         wait.check(42, since)
     clock.now += 0.5
     wait.check(0, None)  # acknowledged: the batch is durable
+    assert wait.waiting  # answered, for as long as a wait must last to be told
+    clock.now += 10
     wait.check(0, None)
 
     assert _lines(caplog) == [
@@ -74,9 +76,37 @@ def test_failing_commits_are_told_and_a_commit_or_nothing_to_commit_ends_the_wai
     wait.committed(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE))
     wait.committed(KafkaError(KafkaError._NO_OFFSET))  # nothing left to commit: answered
     wait.check(0, None)
+    clock.now += 10
+    wait.check(0, None)
 
     first, last = _lines(caplog)
     assert first.startswith("waiting for the brokers: offset commits failing (")
     assert "for 12 s" in first
     assert last == "the brokers answer again after 12.0 s; consuming"
+    assert not wait.waiting
+
+
+def test_an_outage_whose_parts_take_turns_is_one_wait(caplog: pytest.LogCaptureFixture) -> None:
+    # Two brokers of three back: the records are acknowledged, then the group coordinator,
+    # still loading its offsets, refuses commits for 40 s (seen on a loaded machine).
+    caplog.set_level(logging.WARNING)
+    clock = Clock()
+    wait = BrokerWait(10.0, clock)
+    since = clock.now
+    clock.now += 70
+    wait.check(39, since)
+    wait.check(0, None)  # acknowledged
+    clock.now += 1
+    wait.committed(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))
+    for _ in range(40):
+        clock.now += 1
+        wait.check(0, None)
+    wait.committed(None)
+    wait.check(0, None)
+    clock.now += 10
+    wait.check(0, None)
+
+    first, last = _lines(caplog)
+    assert first.startswith("waiting for the brokers: 39 retry/DLQ records unacknowledged")
+    assert last == "the brokers answer again after 111.0 s; consuming"
     assert not wait.waiting
