@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -155,10 +155,8 @@ def test_leader_and_coordinator_killed_then_a_rolling_restart_lose_no_order(
     cluster = dedicated_cluster
     common = {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2,
               "session_timeout_ms": 10000, "batch_size": 200}  # fmt: skip
-    with ExitStack() as stack:
-        eos_db = stack.enter_context(
-            migrated_schema(postgres_server_url, f"t_{uuid.uuid4().hex[:10]}")
-        )
+    # The exactly-once pipeline's store outlives the drain loop: it is reconciled last.
+    with migrated_schema(postgres_server_url, f"t_{uuid.uuid4().hex[:10]}") as eos_db:
         alo = make_settings(create=False, bootstrap_servers=cluster.bootstrap,
                             database_url=pg_url, **common)  # fmt: skip
         eos = _pipeline(make_settings, alo, database_url=eos_db, **common,
@@ -172,55 +170,60 @@ def test_leader_and_coordinator_killed_then_a_rolling_restart_lose_no_order(
             for name, s in (("alo", alo), ("eos", eos))
         }
         alive = [producer, *consumers["alo"], *consumers["eos"]]
-        drains = stack.enter_context(_draining(procs, [alo, eos]))
+        with _draining(procs, [alo, eos]) as drains:
+            for settings in (alo, eos):
+                wait_until(
+                    lambda s=settings: count_processed(s) >= 2000, 300, "2,000 orders stored"
+                )
+
+            leader = leader_of(cluster.bootstrap, alo.orders_topic, 0)
+            _crash_and_restart(cluster, leader, alive, replicas_in_sync)
+            tid = eos.model_copy(update={"instance_id": "eos-1"}).transactional_id
+            coordinator = coordinator_of(cluster.bootstrap, tid)
+            _crash_and_restart(cluster, coordinator, alive, replicas_in_sync)
+            for node in cluster.nodes:  # rolling restart: controlled shutdown, one at a time
+                assert node.down() is not None
+                cluster.start_node(node.node_id)
+                replicas_in_sync(cluster, IN_SYNC_S)
+            written = records_written(alo.bootstrap_servers, alo.orders_topic)
+            wait_until(lambda: records_written(alo.bootstrap_servers, alo.orders_topic)
+                       >= written + 1000, 300, "orders produced after the faults")  # fmt: skip
+            ended = [f"{p.name} {p.log.name}:\n{p.tail()}" for p in alive if not p.running]
+            assert not ended, "\n".join(
+                ["neither producer nor consumers may need a restart:", *ended]
+            )
+
+            assert producer.sigterm(600) == 0, producer.tail()
+            summary = produced_summary(producer)
+            total = summary["produced"]
+            assert summary == {"produced": total, "delivered": total, "failed": 0}
+            # The idempotent producer wrote each order once, through every leader change.
+            assert records_written(alo.bootstrap_servers, alo.orders_topic) == total
+            for name, settings in (("alo", alo), ("eos", eos)):
+                all_settled(settings, 600, consumers[name])
+        # the drain loop has ended: one last run each, on a cluster at rest
         for settings in (alo, eos):
-            wait_until(lambda s=settings: count_processed(s) >= 2000, 300, "2,000 orders stored")
+            last = procs.start("drain", settings, module="tests.faults.drain_process")
+            assert last.wait(600) == 0, last.tail()
+        for consumer in alive[1:]:
+            assert consumer.running, f"a consumer stopped:\n{consumer.tail()}"
+            assert consumer.sigterm() == 0, consumer.tail()
 
-        leader = leader_of(cluster.bootstrap, alo.orders_topic, 0)
-        _crash_and_restart(cluster, leader, alive, replicas_in_sync)
-        tid = eos.model_copy(update={"instance_id": "eos-1"}).transactional_id
-        coordinator = coordinator_of(cluster.bootstrap, tid)
-        _crash_and_restart(cluster, coordinator, alive, replicas_in_sync)
-        for node in cluster.nodes:  # rolling restart: controlled shutdown, one at a time
-            assert node.down() is not None
-            cluster.start_node(node.node_id)
-            replicas_in_sync(cluster, IN_SYNC_S)
-        written = records_written(alo.bootstrap_servers, alo.orders_topic)
-        wait_until(lambda: records_written(alo.bootstrap_servers, alo.orders_topic)
-                   >= written + 1000, 300, "orders produced after the faults")  # fmt: skip
-        assert all(p.running for p in alive), "neither producer nor consumers may need a restart"
-
-        assert producer.sigterm(600) == 0, producer.tail()
-        summary = produced_summary(producer)
-        total = summary["produced"]
-        assert summary == {"produced": total, "delivered": total, "failed": 0}
-        # The idempotent producer wrote each order once, through every leader change.
-        assert records_written(alo.bootstrap_servers, alo.orders_topic) == total
-        for name, settings in (("alo", alo), ("eos", eos)):
-            all_settled(settings, 600, consumers[name])
-    # the drain loop has ended: one last run each, on a cluster at rest
-    for settings in (alo, eos):
-        last = procs.start("drain", settings, module="tests.faults.drain_process")
-        assert last.wait(600) == 0, last.tail()
-    for consumer in alive[1:]:
-        assert consumer.running, f"a consumer stopped:\n{consumer.tail()}"
-        assert consumer.sigterm() == 0, consumer.tail()
-
-    print(f"leader killed: node {leader}; coordinator killed: node {coordinator}; "
-          f"orders written when the rolling restart ended: {written} of {total}")  # fmt: skip
-    print("drain runs:", "; ".join(drains[-4:]))
-    for label, settings in (("at-least-once", alo), ("exactly-once", eos)):
-        result = reconcile(f"cluster-broker-loss-{label}", settings)
-        assert len(result.produced) == total  # every acknowledged order is in the topic
-        result.check(settings.price_threshold)
-        if settings.exactly_once:
-            assert result.duplicated == 0
-        with open_engine(settings.effective_database_url) as engine:
-            events = DlqStore(engine).list_events(limit=1_000_000)
-        twice = Counter(e.order_id for e in events) - Counter(result.dead_lettered)
-        where = [(e.order_id, e.source_partition, e.source_offset, e.failure_key)
-                 for e in events if e.order_id in twice]  # fmt: skip
-        assert sorted(e.order_id for e in events) == sorted(result.dead_lettered), where
+        print(f"leader killed: node {leader}; coordinator killed: node {coordinator}; "
+              f"orders written when the rolling restart ended: {written} of {total}")  # fmt: skip
+        print("drain runs:", "; ".join(drains[-4:]))
+        for label, settings in (("at-least-once", alo), ("exactly-once", eos)):
+            result = reconcile(f"cluster-broker-loss-{label}", settings)
+            assert len(result.produced) == total  # every acknowledged order is in the topic
+            result.check(settings.price_threshold)
+            if settings.exactly_once:
+                assert result.duplicated == 0
+            with open_engine(settings.effective_database_url) as engine:
+                events = DlqStore(engine).list_events(limit=1_000_000)
+            twice = Counter(e.order_id for e in events) - Counter(result.dead_lettered)
+            where = [(e.order_id, e.source_partition, e.source_offset, e.failure_key)
+                     for e in events if e.order_id in twice]  # fmt: skip
+            assert sorted(e.order_id for e in events) == sorted(result.dead_lettered), where
 
 
 def test_two_of_three_brokers_down_20s_producer_waits_consumer_pauses_and_resumes(
