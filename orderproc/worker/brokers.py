@@ -98,6 +98,15 @@ class BrokerWait:
         elif self._since is not None:
             self._announced_wait_goes_on(now, answering=oldest_since is None and commits is None)
 
+    def finish(self) -> None:
+        """The consumer stops: brokers that answer since the wait was told are said to, even
+        before they have answered for ``notice_after_s``."""
+        if self._since is not None and self._answered_at is not None:
+            log.warning(
+                "the brokers answer again after %.1f s; consuming", self._answered_at - self._since
+            )
+            self._since = self._answered_at = None
+
     def _announced_wait_goes_on(self, now: float, *, answering: bool) -> None:
         if not answering:
             self._answered_at = None  # one more part of the same outage

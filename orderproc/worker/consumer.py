@@ -183,6 +183,7 @@ class OrderConsumer:
                 self._make_durable(self.batches.handle(messages))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.offsets.advance(wait=True)
+            self.brokers.finish()
         except OrderProcError as exc:
             self.health.fail(str(exc))
             raise

@@ -110,3 +110,20 @@ def test_an_outage_whose_parts_take_turns_is_one_wait(caplog: pytest.LogCaptureF
     assert first.startswith("waiting for the brokers: 39 retry/DLQ records unacknowledged")
     assert last == "the brokers answer again after 111.0 s; consuming"
     assert not wait.waiting
+
+
+def test_a_consumer_stopping_soon_after_the_brokers_answer_still_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = Clock()
+    wait = BrokerWait(10.0, clock)
+    since = clock.now
+    clock.now += 60
+    wait.check(17, since)
+    wait.check(0, None)  # answered; SIGTERM a few seconds later
+    clock.now += 3
+    wait.finish()
+
+    assert _lines(caplog)[-1] == "the brokers answer again after 60.0 s; consuming"
+    assert not wait.waiting
