@@ -106,8 +106,6 @@ def replay(
 ) -> None:
     """Replay approved DLQ rows to the orders topic (what the orders_dlq_replay DAG runs);
     a dry run unless --publish."""
-    from dataclasses import replace
-
     from orderproc.airflow.params import ReplayParams, replay_request
     from orderproc.cli.review import default_actor
     from orderproc.dlq.replay import replay_id_for, replay_with_settings
@@ -119,7 +117,7 @@ def replay(
         "rate_per_sec": rate, "dry_run": not publish, "max_replays": max_replays,
     }  # fmt: skip
     params = ReplayParams.parse({k: v for k, v in form.items() if v is not None})
-    request = replace(replay_request(params), wait_s=wait)
+    request = replay_request(params).model_copy(update={"wait_s": wait})
     settings = settings_with()
     setup_logging(settings, None, "WARNING")
     result = replay_with_settings(settings, request, replay_id=replay_id or replay_id_for(None),
