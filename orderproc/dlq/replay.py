@@ -203,7 +203,7 @@ def run_replay(
     )  # fmt: skip
     with holding(store, clients, result, actor=actor, wait_s=request.wait_s,
                  schema=schema) as turn:  # fmt: skip
-        run = turn.begin(request, request.asked)
+        run = turn.begin(request)
         turn.publish(store.queued(replay_id), request)
         if result.failed:
             said = f"stopped: {len(result.failed)} records were not published"

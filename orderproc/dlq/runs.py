@@ -259,7 +259,7 @@ class Runs:
             .order_by(DlqEvent.id)
         )
         with Session(self.engine, expire_on_commit=False) as session:
-            return [RunRow(e, m) for e, m in session.execute(stmt).tuples()]
+            return [RunRow(e, m) for e, m in session.execute(stmt)]
 
     def outcome_of(self, event: DlqEvent) -> ReplayRunRow | None:
         """What the run that replayed ``event`` knows of its copy (None: not replayed by a

@@ -37,7 +37,7 @@ from orderproc.dlq.publish import Copy, Crash, fence, publish_chunk, resolve_pen
 from orderproc.dlq.store import DlqStore
 from orderproc.errors import OrderProcError, ReplayFencedError
 from orderproc.kafka.clients import poll_for
-from orderproc.models import DlqStatus
+from orderproc.models import DlqStatus, ReplayOptions
 from orderproc.serde import OrderSchema, OrderSerde, value_context
 from orderproc.store.tables import ReplayRun
 
@@ -121,6 +121,8 @@ class Turn:
     result: ReplayResult
     actor: str
     schema: OrderSchema
+    pacer: Pacer | None = None
+    """Spaces records across every ``publish`` of the turn (made by the first)."""
 
     def take_over(self) -> None:
         """Fence every earlier run in Kafka, then settle the rows it left pending."""
@@ -152,10 +154,11 @@ class Turn:
             return f"its pending rows stay for the next run to settle ({exc})"
         return f"it settled its pending rows: {committed} committed, {aborted} aborted"
 
-    def begin(self, request: ReplayRequest, asked: dict[str, Any]) -> ReplayRun:
+    def begin(self, request: ReplayRequest) -> ReplayRun:
         """The run's record: made now, its selection frozen (the DLQ's ends noted first,
         where its copies' dead letters will be looked for), or as an earlier attempt of
-        the run left it. ``asked`` is the request as JSON (what "resume" asks again)."""
+        the run left it. It keeps the options and what was asked (``request.asked``:
+        what "resume" asks again)."""
         run = self.store.run(self.lease.replay_id)
         if run is not None:
             return run
@@ -163,8 +166,9 @@ class Turn:
         if self.clients.dlq_topic:
             with closing(self.clients.reader()) as consumer:
                 ends = dlq_ends(consumer, self.clients.dlq_topic, self.clients.timeout_s)
+        options = request.model_dump(mode="json", include=set(ReplayOptions.model_fields))
         return self.store.begin_run(self.lease, request.selection, limit=request.max_messages,
-                                    actor=self.actor, request=asked,
+                                    actor=self.actor, request={**options, **request.asked},
                                     dlq_positions=ends)  # fmt: skip
 
     def publish(self, limit: int, request: ReplayRequest) -> int:
@@ -186,8 +190,10 @@ class Turn:
             elif row.action == REJECT:
                 self.store.reject_claimed(row.event_id, lease=self.lease, actor=self.actor,
                                           note=row.note or "")  # fmt: skip
-        pacer = Pacer(request.rate_per_sec, clock=c.clock,
-                      sleep=c.sleep or (lambda s: poll_for(self.kafka, s)))  # fmt: skip
+        if self.pacer is None:
+            self.pacer = Pacer(request.rate_per_sec, clock=c.clock,
+                               sleep=c.sleep or (lambda s: poll_for(self.kafka, s)))  # fmt: skip
+        pacer = self.pacer
         chunk = chunk_size(request.rate_per_sec, c.transaction_timeout_s)
         by_id = {e.id: e for e in claimed}
         rows = [p for p in planned if p.action == PUBLISH]

@@ -114,3 +114,9 @@ def _fine(tally: Tally) -> str:
         said += f", {failed} failed again"
     pending = tally[RowOutcome.PENDING]
     return said + (f", {pending} pending" if pending else "")
+
+
+def poll_interval(options: ReplayOptions) -> float:
+    """Seconds between two looks while a run waits: about twenty looks within the outcome
+    timeout, at most every second and at least every ten."""
+    return min(10.0, max(1.0, options.outcome_timeout_s / 20))
