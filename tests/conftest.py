@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +58,9 @@ from orderproc.report.aggregate import DlqReport
 from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
+from orderproc.store.processed import OrderRepository
 from orderproc.store.tables import DlqEvent, ProcessedOrder
+from orderproc.worker.consumer import OrderConsumer
 from orderproc.worker.routing import FailureRouter
 from tests.support import free_ports, http_get, migrated_schema, read_committed, wait_until
 
@@ -785,6 +788,29 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def live_consumer() -> Iterator[Callable[[Settings, str], OrderConsumer]]:
+    """``live_consumer(settings, database_url)``: the live consumer (``OrderConsumer``, as
+    ``orderproc consume`` runs it) on a thread of its own, writing to that store; stopped
+    after the test."""
+    running: list[tuple[OrderConsumer, threading.Thread, Engine]] = []
+
+    def start(settings: Settings, database_url: str) -> OrderConsumer:
+        engine = make_engine(database_url)
+        consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        running.append((consumer, thread, engine))
+        return consumer
+
+    yield start
+    for consumer, thread, engine in running:
+        consumer.stop()
+        thread.join(60)
+        engine.dispose()
+        assert not thread.is_alive(), "the live consumer did not stop"
 
 
 def _tail(path: str) -> str:

@@ -2,13 +2,13 @@
 canary, the live consumer's verdict on it, the rest in steps, a pause when replayed orders
 fail again. Real broker, the real consumer in a thread, on PostgreSQL and SQLite.
 
-The consumer is the live one (``OrderConsumer``): replayed copies are processed or fail
-their attempts and are dead-lettered as in production; the run reads the DLQ itself.
+The consumer is the live one (``OrderConsumer``, the ``live_consumer`` fixture): replayed
+copies are processed or fail their attempts and are dead-lettered as in production; the
+run reads the DLQ itself.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,29 +28,10 @@ from orderproc.dlq.summary import run_markdown, run_report
 from orderproc.dlq.turn import Clients
 from orderproc.errors import HIGH_PRICE_REASON
 from orderproc.kafka.clients import replay_producer_config, replay_reader_config
-from orderproc.store.processed import OrderRepository
-from orderproc.worker.consumer import OrderConsumer
 
 pytestmark = pytest.mark.integration
 
 Helper = Callable[..., Any]
-
-
-class LiveConsumer:
-    """The live consumer on a thread of its own, until ``stop``."""
-
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
-        self.thread = threading.Thread(target=self.consumer.run, daemon=True)
-
-    def __enter__(self) -> LiveConsumer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.consumer.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the consumer did not stop"
 
 
 @pytest.fixture
@@ -122,14 +103,14 @@ def once(settings: Settings, read_all: Helper, headers_of: Helper) -> Callable[[
 
 @BOTH_MODES
 def test_uncorrected_orders_pause_after_the_canary_and_the_rest_go_back_to_approved(
-    store: DlqStore, settings: Settings, engine: Engine, clients: Clients,
+    store: DlqStore, settings: Settings, db_url: str, clients: Clients, live_consumer: Helper,
     approved: Callable[..., list[int]], once: Callable[[], Counter[str]], dlq_rows: Helper,
 ) -> None:  # fmt: skip
     ids = approved(30)
     request = ReplayRequest(max_messages=100, canary="5", outcome_timeout_s=120)
 
-    with LiveConsumer(settings, engine):
-        replay_watched(store, request, clients, replay_id="canary-1", actor="ops")
+    live_consumer(settings, db_url)
+    replay_watched(store, request, clients, replay_id="canary-1", actor="ops")
 
     report = run_report(store, "canary-1")
     assert report is not None and report.run.state == RunState.PAUSED and report.run.failed
@@ -153,14 +134,14 @@ def test_uncorrected_orders_pause_after_the_canary_and_the_rest_go_back_to_appro
 
 
 def test_corrected_orders_run_to_the_end_in_steps_every_row_processed(
-    store: DlqStore, settings: Settings, engine: Engine, clients: Clients,
+    store: DlqStore, settings: Settings, db_url: str, clients: Clients, live_consumer: Helper,
     approved: Callable[..., list[int]], once: Callable[[], Counter[str]], dlq_rows: Helper,
 ) -> None:  # fmt: skip
     ids = approved(25, corrected=True)
     request = ReplayRequest(max_messages=100, canary="20%", step_rows=7, outcome_timeout_s=120)
 
-    with LiveConsumer(settings, engine):
-        replay_watched(store, request, clients, replay_id="canary-2", actor="ops")
+    live_consumer(settings, db_url)
+    replay_watched(store, request, clients, replay_id="canary-2", actor="ops")
 
     report = run_report(store, "canary-2")
     assert report is not None and report.run.state == RunState.FINISHED
