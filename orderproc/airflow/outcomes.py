@@ -50,15 +50,15 @@ class AwaitOutcomes(BaseOperator):
         from orderproc.airflow.tasks import look_at_outcomes
 
         verdict, poll_s = look_at_outcomes(run_id=context["run_id"], **self._conns())
-        if verdict.call != "wait":
-            return self.resume(context, verdict.to_dict())
-        timeout_s = float(dict(context["params"]).get("outcome_timeout_s") or 300)
-        log.info("replay %s: deferred until the verdict is in", verdict.said)
-        self.defer(
-            trigger=OutcomeTrigger(run_id=context["run_id"], poll_s=poll_s, **self._conns()),
-            method_name="resume",
-            timeout=timedelta(seconds=timeout_s) + DEFER_MARGIN,
-        )
+        if verdict.call == "wait":
+            timeout_s = float(dict(context["params"]).get("outcome_timeout_s") or 300)
+            log.info("replay %s: deferred until the verdict is in", verdict.said)
+            self.defer(
+                trigger=OutcomeTrigger(run_id=context["run_id"], poll_s=poll_s, **self._conns()),
+                method_name="resume",
+                timeout=timedelta(seconds=timeout_s) + DEFER_MARGIN,
+            )
+        return self.resume(context, verdict.to_dict())
 
     def resume(self, context: Any, event: Mapping[str, Any]) -> dict[str, Any]:
         """Act on the verdict (on a worker: a pause is a turn of the replay lease)."""
@@ -84,7 +84,7 @@ class OutcomeTrigger(BaseTrigger):
         kafka_conn_id: str = KAFKA_CONN_ID,
         db_conn_id: str = DB_CONN_ID,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.run_id, self.poll_s = run_id, poll_s
         self.kafka_conn_id, self.db_conn_id = kafka_conn_id, db_conn_id
 
@@ -107,7 +107,7 @@ class OutcomeTrigger(BaseTrigger):
                 log.warning("replay %s: could not look at the outcomes: %s", self.run_id, exc)
                 said = None
             if said is not None and said["call"] != "wait":
-                yield TriggerEvent(said)
+                yield TriggerEvent(said)  # type: ignore[no-untyped-call]
                 return
             await asyncio.sleep(self.poll_s)
 
