@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from orderproc.errors import ValidationError
 
@@ -155,13 +156,19 @@ def _canary_text(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def _canary_shape(value: str) -> str:
+    if not re.fullmatch(CANARY_PATTERN, value):
+        raise ValueError(f"{value!r} is neither a number of rows (10) nor a share (5%)")
+    return value
+
+
 Canary = Annotated[
     str,
     BeforeValidator(_canary_text),
+    AfterValidator(_canary_shape),
+    # the trigger form takes 10 (a number) as well as "10" or "5%"
     Field(
-        pattern=CANARY_PATTERN,
-        # the trigger form takes 10 (a number) as well as "10" or "5%"
-        json_schema_extra={"type": ["integer", "string"], "pattern": CANARY_PATTERN, "minimum": 0},
+        json_schema_extra={"type": ["integer", "string"], "pattern": CANARY_PATTERN, "minimum": 0}
     ),
 ]
 

@@ -28,7 +28,7 @@ from orderproc.dlq.replay import clients_for, replay_id_for
 from orderproc.dlq.runs import RunState
 from orderproc.dlq.steps import act_on, carry_on, look_while_waiting, start, stop
 from orderproc.dlq.store import DlqStore
-from orderproc.dlq.summary import run_markdown, run_report
+from orderproc.dlq.summary import run_markdown, run_report, said
 from orderproc.dlq.summary import summary_markdown as replay_summary
 from orderproc.dlq.turn import Clients
 from orderproc.dlq.verdict import Verdict, poll_interval
@@ -174,7 +174,8 @@ def log_replay_summary(
             raise AirflowFailException("the replay did not start: see the replay task's log")
         log.info("replay summary\n%s", replay_summary(result))
         return
-    log.info("replay summary\n%s", run_markdown(report, result))
+    turn = [line for line in said(result)[1:] if not line.startswith("took")] if result else []
+    log.info("replay summary\n%s", run_markdown(report, turn))
     fails = bool(dict(params or {}).get("pause_fails_run", True))
     if report.run.failed and fails:
         raise AirflowFailException(report.run.said or f"replay {replay_id} {report.run.state}")

@@ -84,6 +84,17 @@ class RunRow:
         return RowOutcome(self.member.outcome)
 
 
+def outcome_said(member: ReplayRunRow) -> str:
+    """What became of a row's replayed copy, in one line (``orderproc dlq show``, pages)."""
+    said = f"{RowOutcome(member.outcome).label} (replay {member.replay_id})"
+    if member.outcome == RowOutcome.FAILED_AGAIN:
+        said += f": {member.note}; its next trip: {member.trip_topic} [{member.trip_partition}]"
+        said += f" @ {member.trip_offset}"
+    elif member.note:
+        said += f": {member.note}"
+    return said
+
+
 def reserved_elsewhere(replay_id: str, now: datetime) -> ColumnElement[bool]:
     """A condition on ``dlq_events``: the row waits to be published by another run that
     is running and reserves it until later than ``now``."""

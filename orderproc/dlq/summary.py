@@ -5,7 +5,7 @@ outcome, why its copies failed again."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,16 +118,16 @@ def run_said(report: RunReport) -> list[str]:
     return lines
 
 
-def run_markdown(report: RunReport, result: Mapping[str, Any] | None = None) -> str:
-    """The run's sentences (and what its last turn waited for and settled), then a
-    Markdown table of its rows and their outcomes."""
+def run_markdown(report: RunReport, notes: Sequence[str] = ()) -> str:
+    """The run's sentences (and ``notes``: what its turns did, waited for, settled), then
+    a Markdown table of its rows and their outcomes."""
     rows = []
     for r in report.rows:
         e = r.event
         price = (payload_of(e) or {}).get("price")
         shown = "-" if price is None else f"{price:.2f}"
         copy = "-"
-        if r.outcome in PUBLISHED or e.replay_id == report.run.replay_id:
+        if r.outcome in PUBLISHED and e.replay_offset is not None:
             copy = f"partition {e.replay_partition} offset {e.replay_offset}"
         rows.append([e.id, e.order_id or "-", r.outcome.label, shown, copy, r.member.note or ""])
     for eid, why in sorted((int(k), v) for k, v in (report.run.not_taken or {}).items()):
@@ -140,5 +140,4 @@ def run_markdown(report: RunReport, result: Mapping[str, Any] | None = None) -> 
         tablefmt="github",
         disable_numparse=True,
     )
-    turn = [line for line in said(result)[1:] if not line.startswith("took")] if result else []
-    return "\n".join([*run_said(report), *turn, "", table])
+    return "\n".join([*run_said(report), *notes, "", table])

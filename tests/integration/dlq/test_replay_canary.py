@@ -184,3 +184,27 @@ def test_a_canary_whose_outcomes_never_arrive_pauses_at_its_timeout_and_says_so(
     assert len(once()) == 3
     assert sorted(r.status for r in dlq_rows(store).values()) == ["approved"] * 5 + ["replayed"] * 3
     assert {dlq_rows(store)[i].claimed_by for i in ids} == {None}
+
+
+def test_the_command_line_waits_for_its_canary_pauses_and_exits_1_with_the_verdict(
+    store: DlqStore, settings: Settings, db_url: str, live_consumer: Helper, run_cli: Helper,
+    approved: Callable[..., list[int]], once: Callable[[], Counter[str]],
+) -> None:  # fmt: skip
+    ids = approved(6)
+    live_consumer(settings, db_url)
+
+    done = run_cli(settings, "dlq", "replay", "--publish", "--canary", "2", "--replay-id",
+                   "cli-canary", "--outcome-timeout", "120")  # fmt: skip
+
+    said = (
+        f"paused after the canary: 2 of 2 replayed orders failed again with "
+        f"`{HIGH_PRICE_REASON}`; 4 rows returned to approved"
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"orderproc: error: {said}"
+    assert "replay cli-canary: paused" in done.stdout and said in done.stdout
+    assert len(once()) == 2
+    shown = run_cli(settings, "dlq", "show", str(ids[0])).stdout
+    assert f"replay outcome: failed again (replay cli-canary): {HIGH_PRICE_REASON}" in shown
+    shown = run_cli(settings, "dlq", "show", str(ids[-1])).stdout
+    assert "returned" in shown  # its audit trail says the run gave it back
