@@ -118,5 +118,5 @@ def _fine(tally: Tally) -> str:
 
 def poll_interval(options: ReplayOptions) -> float:
     """Seconds between two looks while a run waits: about twenty looks within the outcome
-    timeout, at most every second and at least every ten."""
-    return min(10.0, max(1.0, options.outcome_timeout_s / 20))
+    timeout, at most every second and at least every five."""
+    return min(5.0, max(1.0, options.outcome_timeout_s / 20))

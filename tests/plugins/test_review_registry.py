@@ -39,10 +39,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def page_settings(
-    registry_settings: Callable[..., Settings], pg_url: str, monkeypatch: pytest.MonkeyPatch
+    registry_settings: Callable[..., Settings], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
-    """Settings on the registry wire format, the review page's too (its environment)."""
-    settings = registry_settings(database_url=pg_url)
+    """Settings on the registry wire format and the page's store, the review page's too
+    (its environment)."""
+    settings = registry_settings(database_url=db_url)
     monkeypatch.setenv("ORDERPROC_SCHEMA_REGISTRY_URL", str(settings.schema_registry_url))
     monkeypatch.setenv("ORDERPROC_ORDERS_TOPIC", settings.orders_topic)
     get_settings.cache_clear()
