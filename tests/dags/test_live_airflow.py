@@ -88,7 +88,7 @@ def test_a_replay_logs_no_librdkafka_warnings_and_its_summary_once(
     live_store.edit(event, {"price": 12.5}, actor="alice")
     live_store.approve([event], actor="alice")
 
-    run_id = live_airflow.trigger(REPLAY, {"event_ids": [event], "dry_run": False})
+    run_id = live_airflow.trigger(REPLAY, {"event_ids": [event], "dry_run": False, "canary": 0})
     run = live_airflow.wait_run(REPLAY, run_id)
 
     assert run["state"] == "success"
