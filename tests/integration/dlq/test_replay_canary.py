@@ -20,9 +20,10 @@ from sqlalchemy import Engine
 
 from orderproc.clock import utcnow
 from orderproc.config import ProcessingGuarantee, RetryMode, Settings
-from orderproc.dlq.replay import ReplayRequest, clients_for
+from orderproc.dlq.filters import EventFilter
+from orderproc.dlq.replay import ReplayRequest, clients_for, run_replay
 from orderproc.dlq.runs import RowOutcome, RunState
-from orderproc.dlq.steps import replay_watched
+from orderproc.dlq.steps import carry_on, replay_watched, start
 from orderproc.dlq.store import DlqStore
 from orderproc.dlq.summary import run_markdown, run_report
 from orderproc.dlq.turn import Clients
@@ -208,3 +209,24 @@ def test_the_command_line_waits_for_its_canary_pauses_and_exits_1_with_the_verdi
     assert f"replay outcome: failed again (replay cli-canary): {HIGH_PRICE_REASON}" in shown
     shown = run_cli(settings, "dlq", "show", str(ids[-1])).stdout
     assert "returned" in shown  # its audit trail says the run gave it back
+
+
+def test_a_run_waiting_for_its_canary_keeps_its_rows_from_another_run_and_publishes_them_once(
+    store: DlqStore, settings: Settings, clients: Clients, approved: Callable[..., list[int]],
+    once: Callable[[], Counter[str]], dlq_rows: Helper,
+) -> None:  # fmt: skip
+    ids = approved(6, corrected=True)
+    request = ReplayRequest(canary="2", outcome_timeout_s=120)
+    start(store, request, clients, replay_id="waiting", actor="ops")  # then it waits
+
+    other = run_replay(store, ReplayRequest(selection=EventFilter(status="approved",
+                       ids=tuple(ids))), topic=settings.orders_topic, producer=clients.producer,
+                       reader=clients.reader, replay_id="other")  # fmt: skip
+
+    assert other.delivered == []
+    reserved = "reserved by run waiting, which has not published it yet"
+    assert {i: other.not_taken[i] for i in ids[2:]} == dict.fromkeys(ids[2:], reserved)
+    assert all(other.not_taken[i].startswith("already replayed by waiting") for i in ids[:2])
+    carry_on(store, clients, replay_id="waiting", actor="ops")  # its next turn goes on
+    assert {dlq_rows(store)[i].replay_id for i in ids} == {"waiting"}
+    assert len(once()) == 6
