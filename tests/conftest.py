@@ -533,6 +533,26 @@ def seed_dlq() -> Callable[..., list[int]]:
 
 
 @pytest.fixture
+def approved_dlq(seed_dlq: Callable[..., list[int]]) -> Callable[..., list[int]]:
+    """``approved_dlq(store, orders, first_offset=0, price=None)``: DLQ rows of these orders
+    (as ``seed_dlq``), approved by a reviewer, who corrected their price to ``price`` first
+    when one is given; returns their ids."""
+
+    def approve(
+        store: DlqStore, orders: Sequence[Order], *, first_offset: int = 0,
+        price: float | None = None,
+    ) -> list[int]:  # fmt: skip
+        ids = seed_dlq(store, orders, first_offset=first_offset)
+        if price is not None:
+            for i in ids:
+                store.edit(i, {"price": price}, actor="alice")
+        store.approve(ids, actor="alice")
+        return ids
+
+    return approve
+
+
+@pytest.fixture
 def dlq_rows() -> Callable[[DlqStore], dict[int, DlqEvent]]:
     """``dlq_rows(store)``: every DLQ row, by id."""
 

@@ -33,17 +33,19 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         rows.append(
             [eid, row.get("order_id") or "-", row["action"], row["replay_count"], shown, outcome]
         )
-    for eid, why in sorted((int(k), v) for k, v in result.get("not_taken", {}).items()):
-        rows.append([eid, "-", "not taken", "-", "-", why])
+    headers = ["event", "order", "action", "replays", "price", "outcome"]
+    return "\n".join([*said(result), "", _table(rows, headers, result.get("not_taken"))])
+
+
+def _table(
+    rows: list[list[Any]], headers: list[str], not_taken: Mapping[str, str] | None
+) -> str:
+    """The rows, then those asked for by id and not taken (and why), as Markdown."""
+    for eid, why in sorted((int(k), v) for k, v in (not_taken or {}).items()):
+        rows.append([eid, "-", "not taken", *["-"] * (len(headers) - 4), why])
     if not rows:
-        rows.append(["-", "-", "nothing selected", "-", "-", "-"])
-    table = tabulate(
-        rows,
-        headers=["event", "order", "action", "replays", "price", "outcome"],
-        tablefmt="github",
-        disable_numparse=True,
-    )
-    return "\n".join([*said(result), "", table])
+        rows.append(["-", "-", "nothing selected", *["-"] * (len(headers) - 3)])
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def said(result: Mapping[str, Any]) -> list[str]:
@@ -130,14 +132,6 @@ def run_markdown(report: RunReport, notes: Sequence[str] = ()) -> str:
         if r.outcome in PUBLISHED and e.replay_offset is not None:
             copy = f"partition {e.replay_partition} offset {e.replay_offset}"
         rows.append([e.id, e.order_id or "-", r.outcome.label, shown, copy, r.member.note or ""])
-    for eid, why in sorted((int(k), v) for k, v in (report.run.not_taken or {}).items()):
-        rows.append([eid, "-", "not taken", "-", "-", why])
-    if not rows:
-        rows.append(["-", "-", "nothing selected", "-", "-", "-"])
-    table = tabulate(
-        rows,
-        headers=["event", "order", "outcome", "price", "replayed copy", "note"],
-        tablefmt="github",
-        disable_numparse=True,
-    )
+    headers = ["event", "order", "outcome", "price", "replayed copy", "note"]
+    table = _table(rows, headers, report.run.not_taken)
     return "\n".join([*run_said(report), *notes, "", table])

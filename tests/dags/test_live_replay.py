@@ -49,17 +49,14 @@ def live_store(live_airflow: LiveAirflow) -> Iterator[DlqStore]:
 
 
 @pytest.fixture
-def approved(live_store: DlqStore, seed_dlq: Helper) -> Callable[..., list[int]]:
+def approved(live_store: DlqStore, approved_dlq: Helper) -> Callable[..., list[int]]:
     """``approved(name, first_offset, corrected=False)``: ROWS expensive orders of their
     own, dead-lettered and approved (with their price corrected to 90)."""
 
     def make(name: str, first_offset: int, *, corrected: bool = False) -> list[int]:
         orders = [Order(f"{name}-{i}", "Laptop", 150.0) for i in range(ROWS)]
-        ids: list[int] = seed_dlq(live_store, orders, first_offset=first_offset)
-        if corrected:
-            for i in ids:
-                live_store.edit(i, {"price": 90.0}, actor="alice")
-        live_store.approve(ids, actor="alice")
+        price = 90.0 if corrected else None
+        ids: list[int] = approved_dlq(live_store, orders, first_offset=first_offset, price=price)
         return ids
 
     return make
@@ -206,9 +203,18 @@ class _one_slot:
         self.before = 0
 
     def __enter__(self) -> None:
-        self.before = int(self.api.get("/api/v2/pools/default_pool").json()["slots"])
-        assert self.api.patch("/api/v2/pools/default_pool", json={"slots": 1}).is_success
+        pool = self.api.get(POOL).json()
+        assert pool["include_deferred"] is False  # Airflow's default: deferred tasks use none
+        self.before = int(pool["slots"])
+        self._set(1)
 
     def __exit__(self, *_: object) -> None:
-        assert self.api.patch("/api/v2/pools/default_pool", json={"slots": self.before}).is_success
+        self._set(self.before)
         self.api.close()
+
+    def _set(self, slots: int) -> None:
+        done = self.api.patch(POOL, params={"update_mask": "slots"}, json={"slots": slots})
+        assert done.is_success, done.text
+
+
+POOL = "/api/v2/pools/default_pool"

@@ -72,17 +72,14 @@ def clients(settings: Settings) -> Clients:
 
 
 @pytest.fixture
-def approved(store: DlqStore, seed_dlq: Helper, make_orders: Helper) -> Callable[..., list[int]]:
+def approved(
+    store: DlqStore, approved_dlq: Helper, make_orders: Helper
+) -> Callable[..., list[int]]:
     """``approved(n, corrected=False)``: n expensive orders dead-lettered and approved (with
     their price corrected to 90, which the live consumer takes)."""
 
-    def make(n: int, *, corrected: bool = False, first_offset: int = 0) -> list[int]:
-        ids: list[int] = seed_dlq(store, make_orders(n, prefix=f"o{first_offset}"),
-                                  first_offset=first_offset)  # fmt: skip
-        if corrected:
-            for i in ids:
-                store.edit(i, {"price": 90.0}, actor="alice")
-        store.approve(ids, actor="alice")
+    def make(n: int, *, corrected: bool = False) -> list[int]:
+        ids: list[int] = approved_dlq(store, make_orders(n), price=90.0 if corrected else None)
         return ids
 
     return make
