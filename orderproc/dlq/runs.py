@@ -8,15 +8,16 @@ makes it ``processed`` or ``failed_again`` (``orderproc.dlq.outcomes``). A row t
 never published ends ``returned`` (the run paused or stopped: it is ``approved`` again,
 and an audit row says why) or ``skipped`` (parked, rejected, or taken by another run).
 
-Between two turns a run that is ``running`` *reserves* its queued rows until
-``reserved_until``: another run does not take them while the canary is awaited. A run
-that died between turns stops reserving when that time passes, so nothing stays stuck.
+Between two turns a run that is ``running`` counts as alive until ``reserved_until``, and
+*reserves* its queued rows till then: another run does not take them while the canary is
+awaited. A run that died between turns (or inside one) stops reserving when that time
+passes (or at once), and the next run to begin marks it ``stopped``: nothing stays stuck.
 Every write of a turn goes through its lease (``Lease.transaction``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -110,6 +111,10 @@ def reserved_elsewhere(replay_id: str, now: datetime) -> ColumnElement[bool]:
 
 def _queued(replay_id: str) -> ColumnElement[bool]:
     return and_(ReplayRunRow.replay_id == replay_id, ReplayRunRow.outcome == RowOutcome.QUEUED)
+
+
+def _whole(said: str, back: int) -> str:
+    return f"{said}; {back} rows returned to approved" if back else said
 
 
 class Runs:
@@ -231,34 +236,44 @@ class Runs:
             return list(conn.scalars(select(ReplayRunRow.event_id).where(where)))
 
     def end_run(self, lease: Lease, state: RunState, *, said: str, failed: bool, actor: str) -> int:
-        """End the lease's run in ``state``; return how many rows went back to approved.
-
-        Its queued rows that are still approved are ``returned`` (an audit row each,
-        saying why); the others (parked, rejected, replayed by another run since) are
-        ``skipped`` with the reason.
-        """
+        """End the lease's run in ``state`` with its verdict ``said``; its queued rows go
+        back (``give_back``). Returns how many rows went back to approved."""
         now = utcnow()
-        queued = self._ids(_queued(lease.replay_id))
-        with Session(self.engine, expire_on_commit=False) as session:
-            events = {e.id: e for e in session.scalars(select(DlqEvent).where(
-                DlqEvent.id.in_(queued)))} if queued else {}  # fmt: skip
-        back = [i for i in queued if events[i].status == DlqStatus.APPROVED]
-        whole = f"{said}; {len(back)} rows returned to approved" if back else said
         with lease.transaction() as conn:
-            mine = update(ReplayRunRow).where(_queued(lease.replay_id))
-            if back:
-                conn.execute(mine.where(ReplayRunRow.event_id.in_(back)).values(
-                    outcome=RowOutcome.RETURNED.value, note=said, decided_at=now))  # fmt: skip
-                audit(conn, back, AuditAction.RETURNED, actor, at=now,
-                      note=f"replay {lease.replay_id} {whole}")  # fmt: skip
-            for i in (i for i in queued if i not in back):
-                why = why_not_taken(events[i], EventFilter(status=DlqStatus.APPROVED.value))
-                conn.execute(mine.where(ReplayRunRow.event_id == i).values(
-                    outcome=RowOutcome.SKIPPED.value, note=why, decided_at=now))  # fmt: skip
+            back = self._give_back(conn, lease, said, actor, now, tell=lambda n: _whole(said, n))
             conn.execute(update(ReplayRun).where(ReplayRun.replay_id == lease.replay_id).values(
-                state=state.value, said=whole, failed=failed, ended_at=now, updated_at=now,
-                reserved_until=None, waiting_since=None,
+                state=state.value, said=_whole(said, back), failed=failed, ended_at=now,
+                updated_at=now, reserved_until=None, waiting_since=None,
             ))  # fmt: skip
+        return back
+
+    def give_back(self, lease: Lease, why: str, *, actor: str) -> int:
+        """Give back the run's queued rows (the run goes on without them): the approved
+        ones are ``returned`` (an audit row each, saying ``why``), the others (parked,
+        rejected, replayed by another run since) ``skipped`` with the reason. Returns how
+        many went back to approved."""
+        with lease.transaction() as conn:
+            return self._give_back(conn, lease, why, actor, utcnow(), tell=lambda _n: why)
+
+    def _give_back(
+        self, conn: Any, lease: Lease, why: str, actor: str, now: datetime,
+        tell: Callable[[int], str],
+    ) -> int:  # fmt: skip
+        queued = list(conn.scalars(select(ReplayRunRow.event_id).where(_queued(lease.replay_id))))
+        events = {e.id: e for e in conn.execute(select(DlqEvent).where(
+            DlqEvent.id.in_(queued))).all()} if queued else {}  # fmt: skip
+        back = [i for i in queued if events[i].status == DlqStatus.APPROVED]
+        mine = update(ReplayRunRow).where(_queued(lease.replay_id))
+        if back:
+            conn.execute(mine.where(ReplayRunRow.event_id.in_(back)).values(
+                outcome=RowOutcome.RETURNED.value, note=why, decided_at=now))  # fmt: skip
+            audit(conn, back, AuditAction.RETURNED, actor, at=now,
+                  note=f"replay {lease.replay_id} {tell(len(back))}")  # fmt: skip
+        approved = EventFilter(status=DlqStatus.APPROVED.value)
+        for i in (i for i in queued if i not in back):
+            conn.execute(mine.where(ReplayRunRow.event_id == i).values(
+                outcome=RowOutcome.SKIPPED.value, note=why_not_taken(events[i], approved),
+                decided_at=now))  # fmt: skip
         return len(back)
 
     def run_rows(self, replay_id: str) -> list[RunRow]:

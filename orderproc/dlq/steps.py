@@ -78,7 +78,7 @@ def start(
         published = store.tally(replay_id).published
         turn.publish(size - published, request)
         if size and not turn.result.failed:
-            _wait_next(store, turn, request, reserve=store.queued(replay_id) > 0)
+            _wait_next(store, turn, request)
 
     return _turn(store, clients, replay_id, actor, canary, request=request)
 
@@ -93,10 +93,13 @@ def carry_on(store: DlqStore, clients: Clients, *, replay_id: str, actor: str) -
         store.update_run(turn.lease, reserved_until=None)  # it holds the lease now
         done = run.steps
         while store.queued(replay_id):
-            published = turn.publish(request.step_rows, request)
+            took = turn.publish(request.step_rows, request)
+            if not took:  # what is left cannot be taken now (locked by a reviewer, changed)
+                store.give_back(turn.lease, "the run could not take it", actor=turn.actor)
+                break
             done += 1
             store.update_run(turn.lease, steps=done)
-            if turn.result.failed or not published or not store.queued(replay_id):
+            if turn.result.failed or not store.queued(replay_id):
                 break
             tally = look(store, replay_id, reader=turn.clients.reader,
                          dlq_topic=turn.clients.dlq_topic)  # fmt: skip
@@ -108,7 +111,7 @@ def carry_on(store: DlqStore, clients: Clients, *, replay_id: str, actor: str) -
         if turn.result.failed:
             return
         if run.canary:
-            store.update_run(turn.lease, waiting_since=utcnow())
+            _wait_next(store, turn, request)
             return
         tally = look(store, replay_id, reader=turn.clients.reader,
                      dlq_topic=turn.clients.dlq_topic)  # fmt: skip
@@ -196,10 +199,12 @@ def _end(store: DlqStore, turn: Turn, state: RunState, verdict: Verdict) -> None
                 verdict.said, back)  # fmt: skip
 
 
-def _wait_next(store: DlqStore, turn: Turn, options: ReplayOptions, *, reserve: bool) -> None:
-    """The run waits for outcomes now, reserving its queued rows meanwhile."""
+def _wait_next(store: DlqStore, turn: Turn, options: ReplayOptions) -> None:
+    """The run waits for outcomes now, holding nothing: until ``reserved_until`` it counts
+    as alive (another run does not mark it stopped) and its queued rows, if any, are
+    reserved for it."""
     now = utcnow()
-    until = now + timedelta(seconds=options.outcome_timeout_s) + GRACE if reserve else None
+    until = now + timedelta(seconds=options.outcome_timeout_s) + GRACE
     store.update_run(turn.lease, waiting_since=now, reserved_until=until)
 
 

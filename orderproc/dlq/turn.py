@@ -173,8 +173,9 @@ class Turn:
 
     def publish(self, limit: int, request: ReplayRequest) -> int:
         """Claim up to ``limit`` rows the run has not published yet, park or reject what
-        must be, publish the rest (rate limited) in Kafka transactions; return how many
-        were published. Stops at the first chunk that fails (``result.failed``)."""
+        must be, publish the rest (rate limited) in Kafka transactions; return how many rows
+        it took (0: none left it could take). Stops at the first chunk that fails
+        (``result.failed``)."""
         if limit <= 0:
             return 0
         c, result = self.clients, self.result
@@ -197,7 +198,6 @@ class Turn:
         chunk = chunk_size(request.rate_per_sec, c.transaction_timeout_s)
         by_id = {e.id: e for e in claimed}
         rows = [p for p in planned if p.action == PUBLISH]
-        before = len(result.delivered)
         for start in range(0, len(rows), chunk):
             copies = [
                 Copy(
@@ -215,7 +215,7 @@ class Turn:
             if done.failed:
                 result.failed.update(done.failed)
                 break
-        return len(result.delivered) - before
+        return len(claimed)
 
 
 def chunk_size(rate_per_sec: float, transaction_timeout_s: float) -> int:
