@@ -195,8 +195,9 @@ def _turn(
 def _end(store: DlqStore, turn: Turn, state: RunState, verdict: Verdict) -> None:
     back = store.end_run(turn.lease, state, said=verdict.said, failed=verdict.bad,
                          actor=turn.actor)  # fmt: skip
-    log.warning("replay %s %s (%d rows returned to approved)", turn.lease.replay_id,
-                verdict.said, back)  # fmt: skip
+    level = logging.WARNING if verdict.bad else logging.INFO
+    log.log(level, "replay %s %s (%d rows returned to approved)", turn.lease.replay_id,
+            verdict.said, back)  # fmt: skip
 
 
 def _wait_next(store: DlqStore, turn: Turn, options: ReplayOptions) -> None:
