@@ -90,7 +90,6 @@ def carry_on(store: DlqStore, clients: Clients, *, replay_id: str, actor: str) -
 
     def steps(turn: Turn, run: ReplayRun) -> None:
         request = _request(run)
-        store.update_run(turn.lease, reserved_until=None)  # it holds the lease now
         done = run.steps
         while store.queued(replay_id):
             took = turn.publish(request.step_rows, request)
