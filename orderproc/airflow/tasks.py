@@ -16,12 +16,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from orderproc.airflow.connections import DB_CONN_ID, KAFKA_CONN_ID, database_url
 from orderproc.airflow.hooks import dlq_consumer, replay_producer, replay_reader
 from orderproc.airflow.params import DrainParams, ReplayParams, ReportParams, replay_request
+from orderproc.airflow.rest import api_base_url
 from orderproc.config import get_settings
 from orderproc.dlq.drain import run_drain
 from orderproc.dlq.replay import clients_for, replay_id_for
@@ -174,11 +176,15 @@ def log_replay_summary(
             raise AirflowFailException("the replay did not start: see the replay task's log")
         log.info("replay summary\n%s", replay_summary(result))
         return
-    turn = [line for line in said(result)[1:] if not line.startswith("took")] if result else []
-    log.info("replay summary\n%s", run_markdown(report, turn))
+    notes = [line for line in said(result)[1:] if not line.startswith("took")] if result else []
+    page = f"{api_base_url()}/orderproc/runs/{quote(str(run_id), safe='')}"
+    if report.failures:
+        notes.append(f"the failures: {page}#failed-again")
+    log.info("replay summary\n%s", run_markdown(report, notes))
     fails = bool(dict(params or {}).get("pause_fails_run", True))
     if report.run.failed and fails:
-        raise AirflowFailException(report.run.said or f"replay {replay_id} {report.run.state}")
+        verdict = report.run.said or f"replay {replay_id} {report.run.state}"
+        raise AirflowFailException(f"{verdict} (the run: {page})")
 
 
 @contextmanager

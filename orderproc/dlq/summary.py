@@ -37,9 +37,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join([*said(result), "", _table(rows, headers, result.get("not_taken"))])
 
 
-def _table(
-    rows: list[list[Any]], headers: list[str], not_taken: Mapping[str, str] | None
-) -> str:
+def _table(rows: list[list[Any]], headers: list[str], not_taken: Mapping[str, str] | None) -> str:
     """The rows, then those asked for by id and not taken (and why), as Markdown."""
     for eid, why in sorted((int(k), v) for k, v in (not_taken or {}).items()):
         rows.append([eid, "-", "not taken", *["-"] * (len(headers) - 4), why])

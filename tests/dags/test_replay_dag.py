@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import Engine
@@ -239,9 +240,12 @@ def test_uncorrected_orders_pause_after_the_canary_and_the_run_fails_saying_so(
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"replay": "success", "await_canary": "success", "publish_rest": "skipped",
                       "await_outcomes": "skipped", "summarise": "failed"}  # fmt: skip
-    assert webhook.texts() == [
-        f"orderproc: {DAG_ID}.summarise failed after 1 tries (run {run.run_id}): {said}"
-    ]
+    (told,) = webhook.texts()  # the verdict, and where the run page shows the failures
+    assert told.startswith(
+        f"orderproc: {DAG_ID}.summarise failed after 1 tries (run {run.run_id}): {said} "
+        f"(the run: http://"
+    )
+    assert told.endswith(f"/orderproc/runs/{quote(run.run_id, safe='')})")
     assert end_offset(dag_settings) == 4
     assert sorted(r.status for r in dlq_rows(store).values() if r.id in ids) == (
         ["approved"] * 8 + ["replayed"] * 4)  # fmt: skip
