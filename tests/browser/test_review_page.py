@@ -230,8 +230,14 @@ def test_an_operator_corrects_approves_and_replays_a_failed_order(
         expect(frame.locator("#summary")).to_contain_text("1 row(s): 1 to publish")
         shoot(page, "preview")
         frame.locator("#trigger").click()
-        expect(frame.locator("#state")).to_have_text("success", timeout=90_000)
+        # The run publishes its canary (here the one row), waits deferred for the live
+        # consumer's verdict on it, then ends: the page says what became of the row.
+        expect(frame.locator("#state")).to_have_text("success", timeout=300_000)
         expect(frame.locator("[id^=status-]")).to_have_text("replayed", timeout=10_000)
+        expect(frame.locator("#said")).to_have_text(
+            "finished: 1 of 1 replayed orders processed", timeout=10_000
+        )
+        expect(frame.locator("[id^=outcome-]")).to_have_text("processed")
         expect(frame.locator("#triggered-by")).to_have_text("op")
         shoot(page, "replayed")
         run_id = frame.locator("#run-id").inner_text()
