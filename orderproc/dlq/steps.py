@@ -77,8 +77,8 @@ def start(
             store.update_run(turn.lease, canary=size)
         published = store.tally(replay_id).published
         turn.publish(size - published, request)
-        if size and not turn.result.failed:
-            _wait_next(store, turn, request)
+        if not turn.result.failed:  # the rest is a later turn's: the run stays alive till then
+            _wait_next(store, turn, request, outcomes=bool(size))
 
     return _turn(store, clients, replay_id, actor, canary, request=request)
 
@@ -199,13 +199,19 @@ def _end(store: DlqStore, turn: Turn, state: RunState, verdict: Verdict) -> None
             verdict.said, back)  # fmt: skip
 
 
-def _wait_next(store: DlqStore, turn: Turn, options: ReplayOptions) -> None:
-    """The run waits for outcomes now, holding nothing: until ``reserved_until`` it counts
-    as alive (another run does not mark it stopped) and its queued rows, if any, are
-    reserved for it."""
+def _wait_next(
+    store: DlqStore, turn: Turn, options: ReplayOptions, *, outcomes: bool = True
+) -> None:
+    """The run waits for its next turn now, holding nothing (for its canary's
+    ``outcomes``, or, without a canary, only for the task that publishes the rest): until
+    ``reserved_until`` it counts as alive (another run does not mark it stopped) and its
+    queued rows, if any, are reserved for it."""
     now = utcnow()
     until = now + timedelta(seconds=options.outcome_timeout_s) + GRACE
-    store.update_run(turn.lease, waiting_since=now, reserved_until=until)
+    if outcomes:
+        store.update_run(turn.lease, waiting_since=now, reserved_until=until)
+    else:
+        store.update_run(turn.lease, reserved_until=until)
 
 
 def _request(run: ReplayRun) -> ReplayRequest:

@@ -208,12 +208,16 @@ def test_the_command_line_waits_for_its_canary_pauses_and_exits_1_with_the_verdi
     assert "returned" in shown  # its audit trail says the run gave it back
 
 
-def test_a_run_waiting_for_its_canary_keeps_its_rows_from_another_run_and_publishes_them_once(
+@pytest.mark.parametrize("canary", [2, 0], ids=["canary", "no-canary"])
+def test_a_run_waiting_for_its_next_turn_keeps_its_rows_from_another_run_and_publishes_them_once(
     store: DlqStore, settings: Settings, clients: Clients, approved: Callable[..., list[int]],
-    once: Callable[[], Counter[str]], dlq_rows: Helper,
+    once: Callable[[], Counter[str]], dlq_rows: Helper, canary: int,
 ) -> None:  # fmt: skip
+    """Between its two turns a run holds nothing but stays alive: with a canary while its
+    outcomes are awaited, without one until the turn that publishes the rest (the DAG's
+    next task). Without a canary it was taken for dead and stopped by the other run."""
     ids = approved(6, corrected=True)
-    request = ReplayRequest(canary="2", outcome_timeout_s=120)
+    request = ReplayRequest(canary=str(canary), outcome_timeout_s=120)
     start(store, request, clients, replay_id="waiting", actor="ops")  # then it waits
 
     other = run_replay(store, ReplayRequest(selection=EventFilter(status="approved",
@@ -222,8 +226,10 @@ def test_a_run_waiting_for_its_canary_keeps_its_rows_from_another_run_and_publis
 
     assert other.delivered == []
     reserved = "reserved by run waiting, which has not published it yet"
-    assert {i: other.not_taken[i] for i in ids[2:]} == dict.fromkeys(ids[2:], reserved)
-    assert all(other.not_taken[i].startswith("already replayed by waiting") for i in ids[:2])
+    assert {i: other.not_taken[i] for i in ids[canary:]} == dict.fromkeys(ids[canary:], reserved)
+    assert all(other.not_taken[i].startswith("already replayed by waiting") for i in ids[:canary])
     carry_on(store, clients, replay_id="waiting", actor="ops")  # its next turn goes on
+    run = store.run("waiting")  # without a canary it ends now; with one it awaits the steps'
+    assert run is not None and run.state == (RunState.RUNNING if canary else RunState.FINISHED)
     assert {dlq_rows(store)[i].replay_id for i in ids} == {"waiting"}
     assert len(once()) == 6
