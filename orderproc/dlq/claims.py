@@ -89,7 +89,10 @@ class Claims:
             .where(*claimable)
             .order_by(DlqEvent.id)
             .limit(limit)
-            .with_for_update()  # in id order, as every writer (PostgreSQL; SQLite ignores it)
+            # In id order, as every writer (PostgreSQL; SQLite ignores it). FOR NO KEY
+            # UPDATE, the lock the UPDATE takes: it does not wait for the drain's key-share
+            # locks (a copy row inserted for the event), which are not taken in id order.
+            .with_for_update(key_share=True)
         )
         with lease.transaction() as conn:
             # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
@@ -253,7 +256,8 @@ def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
     """Lock the rows an ``UPDATE ... WHERE`` will change, in id order, before it runs (an
     ``UPDATE`` of a set locks in scan order). SQLite holds the whole database instead."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(DlqEvent.id).where(where).order_by(DlqEvent.id).with_for_update())
+        locks = select(DlqEvent.id).where(where).order_by(DlqEvent.id)
+        conn.execute(locks.with_for_update(key_share=True))  # as the claim: FOR NO KEY UPDATE
 
 
 def _published(event_id: int) -> Update:
