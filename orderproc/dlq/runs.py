@@ -264,9 +264,11 @@ class Runs:
             DlqEvent.id.in_(queued))).all()} if queued else {}  # fmt: skip
         back = [i for i in queued if events[i].status == DlqStatus.APPROVED]
         mine = update(ReplayRunRow).where(_queued(lease.replay_id))
+        if back:  # only the rows still queued now: a look may have decided one meanwhile
+            back = sorted(conn.scalars(mine.where(ReplayRunRow.event_id.in_(back)).values(
+                outcome=RowOutcome.RETURNED.value, note=why, decided_at=now,
+            ).returning(ReplayRunRow.event_id)))  # fmt: skip
         if back:
-            conn.execute(mine.where(ReplayRunRow.event_id.in_(back)).values(
-                outcome=RowOutcome.RETURNED.value, note=why, decided_at=now))  # fmt: skip
             audit(conn, back, AuditAction.RETURNED, actor, at=now,
                   note=f"replay {lease.replay_id} {tell(len(back))}")  # fmt: skip
         approved = EventFilter(status=DlqStatus.APPROVED.value)
