@@ -91,6 +91,11 @@ class ReplayFencedError(ReplayError):
     """A newer replay run took over: this run changes nothing any more."""
 
 
+class ReplayPausedError(ReplayError):
+    """A replay run paused (its replayed orders failed again, or their outcomes did not
+    arrive): its message is the run's verdict."""
+
+
 class RegistryError(OrderProcError):
     """The schema registry answered a request with a refusal we cannot act on.
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from orderproc.errors import ValidationError
 
@@ -141,6 +144,95 @@ DEFAULT_MAX_REPLAYS = 3
 
 DEFAULT_REPLAY_WAIT_S = 300.0
 """How long a replay run waits for one that holds the replay before it gives up."""
+
+CANARY_PATTERN = r"^(0|[1-9][0-9]{0,8})%?$"
+"""A canary: a number of rows (``10``) or a share of the selection (``5%``)."""
+
+
+def _canary_text(value: Any) -> Any:
+    """``10`` (a number, as a JSON conf may send it) reads as ``"10"``; text is trimmed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+def _canary_shape(value: str) -> str:
+    if not re.fullmatch(CANARY_PATTERN, value):
+        raise ValueError(f"{value!r} is neither a number of rows (10) nor a share (5%)")
+    return value
+
+
+Canary = Annotated[
+    str,
+    BeforeValidator(_canary_text),
+    AfterValidator(_canary_shape),
+    # the trigger form takes 10 (a number) as well as "10" or "5%"
+    Field(
+        json_schema_extra={"type": ["integer", "string"], "pattern": CANARY_PATTERN, "minimum": 0}
+    ),
+]
+
+
+class ReplayOptions(BaseModel):
+    """How a replay runs: the one source of these options' defaults, bounds and words.
+
+    The replay DAG's trigger form is derived from these fields
+    (``orderproc.airflow.params.form_params``), ``orderproc dlq replay`` has an option for
+    each (a test keeps them equal), and ``ReplayRequest`` (``orderproc.dlq.replay``)
+    extends them: a new option is one field here.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    max_messages: int = Field(
+        default=100, ge=1, title="Max messages", description="Take at most this many rows."
+    )
+    rate_per_sec: float = Field(
+        default=0.0, ge=0, title="Rate (records/s)", description="0 = unthrottled."
+    )
+    max_replays: int = Field(
+        default=DEFAULT_MAX_REPLAYS,
+        ge=1,
+        title="Replay cap",
+        description="Rows of orders replayed this often already are parked instead.",
+    )
+    canary: Canary = Field(
+        default="10",
+        title="Canary",
+        description="Published first; the rest waits for the live consumer's verdict on it. "
+        "A number of rows (10) or a share of the selection (5%); 0: no canary.",
+    )
+    step_rows: int = Field(
+        default=100,
+        ge=1,
+        title="Rows per step",
+        description="After the canary the rest is published in steps of this many rows, "
+        "the outcomes checked again between steps.",
+    )
+    pause_at_percent: float = Field(
+        default=50.0,
+        ge=0,
+        le=100,
+        title="Pause at (% failed again)",
+        description="Pause when at least this share of the replayed orders whose outcome is "
+        "known failed again (the rows not published yet go back to approved).",
+    )
+    outcome_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        title="Outcome timeout (s)",
+        description="Pause when outcomes of replayed orders have not arrived after this long "
+        "(is the consumer running?).",
+    )
+
+    def canary_rows(self, selected: int) -> int:
+        """How many of ``selected`` rows the canary takes (a share rounds up)."""
+        if self.canary.endswith("%"):
+            share = min(int(self.canary[:-1]), 100)
+            return min(selected, -(-selected * share // 100))
+        return min(selected, int(self.canary))
+
 
 REVIEW_SLO_HOURS = 24.0
 """How long a failure may wait unresolved (new/approved) before someone is told: the

@@ -63,7 +63,7 @@ echo "== tests (broker $ORDERPROC_TEST_BOOTSTRAP)" >&2
 # pytest frames. They are repeated last, where a CI log's tail shows.
 crash_log="$(mktemp)"
 rc=0
-$BIN/pytest --capture=sys "$@" 2> >(tee "$crash_log" >&2) || rc=$?
+$BIN/pytest --capture=sys --durations=40 "$@" 2> >(tee "$crash_log" >&2) || rc=$?
 sleep 1  # tee writes the last of it
 if [ "$rc" -gt 128 ]; then
     echo "== pytest died by signal $((rc - 128)); its last stderr lines and the crash report without library frames:" >&2

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +58,9 @@ from orderproc.report.aggregate import DlqReport
 from orderproc.serde import SchemalessSerde
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
+from orderproc.store.processed import OrderRepository
 from orderproc.store.tables import DlqEvent, ProcessedOrder
+from orderproc.worker.consumer import OrderConsumer
 from orderproc.worker.routing import FailureRouter
 from tests.support import free_ports, http_get, migrated_schema, read_committed, wait_until
 
@@ -530,6 +533,26 @@ def seed_dlq() -> Callable[..., list[int]]:
 
 
 @pytest.fixture
+def approved_dlq(seed_dlq: Callable[..., list[int]]) -> Callable[..., list[int]]:
+    """``approved_dlq(store, orders, first_offset=0, price=None)``: DLQ rows of these orders
+    (as ``seed_dlq``), approved by a reviewer, who corrected their price to ``price`` first
+    when one is given; returns their ids."""
+
+    def approve(
+        store: DlqStore, orders: Sequence[Order], *, first_offset: int = 0,
+        price: float | None = None,
+    ) -> list[int]:  # fmt: skip
+        ids = seed_dlq(store, orders, first_offset=first_offset)
+        if price is not None:
+            for i in ids:
+                store.edit(i, {"price": price}, actor="alice")
+        store.approve(ids, actor="alice")
+        return ids
+
+    return approve
+
+
+@pytest.fixture
 def dlq_rows() -> Callable[[DlqStore], dict[int, DlqEvent]]:
     """``dlq_rows(store)``: every DLQ row, by id."""
 
@@ -785,6 +808,29 @@ def start_worker(
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def live_consumer() -> Iterator[Callable[[Settings, str], OrderConsumer]]:
+    """``live_consumer(settings, database_url)``: the live consumer (``OrderConsumer``, as
+    ``orderproc consume`` runs it) on a thread of its own, writing to that store; stopped
+    after the test."""
+    running: list[tuple[OrderConsumer, threading.Thread, Engine]] = []
+
+    def start(settings: Settings, database_url: str) -> OrderConsumer:
+        engine = make_engine(database_url)
+        consumer = OrderConsumer(settings, OrderRepository(engine), echo=None)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        running.append((consumer, thread, engine))
+        return consumer
+
+    yield start
+    for consumer, thread, engine in running:
+        consumer.stop()
+        thread.join(60)
+        engine.dispose()
+        assert not thread.is_alive(), "the live consumer did not stop"
 
 
 def _tail(path: str) -> str:

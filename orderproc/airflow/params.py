@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # the DLQ wing imports Kafka clients: too heavy while a DAG f
     from orderproc.dlq.replay import ReplayRequest
 
 from orderproc.clock import as_utc
-from orderproc.errors import ConfigError
-from orderproc.models import DEFAULT_MAX_REPLAYS, REPLAYABLE_STATUSES, REVIEW_SLO_HOURS, DlqStatus
+from orderproc.errors import HIGH_PRICE_REASON, ConfigError, ErrorCategory
+from orderproc.models import REPLAYABLE_STATUSES, REVIEW_SLO_HOURS, DlqStatus, ReplayOptions
 
 
 def _strings(value: Any) -> Any:
@@ -74,20 +74,45 @@ class Params(BaseModel):
             raise ConfigError(f"parameter {name}: {why}") from exc
 
 
-class ReplayParams(Params):
-    """The ``orders_dlq_replay`` trigger form (a dry run unless it says otherwise)."""
+class ReplaySelection(Params):
+    """Which rows a replay takes (empty lists: any)."""
 
-    status: str = DlqStatus.APPROVED.value
-    event_ids: Ids = ()
-    order_ids: Strings = ()
-    reasons: Strings = ()
-    categories: Strings = ()
-    since: Moment = None
-    until: Moment = None
-    max_messages: int = Field(default=100, ge=1)
-    rate_per_sec: float = Field(default=0.0, ge=0)
-    dry_run: bool = True
-    max_replays: int = Field(default=DEFAULT_MAX_REPLAYS, ge=1)
+    status: str = Field(
+        default=DlqStatus.APPROVED.value,
+        title="Status",
+        description="Replay rows in this review state.",
+        json_schema_extra={"enum": list(REPLAYABLE_STATUSES)},
+    )
+    event_ids: Ids = Field(
+        default=(),
+        title="DLQ event ids",
+        description="Only these rows of the DLQ store (the review page fills this; empty: any).",
+    )
+    order_ids: Strings = Field(
+        default=(), title="Order ids", description="Only these orders (one per line; empty: any)."
+    )
+    reasons: Strings = Field(
+        default=(),
+        title="Reasons",
+        description="Only rows dead-lettered for these reasons (empty: any).",
+        examples=[HIGH_PRICE_REASON, "orderId is empty", "product is empty"],
+    )
+    categories: Strings = Field(
+        default=(),
+        title="Error categories",
+        description="Only rows of these error categories (empty: any).",
+        examples=[c.value for c in ErrorCategory],
+    )
+    since: Moment = Field(
+        default=None,
+        title="Dead-lettered since",
+        description="An RFC 3339 time with its offset, e.g. 2026-03-01T00:00:00Z.",
+    )
+    until: Moment = Field(
+        default=None,
+        title="Dead-lettered before",
+        description="An RFC 3339 time with its offset; after `since`.",
+    )
 
     @field_validator("status")
     @classmethod
@@ -110,11 +135,31 @@ class ReplayParams(Params):
         return value
 
 
+class ReplayParams(ReplayOptions, ReplaySelection):
+    """The ``orders_dlq_replay`` trigger form (a dry run unless it says otherwise): the
+    selection, the replay's options (``orderproc.models.ReplayOptions``), and what only
+    Airflow needs. The form is derived from these fields (``form_params``)."""
+
+    dry_run: bool = Field(
+        default=True,
+        title="Dry run",
+        description="Only show what would be replayed. Switch off to publish.",
+    )
+    pause_fails_run: bool = Field(
+        default=True,
+        title="A pause fails the run",
+        description="A run that paused (or whose replayed orders failed again past the "
+        "threshold) ends failed, so the operations alerts see it.",
+    )
+
+
 def replay_request(params: ReplayParams) -> ReplayRequest:
-    """The replay a validated trigger form (or the CLI's options) asks for."""
+    """The replay a validated trigger form (or the CLI's options) asks for: its selection,
+    and every option of ``ReplayOptions`` as given (a new option needs no edit here)."""
     from orderproc.dlq.filters import EventFilter
     from orderproc.dlq.replay import ReplayRequest
 
+    options = {name: getattr(params, name) for name in ReplayOptions.model_fields}
     return ReplayRequest(
         selection=EventFilter(
             status=params.status,
@@ -125,11 +170,41 @@ def replay_request(params: ReplayParams) -> ReplayRequest:
             since=params.since,
             until=params.until,
         ),
-        max_messages=params.max_messages,
-        rate_per_sec=params.rate_per_sec,
         dry_run=params.dry_run,
-        max_replays=params.max_replays,
+        asked=params.model_dump(mode="json"),
+        **options,
     )
+
+
+def form_params(model: type[BaseModel]) -> dict[str, Any]:
+    """A DAG's trigger form derived from ``model``: one Airflow ``Param`` per field, with
+    the field's default, title, description and JSON schema (type, bounds, pattern,
+    format, items, enum, examples). A list that may be empty is optional in the form
+    (``null`` in its type: no "required" star, empty is ``None``), as is a time."""
+    from airflow.sdk import Param
+
+    schema = model.model_json_schema(mode="validation")
+    form: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        prop = _flat(dict(schema["properties"][name]))
+        prop.pop("default", None)
+        default = field.get_default(call_default_factory=True)
+        if prop.get("type") == "array" and not default:
+            default, prop["type"] = None, ["null", "array"]
+        title, description = prop.pop("title", None), prop.pop("description", None)
+        form[name] = Param(default, title=title, description=description, **prop)
+    return form
+
+
+def _flat(prop: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` (pydantic's optional) as X with ``null`` in its type."""
+    choices = prop.pop("anyOf", None)
+    if not choices:
+        return prop
+    kinds = [c["type"] for c in choices if "type" in c]
+    merged = {k: v for c in choices for k, v in c.items() if k != "type"}
+    nulls = ["null"] if "null" in kinds else []
+    return {**merged, **prop, "type": nulls + [k for k in kinds if k != "null"]}
 
 
 class ReportParams(Params):

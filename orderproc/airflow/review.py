@@ -32,7 +32,7 @@ from orderproc.dlq.store import DlqStore
 from orderproc.errors import ConfigError, ErrorCategory, ReviewError
 from orderproc.models import MAX_TEXT, DlqStatus
 from orderproc.serde import OrderSchema, OrderSerde, local_schema
-from orderproc.store.tables import AuditLog, DlqCopy, DlqEvent
+from orderproc.store.tables import AuditLog, DlqCopy, DlqEvent, ReplayRunRow
 
 REPLAY_DAG_ID = "orders_dlq_replay"
 BULK_LIMIT = 500
@@ -255,6 +255,8 @@ class EventDetail:
     copies: list[DlqCopy]
     trail: list[AuditLog]
     related: list[DlqEvent]
+    outcome: ReplayRunRow | None = None
+    """What became of its replayed copy, as its run knows it."""
 
 
 def event_detail(store: DlqStore, event_id: int) -> EventDetail:
@@ -272,6 +274,7 @@ def event_detail(store: DlqStore, event_id: int) -> EventDetail:
         copies=store.copies_of(event_id),
         trail=store.audit_trail(event_id),
         related=store.same_order(event),
+        outcome=store.outcome_of(event),
     )
 
 

@@ -61,9 +61,9 @@ from orderproc.airflow.review_render import (
     store_failed,
     templates,
 )
+from orderproc.airflow.review_runs import resume_conf, run_page
 from orderproc.config import get_settings
 from orderproc.dlq.corrections import payload_of
-from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.store import DlqStore, Reviewed
 from orderproc.errors import (
     ConfigError,
@@ -163,20 +163,19 @@ def replay_preview(request: Request, user: GetUserDep) -> Response:
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse, dependencies=[CanView])
 def replay_run(run_id: str, request: Request, user: GetUserDep) -> Response:
-    """A replay run's state (from Airflow's API, as the user) and its rows' state."""
+    """A replay run's state (from Airflow's API, as the user), its verdict, and what
+    became of each of its rows."""
     run = AirflowRest(api_base_url(), user_token(user)).run(REPLAY_DAG_ID, run_id)
-    asked = (run.get("conf") or {}).get("event_ids")
-    # The conf is whatever the run was triggered with: keep only what can be an event id.
-    ids = tuple(i for i in asked if type(i) is int)[:BULK_LIMIT] if isinstance(asked, list) else ()
-    rows = store().list_events(EventFilter(ids=ids), limit=len(ids)) if ids else []
+    conf = run.get("conf") if isinstance(run.get("conf"), dict) else {}
     return page(
         request,
         user,
         "run.html",
         run=run,
-        rows=rows,
+        p=run_page(store(), run_id, conf or {}, limit=BULK_LIMIT),
         finished=run.get("state") in TERMINAL_STATES,
         airflow_link=f"{API_ROOT_PATH}dags/{REPLAY_DAG_ID}/runs/{quote(run_id, safe='')}",
+        run_path=quote(run_id, safe=""),
     )
 
 
@@ -297,6 +296,18 @@ async def replay(request: Request, user: GetUserDep) -> Response:
     rest = AirflowRest(api_base_url(), user_token(user))
     run_id = await run_in_threadpool(rest.trigger, REPLAY_DAG_ID, conf)
     return back(request, f"/runs/{quote(run_id, safe='')}")
+
+
+@router.post("/runs/{run_id:path}/resume", dependencies=[CanAct, CsrfChecked])
+async def resume(run_id: str, request: Request, user: GetUserDep) -> Response:
+    """Replay what a paused run gave back, as a new run: with the same options ("resume"),
+    or without a canary (``canary=0``: for the one who knows better)."""
+    form = await request.form()
+    canary = str(form.get("canary", "")) != "0"
+    conf = await run_in_threadpool(resume_conf, store(), run_id, canary=canary)
+    rest = AirflowRest(api_base_url(), user_token(user))
+    new_run = await run_in_threadpool(rest.trigger, REPLAY_DAG_ID, conf)
+    return back(request, f"/runs/{quote(new_run, safe='')}")
 
 
 # -- helpers -------------------------------------------------------------------------

@@ -18,13 +18,16 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from orderproc.airflow.rest import AirflowApiError
 from orderproc.airflow.review_auth import form_token, may_act
 from orderproc.clock import utcnow
+from orderproc.dlq.audit import AuditAction
 from orderproc.dlq.plan import PlanAction
+from orderproc.dlq.runs import RowOutcome, RunState
 from orderproc.errors import (
     ConflictError,
     RegistryUnavailableError,
     StoreError,
     UnknownEventError,
 )
+from orderproc.models import DlqStatus
 from orderproc.report.render import fmt_age
 from orderproc.store.engine import store_error
 
@@ -48,14 +51,16 @@ HEADERS = {
 
 
 def templates(folder: Path) -> Environment:
-    """The plugin's templates, autoescaped, with the ``age`` filter and ``PlanAction``."""
+    """The plugin's templates, autoescaped, with the ``age`` filter and the stored words
+    (``PlanAction``, ``DlqStatus``, ``RunState``, ``RowOutcome``, ``AuditAction``)."""
     env = Environment(
         loader=FileSystemLoader(folder),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
     )
     env.filters["age"] = lambda at: fmt_age(utcnow() - at) if at else "n/a"
-    env.globals["PlanAction"] = PlanAction
+    for words in (PlanAction, DlqStatus, RunState, RowOutcome, AuditAction):
+        env.globals[words.__name__] = words
     return env
 
 

@@ -13,7 +13,7 @@ from orderproc.cli.common import (
     settings_with,
     setup_logging,
 )
-from orderproc.models import DEFAULT_REPLAY_WAIT_S
+from orderproc.models import DEFAULT_REPLAY_WAIT_S, ReplayOptions
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -85,6 +85,13 @@ def drain(
     )
 
 
+def _about(option: str) -> str:
+    """An option's help: the replay option's own description and default (one source:
+    ``ReplayOptions``, which the trigger form is derived from too)."""
+    field = ReplayOptions.model_fields[option]
+    return f"{field.title}: {field.description} [default: {field.default}]"
+
+
 @app.command()
 def replay(
     event_id: Annotated[list[int] | None, typer.Option("--event-id", help="Repeatable.")] = None,
@@ -93,9 +100,13 @@ def replay(
     category: Annotated[list[str] | None, typer.Option("--category", help="Repeatable.")] = None,
     since: Annotated[str | None, typer.Option(help="Dead-lettered at or after (RFC 3339).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before (RFC 3339).")] = None,
-    max_messages: Annotated[int, typer.Option()] = 100,
-    rate: Annotated[float, typer.Option(help="Records per second (0: unthrottled).")] = 0.0,
-    max_replays: Annotated[int | None, typer.Option(help="Park rows replayed this often.")] = None,
+    max_messages: Annotated[int | None, typer.Option(help=_about("max_messages"))] = None,
+    rate: Annotated[float | None, typer.Option(help=_about("rate_per_sec"))] = None,
+    max_replays: Annotated[int | None, typer.Option(help=_about("max_replays"))] = None,
+    canary: Annotated[str | None, typer.Option(help=_about("canary"))] = None,
+    step_rows: Annotated[int | None, typer.Option(help=_about("step_rows"))] = None,
+    pause_at: Annotated[float | None, typer.Option(help=_about("pause_at_percent"))] = None,
+    outcome_timeout: Annotated[float | None, typer.Option(help=_about("outcome_timeout_s"))] = None,
     publish: Annotated[
         bool, typer.Option("--publish/--dry-run", help="Publish, or only show the plan.")
     ] = False,
@@ -104,24 +115,39 @@ def replay(
     ] = DEFAULT_REPLAY_WAIT_S,
     replay_id: Annotated[str | None, typer.Option(help="Lineage id (default: new).")] = None,
 ) -> None:
-    """Replay approved DLQ rows to the orders topic (what the orders_dlq_replay DAG runs);
-    a dry run unless --publish."""
-    from dataclasses import replace
-
+    """Replay approved DLQ rows to the orders topic as the orders_dlq_replay DAG does: a
+    canary, its outcomes awaited here (the live consumer must run), then the rest in
+    steps; it pauses (exit 1) when replayed orders fail again. A dry run unless --publish.
+    Defaults and bounds are the trigger form's."""
     from orderproc.airflow.params import ReplayParams, replay_request
     from orderproc.cli.review import default_actor
-    from orderproc.dlq.replay import replay_id_for, replay_with_settings
-    from orderproc.dlq.summary import summary_markdown
+    from orderproc.dlq.replay import clients_for, replay_id_for
+    from orderproc.dlq.steps import replay_watched
+    from orderproc.dlq.store import DlqStore
+    from orderproc.dlq.summary import run_markdown, run_report, said, summary_markdown
+    from orderproc.errors import ReplayPausedError
+    from orderproc.store.engine import open_engine
 
     form = {
         "event_ids": event_id, "order_ids": order_id, "reasons": reason,
         "categories": category, "since": since, "until": until, "max_messages": max_messages,
         "rate_per_sec": rate, "dry_run": not publish, "max_replays": max_replays,
+        "canary": canary, "step_rows": step_rows, "pause_at_percent": pause_at,
+        "outcome_timeout_s": outcome_timeout,
     }  # fmt: skip
     params = ReplayParams.parse({k: v for k, v in form.items() if v is not None})
-    request = replace(replay_request(params), wait_s=wait)
+    request = replay_request(params).model_copy(update={"wait_s": wait})
     settings = settings_with()
     setup_logging(settings, None, "WARNING")
-    result = replay_with_settings(settings, request, replay_id=replay_id or replay_id_for(None),
-                                  actor=default_actor())  # fmt: skip
-    echo(summary_markdown(result.to_dict()))
+    run_id = replay_id or replay_id_for(None)
+    with open_engine(settings.effective_database_url) as engine:
+        store = DlqStore(engine)
+        result = replay_watched(store, request, clients_for(settings), replay_id=run_id,
+                                actor=default_actor())  # fmt: skip
+        report = run_report(store, run_id)
+    if report is None:
+        echo(summary_markdown(result.to_dict()))
+        return
+    echo(run_markdown(report, said(result.to_dict())[1:]))
+    if report.run.failed:
+        raise ReplayPausedError(report.run.said or f"replay {run_id} {report.run.state}")

@@ -106,18 +106,27 @@ def show_event(
     event_id: Annotated[int, typer.Argument(help="Event id (see `list`).")],
     json_output: JsonOption = False,
 ) -> None:
-    """Show one DLQ event with its envelope and audit trail."""
+    """Show one DLQ event with its envelope, what became of its replayed copy, and its
+    audit trail."""
+    from orderproc.dlq.outcomes import look
+    from orderproc.dlq.runs import outcome_said
+
     with open_store() as store:
         event = store.get(event_id)
         trail = store.audit_trail(event_id)
+        if event.replay_id is not None:  # the store's part of a look: processed copies
+            look(store, event.replay_id, reader=None, dlq_topic=None)
+        member = store.outcome_of(event)
     detail = details(event, trail)
+    detail["replay_outcome"] = outcome_said(member) if member is not None else None
     if json_output:
         echo(json.dumps(detail, default=str))
         return
     for key, value in detail.items():
-        if key in ("envelope", "audit"):
+        if key in ("envelope", "audit", "replay_outcome"):
             continue
         echo(f"{key:>18}: {'' if value is None else value}")
+    echo(f"    replay outcome: {detail['replay_outcome'] or ''}")
     echo("          envelope: " + json.dumps(detail["envelope"], indent=2, default=str))
     echo("             audit:")
     for entry in detail["audit"]:

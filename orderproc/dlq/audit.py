@@ -33,6 +33,8 @@ class AuditAction(StrEnum):
     PARKED = DlqStatus.PARKED.value
     UNPUBLISHED = "unpublished"
     """A replay's transaction aborted: the row is replayable again."""
+    RETURNED = "returned"
+    """A replay run paused (or stopped) before publishing the row: it is approved again."""
     FOLDED = "folded"
     """Migration 0002 folded duplicate rows of one failure into this one."""
 

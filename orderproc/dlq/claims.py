@@ -9,7 +9,8 @@ transaction commits, the run records where the broker put the copy and marks the
 the lease fences every earlier one in Kafka (``orderproc.dlq.replay``), so it may take
 over their claims and resolve their pending rows: each pending row's copy is either
 committed (the row is marked replayed) or was aborted (the row is freed). Every
-transition is a conditional ``UPDATE`` with its audit row.
+transition is a conditional ``UPDATE`` with its audit row, and moves the row's place in
+its run (``orderproc.dlq.runs``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Engine, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Update, select, update
 from sqlalchemy.orm import Session
 
 from orderproc.clock import utcnow
 from orderproc.dlq.audit import AuditAction, audit
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.lease import Lease
+from orderproc.dlq.runs import RowOutcome, reserved_elsewhere
 from orderproc.errors import ReviewError
 from orderproc.models import DlqStatus
-from orderproc.store.tables import DlqEvent
+from orderproc.store.tables import DlqEvent, ReplayRunRow
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +54,45 @@ class Claims:
 
     def select_for_replay(self, flt: EventFilter, *, limit: int) -> list[DlqEvent]:
         """The events a replay would take now (read only: the dry run)."""
-        stmt = select(DlqEvent).where(*flt.clauses(), DlqEvent.replay_pending.is_(False))
+        stmt = select(DlqEvent).where(
+            *flt.clauses(),
+            DlqEvent.replay_pending.is_(False),
+            ~reserved_elsewhere("", utcnow()),
+        )
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(stmt.order_by(DlqEvent.id).limit(limit)))
 
-    def claim(self, flt: EventFilter, *, lease: Lease, limit: int) -> list[DlqEvent]:
-        """Claim up to ``limit`` matching events for the lease's run.
+    def claim(
+        self, flt: EventFilter, *, lease: Lease, limit: int, queued: bool = False
+    ) -> list[DlqEvent]:
+        """Claim up to ``limit`` matching events for the lease's run (with ``queued``:
+        only rows of its selection it has not published yet).
 
         Its run holds the replay lease, so no other run is claiming now: rows an earlier
         run still names (one that died, or was fenced) are taken over. Rows with a copy
-        pending in a transaction never are: the run resolves them first.
+        pending in a transaction never are: the run resolves them first. Rows another
+        run reserves (it waits for its canary's outcomes) are left to it.
         """
-        claimable = [*flt.clauses(), DlqEvent.replay_pending.is_(False)]
+        claimable = [
+            *flt.clauses(),
+            DlqEvent.replay_pending.is_(False),
+            ~reserved_elsewhere(lease.replay_id, utcnow()),
+        ]
+        if queued:
+            mine = select(ReplayRunRow.event_id).where(
+                ReplayRunRow.replay_id == lease.replay_id,
+                ReplayRunRow.outcome == RowOutcome.QUEUED,
+            )
+            claimable.append(DlqEvent.id.in_(mine))
         candidates = (
             select(DlqEvent.id)
             .where(*claimable)
             .order_by(DlqEvent.id)
             .limit(limit)
-            .with_for_update()  # in id order, as every writer (PostgreSQL; SQLite ignores it)
+            # In id order, as every writer (PostgreSQL; SQLite ignores it). FOR NO KEY
+            # UPDATE, the lock the UPDATE takes: it does not wait for the drain's key-share
+            # locks (a copy row inserted for the event), which are not taken in id order.
+            .with_for_update(key_share=True)
         )
         with lease.transaction() as conn:
             # Two statements, not UPDATE ... IN (subquery): PostgreSQL may re-run a LIMIT
@@ -141,7 +164,8 @@ class Claims:
             return list(session.scalars(stmt))
 
     def mark_replayed(self, deliveries: Sequence[Delivered], *, lease: Lease, actor: str) -> None:
-        """Record committed copies: status, coordinates, count, audit; release the claims."""
+        """Record committed copies: status, coordinates, count, audit; release the claims;
+        each row ``pending`` in the run that published it (its ``replay_id``)."""
         if not deliveries:
             return
         now = utcnow()
@@ -165,6 +189,7 @@ class Claims:
                 if conn.execute(stmt).rowcount == 1:
                     audit(conn, [d.event_id], AuditAction.REPLAYED, actor, at=now,
                           details=details)  # fmt: skip
+                    conn.execute(_published(d.event_id))
 
     def clear_pending(self, ids: Sequence[int], *, lease: Lease, actor: str, note: str) -> None:
         """Copies whose transaction was aborted: the rows are replayable again."""
@@ -209,11 +234,15 @@ class Claims:
             .where(DlqEvent.id.in_(ids), DlqEvent.claimed_by == lease.claimer)
             .values(status=target.value, version=DlqEvent.version + 1, **_FREE)
         )
+        mine = update(ReplayRunRow).where(
+            ReplayRunRow.replay_id == lease.replay_id, ReplayRunRow.event_id.in_(ids)
+        )
         with lease.transaction() as conn:
             _lock_in_order(conn, DlqEvent.id.in_(ids))
             if conn.execute(stmt).rowcount != len(ids):
                 raise ReviewError(f"lost the claim on some of events {list(ids)}; nothing {action}")
             audit(conn, list(ids), action, actor, at=now, note=note)
+            conn.execute(mine.values(outcome=RowOutcome.SKIPPED.value, note=note, decided_at=now))
 
 
 def _by_id(deliveries: Sequence[Delivered]) -> list[Delivered]:
@@ -227,4 +256,20 @@ def _lock_in_order(conn: Connection, where: ColumnElement[bool]) -> None:
     """Lock the rows an ``UPDATE ... WHERE`` will change, in id order, before it runs (an
     ``UPDATE`` of a set locks in scan order). SQLite holds the whole database instead."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(DlqEvent.id).where(where).order_by(DlqEvent.id).with_for_update())
+        locks = select(DlqEvent.id).where(where).order_by(DlqEvent.id)
+        conn.execute(locks.with_for_update(key_share=True))  # as the claim: FOR NO KEY UPDATE
+
+
+def _published(event_id: int) -> Update:
+    """The row's place in the run that published it (the one its ``replay_id`` names):
+    ``pending`` until the live consumer decides on the copy."""
+    publisher = select(DlqEvent.replay_id).where(DlqEvent.id == event_id).scalar_subquery()
+    return (
+        update(ReplayRunRow)
+        .where(
+            ReplayRunRow.event_id == event_id,
+            ReplayRunRow.replay_id == publisher,
+            ReplayRunRow.outcome == RowOutcome.QUEUED,
+        )
+        .values(outcome=RowOutcome.PENDING.value)
+    )

@@ -1,13 +1,18 @@
 """Replay reviewed DLQ events back to ``orders``, with lineage headers.
 
-One run, in steps (each a function below, so a run that stops between two of them
-leaves its claims released and the lease free):
+A run publishes in turns (``orderproc.dlq.turn``): each takes the replay lease,
+fences and settles what earlier runs left, publishes rows of the run's frozen
+selection, and releases its claims and the lease, so a run may stop between two turns
+with nothing claimed. ``run_replay`` is a run in one turn: it takes every selected row
+at once (what ``make demo`` and a replay without watching do). A run that watches the
+live consumer's verdict (a canary, then steps) is ``orderproc.dlq.steps``.
 
 1. take the replay lease (``orderproc.dlq.lease``), waiting (bounded) for a run that
    holds it to finish: runs take turns, and a waiting run fences nobody;
 2. fence every earlier run in Kafka and settle what an ended run left pending
    (``orderproc.dlq.publish``);
-3. claim the selected rows, taking over those an ended run still names;
+3. record the run and freeze its selection (``orderproc.dlq.runs``), claim its rows,
+   taking over those an ended run still names;
 4. park rows at the replay cap, reject rows whose order no longer encodes;
 5. publish the rest (rate limited) in Kafka transactions, chunk by chunk;
 6. release the claims that were not published, then the lease.
@@ -31,13 +36,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from pydantic import ConfigDict, Field
 
-from orderproc.clock import Pacer
 from orderproc.config import Settings
 from orderproc.dlq.claims import Delivered
 from orderproc.dlq.filters import EventFilter
@@ -48,44 +52,41 @@ from orderproc.dlq.plan import (
     REJECT,
     PlanAction,
     PlannedRow,
-    lineage_headers,
     plan_rows,
     why_not_taken,
 )
-from orderproc.dlq.publish import Copy, Crash, fence, publish_chunk, resolve_pending
+from orderproc.dlq.publish import Crash
+from orderproc.dlq.runs import RunState
 from orderproc.dlq.store import DlqStore
-from orderproc.errors import DeliveryError, OrderProcError, ReplayFencedError
+from orderproc.dlq.turn import Clients, holding
+from orderproc.errors import DeliveryError
 from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import (
-    poll_for,
     replay_producer_config,
     replay_reader_config,
     transactional_delivery_timeout_ms,
 )
-from orderproc.models import DEFAULT_MAX_REPLAYS, DEFAULT_REPLAY_WAIT_S, DlqStatus
+from orderproc.models import DEFAULT_REPLAY_WAIT_S, DlqStatus, ReplayOptions
 from orderproc.serde import OrderSerde, SchemalessSerde, serde_for, value_context
 from orderproc.store.engine import open_engine, redacted, store_errors
-from orderproc.store.tables import DlqEvent
 
 log = logging.getLogger(__name__)
 
 
-CHUNK = 100
-"""Rows published per Kafka transaction (fewer when paced: see ``_chunk_size``)."""
+class ReplayRequest(ReplayOptions):
+    """What to replay and how (the options' defaults and bounds are ``ReplayOptions``';
+    the DAG's params, validated by ``ReplayParams``, become one with ``replay_request``)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-@dataclass(frozen=True, slots=True)
-class ReplayRequest:
-    """What to replay and how fast (the DAG's params, validated by ``ReplayParams``)."""
-
-    selection: EventFilter = field(
+    selection: EventFilter = Field(
         default_factory=lambda: EventFilter(status=DlqStatus.APPROVED.value)
     )
-    max_messages: int = 100
-    rate_per_sec: float = 0.0
     dry_run: bool = False
-    max_replays: int = DEFAULT_MAX_REPLAYS
     wait_s: float = DEFAULT_REPLAY_WAIT_S
+    """How long a turn waits for a run that holds the replay."""
+    asked: dict[str, Any] = Field(default_factory=dict)
+    """The request as it was asked, as JSON (the run keeps it: "resume" asks it again)."""
 
 
 @dataclass
@@ -162,8 +163,9 @@ def run_replay(
     crash: Crash | None = None,
     make_lease: Callable[..., Lease] = Lease,
     serde: OrderSerde | None = None,
+    dlq_topic: str | None = None,
 ) -> ReplayResult:
-    """Replay the selected DLQ events to ``topic``; see the module docstring.
+    """Replay the selected DLQ events to ``topic`` in one turn; see the module docstring.
 
     Orders are validated against and written with ``serde``'s schema (default: the local
     one), resolved before anything else: a registry silent for ``timeout_s`` fails the
@@ -172,8 +174,9 @@ def run_replay(
     ``producer`` (transactional: the replay's transactional id) is called first: a broker
     that refuses us (credentials, certificate, ACLs: a ``BrokerError``) fails the run
     with nothing claimed. ``reader`` (a ``read_committed`` consumer, unsubscribed) reads
-    back what an ended run left pending. ``sleep`` spaces paced records (default: serve
-    delivery reports meanwhile); ``wait`` is slept between looks at a busy lease.
+    back what an ended run left pending, and where ``dlq_topic`` ends (the run's copies
+    that fail again are looked for from there). ``sleep`` spaces paced records (default:
+    serve delivery reports meanwhile); ``wait`` is slept between looks at a busy lease.
     ``crash`` and ``make_lease`` are seams for tests of interleavings.
 
     Raises:
@@ -191,161 +194,49 @@ def run_replay(
     if request.dry_run:
         events = store.select_for_replay(request.selection, limit=request.max_messages)
         result.planned = plan_rows(events, max_replays=request.max_replays, schema=schema)
-        result.not_taken = _not_taken(store, request.selection, result.planned)
+        result.not_taken = not_taken(store, request.selection, result.planned)
         log.info("replay dry run: %s", result.counts())
         return result
-    crash = crash or (lambda _point: None)
-    kafka = producer()
-    # One claimer per attempt; the run id stays the lineage id.
-    lease = make_lease(store.engine, replay_id=replay_id,
-                       claimer=f"{replay_id[:40]}#{uuid.uuid4().hex[:12]}", sleep=wait)  # fmt: skip
-    waited = lease.acquire(request.wait_s)
-    result.waited_for = str(waited) if waited else None
-    try:
-        crash("leased")
-        _take_over(kafka, reader, store, lease, result, actor, timeout_s, crash)
-        claimed = store.claim(request.selection, lease=lease, limit=request.max_messages)
-        crash("claimed")
-        result.planned = plan_rows(claimed, max_replays=request.max_replays, schema=schema)
-        _settle(store, lease, result, actor)
-        pacer = Pacer(request.rate_per_sec, clock=clock,
-                      sleep=sleep or (lambda s: poll_for(kafka, s)))  # fmt: skip
-        chunk = _chunk_size(request.rate_per_sec, transaction_timeout_s)
-        _publish(kafka, store, lease, claimed, result, actor, pacer, chunk, timeout_s, crash,
-                 serde)  # fmt: skip
-    except ReplayFencedError as exc:
-        left = _after_fence(store, lease, reader, result, actor, timeout_s)
-        raise ReplayFencedError(
-            f"{exc} (it had published {len(result.delivered)} of the "
-            f"{len(result.ids(PUBLISH))} rows it took; {left})"
-        ) from exc
-    finally:
-        _let_go(store, lease)
-    result.not_taken = _not_taken(store, request.selection, result.planned)
+    clients = Clients(
+        topic, producer, reader, serde, dlq_topic, clock, sleep, wait, timeout_s,
+        transaction_timeout_s, crash or (lambda _point: None), make_lease,
+    )  # fmt: skip
+    with holding(store, clients, result, actor=actor, wait_s=request.wait_s,
+                 schema=schema) as turn:  # fmt: skip
+        run = turn.begin(request)
+        turn.publish(store.queued(replay_id), request)
+        if result.failed:
+            said = f"stopped: {len(result.failed)} records were not published"
+            store.end_run(turn.lease, RunState.STOPPED, said=said, failed=True, actor=actor)
+        else:
+            said = f"finished: published {len(result.delivered)} of {len(result.planned)} rows"
+            store.end_run(turn.lease, RunState.FINISHED, said=said, failed=False, actor=actor)
+    result.not_taken = {int(k): str(v) for k, v in (run.not_taken or {}).items()}
+    if run.not_taken is None:
+        result.not_taken = not_taken(store, request.selection, result.planned)
     log.info("replay %s: %s", replay_id, result.counts())
+    raise_if_failed(result)
+    return result
+
+
+def raise_if_failed(result: ReplayResult) -> None:
+    """A run with records that were not published fails, saying which (one line).
+
+    Raises:
+        DeliveryError: some records were not published; they stay replayable.
+    """
     if result.failed:
         first = next(iter(result.failed.items()))
         raise DeliveryError(
             f"{len(result.failed)} of {len(result.ids(PUBLISH))} replayed records were not "
             f"published (event {first[0]}: {first[1]}); they stay replayable"
         )
-    return result
 
 
-def _let_go(store: DlqStore, lease: Lease) -> None:
-    """Release the run's claims (rows never committed; pending ones are the next run's),
-    then the lease, whatever happens to the first: a failure here is logged, never raised
-    over the run's own outcome, and the lease is let go in any case."""
-    try:
-        store.release(lease)
-    except Exception as exc:  # the next run frees them (release_ended); keep the real error
-        log.warning("replay %s could not release its claims: %s", lease.replay_id, exc)
-    finally:
-        lease.release()
-
-
-def _take_over(
-    kafka: Producer,
-    reader: Callable[[], Consumer],
-    store: DlqStore,
-    lease: Lease,
-    result: ReplayResult,
-    actor: str,
-    timeout_s: float,
-    crash: Crash,
-) -> None:
-    """Fence every earlier run in Kafka, settle the rows they left pending, free the rows
-    they still claim."""
-    fence(kafka, timeout_s)  # from here on no earlier run can commit anything
-    crash("fenced")
-    with closing(reader()) as consumer:
-        result.recovered = resolve_pending(store, lease, consumer, result.topic, actor=actor,
-                                           timeout_s=timeout_s)  # fmt: skip
-    freed = store.release_ended(lease)  # every other claimer has ended: nothing stays theirs
-    if freed:
-        log.info("replay %s freed %d rows an ended run still claimed", result.replay_id, freed)
-    crash("resolved")
-
-
-def _after_fence(
-    store: DlqStore,
-    lease: Lease,
-    reader: Callable[[], Consumer],
-    result: ReplayResult,
-    actor: str,
-    timeout_s: float,
-) -> str:
-    """What a fenced run leaves, and to whom.
-
-    Fenced by a newer run (the lease is gone): that run settles everything. Fenced only in
-    Kafka (someone else initialised the transactional id) while it still holds the lease:
-    its transaction is decided now, committed or aborted, so it settles its own pending
-    rows, and no row stays claimed by a run that has ended.
-    """
-    if not lease.holds():
-        return "the rest are left to the run that holds the replay"
-    try:
-        with closing(reader()) as consumer:
-            committed, aborted = resolve_pending(store, lease, consumer, result.topic,
-                                                 actor=actor, timeout_s=timeout_s)  # fmt: skip
-    except OrderProcError as exc:
-        return f"its pending rows stay for the next run to settle ({exc})"
-    return f"it settled its pending rows: {committed} committed, {aborted} aborted"
-
-
-def _chunk_size(rate_per_sec: float, transaction_timeout_s: float) -> int:
-    """Rows per transaction: a paced chunk must finish well inside the transaction timeout."""
-    if rate_per_sec <= 0:
-        return CHUNK
-    return max(1, min(CHUNK, int(rate_per_sec * transaction_timeout_s / 2)))
-
-
-def _settle(store: DlqStore, lease: Lease, result: ReplayResult, actor: str) -> None:
-    for row in result.planned:
-        if row.action == PARK:
-            store.park([row.event_id], lease=lease, actor=actor, note=row.note or "")
-        elif row.action == REJECT:
-            store.reject_claimed(row.event_id, lease=lease, actor=actor, note=row.note or "")
-
-
-def _publish(
-    kafka: Producer,
-    store: DlqStore,
-    lease: Lease,
-    claimed: Sequence[DlqEvent],
-    result: ReplayResult,
-    actor: str,
-    pacer: Pacer,
-    chunk: int,
-    timeout_s: float,
-    crash: Crash,
-    serde: OrderSerde,
-) -> None:
-    """Publish the planned rows chunk by chunk; stop at the first chunk that fails."""
-    by_id = {e.id: e for e in claimed}
-    rows = [p for p in result.planned if p.action == PUBLISH]
-    for start in range(0, len(rows), chunk):
-        copies = [
-            Copy(
-                row.event_id,
-                (by_id[row.event_id].message_key or row.order_id or "").encode() or None,
-                serde.serialize(row.payload or {}, value_context(result.topic)),
-                lineage_headers(by_id[row.event_id], result.replay_id),
-            )
-            for row in rows[start : start + chunk]
-        ]
-        done = publish_chunk(kafka, store, lease, result.topic, copies, actor=actor,
-                             pacer=pacer, timeout_s=timeout_s, crash=crash)  # fmt: skip
-        result.delivered += done.delivered
-        if done.failed:
-            result.failed.update(done.failed)
-            return
-
-
-def _not_taken(
+def not_taken(
     store: DlqStore, selection: EventFilter, planned: Sequence[PlannedRow]
 ) -> dict[int, str]:
-    """For a selection by id: the ids this run did not take, and why."""
+    """For a selection by id (a dry run): the ids it would not take, and why."""
     missing = sorted(set(selection.ids) - {p.event_id for p in planned})
     if not missing:
         return {}
@@ -365,6 +256,27 @@ def settings_producer(settings: Settings) -> Producer:
     return Producer(replay_producer_config(settings))
 
 
+def clients_for(
+    settings: Settings,
+    *,
+    producer: Callable[[], Producer] | None = None,
+    reader: Callable[[], Consumer] | None = None,
+    crash: Crash | None = None,
+) -> Clients:
+    """What a run's turns publish and look with, from the settings (clients default to
+    ones built from them)."""
+    return Clients(
+        topic=settings.orders_topic,
+        producer=producer or (lambda: settings_producer(settings)),
+        reader=reader or (lambda: Consumer(replay_reader_config(settings))),
+        serde=serde_for(settings, latest=True),
+        dlq_topic=settings.dlq_topic,
+        timeout_s=transactional_delivery_timeout_ms(settings) / 1000 + 5,
+        transaction_timeout_s=settings.transaction_timeout_ms / 1000,
+        crash=crash or (lambda _point: None),
+    )
+
+
 def replay_with_settings(
     settings: Settings,
     request: ReplayRequest,
@@ -376,23 +288,18 @@ def replay_with_settings(
     reader: Callable[[], Consumer] | None = None,
     crash: Crash | None = None,
 ) -> ReplayResult:
-    """Replay to ``settings.orders_topic``; clients default to ones from the settings.
+    """Replay to ``settings.orders_topic`` in one turn; clients default to ones from the
+    settings.
 
     Raises:
         StoreError: the store cannot be reached (one line, no password).
     """
+    c = clients_for(settings, producer=producer, reader=reader, crash=crash)
     url = database_url or settings.effective_database_url
     with store_errors(f"the DLQ store at {redacted(url)} failed"), open_engine(url) as engine:
         return run_replay(
-            DlqStore(engine),
-            request,
-            topic=settings.orders_topic,
-            producer=producer or (lambda: settings_producer(settings)),
-            reader=reader or (lambda: Consumer(replay_reader_config(settings))),
-            replay_id=replay_id,
-            actor=actor,
-            timeout_s=transactional_delivery_timeout_ms(settings) / 1000 + 5,
-            transaction_timeout_s=settings.transaction_timeout_ms / 1000,
-            crash=crash,
-            serde=serde_for(settings, latest=True),
-        )
+            DlqStore(engine), request, topic=c.topic, producer=c.producer, reader=c.reader,
+            replay_id=replay_id, actor=actor, timeout_s=c.timeout_s,
+            transaction_timeout_s=c.transaction_timeout_s, crash=crash, serde=c.serde,
+            dlq_topic=c.dlq_topic,
+        )  # fmt: skip

@@ -33,6 +33,8 @@ from orderproc.dlq.corrections import payload_of, validated_order
 from orderproc.dlq.filters import EventFilter
 from orderproc.dlq.intake import Intake
 from orderproc.dlq.lease import live_holder
+from orderproc.dlq.outcomes import Outcomes
+from orderproc.dlq.runs import Runs
 from orderproc.errors import ConflictError, ReviewError, UnknownEventError
 from orderproc.models import DlqStatus
 from orderproc.serde import OrderSchema
@@ -47,9 +49,10 @@ EDITABLE = (DlqStatus.NEW.value, DlqStatus.APPROVED.value)
 log = logging.getLogger(__name__)
 
 
-class DlqStore(Intake, Claims, Backlog):
+class DlqStore(Intake, Claims, Runs, Outcomes, Backlog):
     """DLQ events and their audit trail in PostgreSQL or SQLite (the drain's writes are
-    ``Intake``'s, the replay's ``Claims``', the review page's reads ``Backlog``'s)."""
+    ``Intake``'s, the replay's ``Claims``' and ``Runs``', what became of replayed copies
+    ``Outcomes``', the review page's reads ``Backlog``'s)."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)

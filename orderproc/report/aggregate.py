@@ -17,13 +17,11 @@ Definitions (``since`` is an optional lower bound, default all time):
 * **Replay success rate** = succeeded / replayed, per replay. *Replayed* rows are
   ``dlq_events`` with ``replayed_at`` set (replayed in the window), whatever their
   status now; each row is replayed at most once (a copy that fails again comes back as
-  a new row). A replayed row *succeeded* when ``processed_orders`` holds its order
-  with the same ``replay_id``: the consumer processed the very copy this replay
-  published (the lineage header ``replay.id``). An order that got through only on a
-  later replay counts for that later row, not for this one. No replayed rows: the
-  rate is ``None`` (``n/a``). Blind spot: if a replay run dies after publishing and
-  a later run publishes the row again, the row keeps the later run's id while
-  ``processed_orders`` keeps the first copy's, so that replay counts as failed.
+  a new row). A replayed row *succeeded* when its copy was processed
+  (``orderproc.store.processed.replayed_copy_processed``, the join the replay's own
+  outcomes use: ``processed_orders`` holds the order it published with the same
+  ``replay_id``). No replayed rows: the rate is ``None`` (``n/a``). Each row is published
+  once (``orderproc.dlq.publish``), so the id it keeps is the id of the copy that was read.
 """
 
 from __future__ import annotations
@@ -34,11 +32,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, exists, func, or_, select
+from sqlalchemy import Connection, Engine, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from orderproc.clock import as_utc
 from orderproc.models import UNRESOLVED_STATUSES, DlqStatus
+from orderproc.store.processed import replayed_copy_processed
 from orderproc.store.tables import DlqEvent, ProcessedOrder
 
 UNKNOWN_PRODUCT = "(unknown)"
@@ -228,11 +227,8 @@ def _oldest_unresolved(conn: Connection, failed_at: ColumnElement[Any]) -> datet
 
 
 def _replay_stats(conn: Connection, since: datetime | None) -> ReplayStats:
-    copy_processed = exists().where(
-        ProcessedOrder.order_id == DlqEvent.order_id,
-        ProcessedOrder.replay_id == DlqEvent.replay_id,
-    )
-    stmt = select(func.count(), func.coalesce(func.sum(case((copy_processed, 1), else_=0)), 0))
+    processed = replayed_copy_processed()
+    stmt = select(func.count(), func.coalesce(func.sum(case((processed, 1), else_=0)), 0))
     stmt = stmt.where(DlqEvent.replayed_at.is_not(None))
     if since is not None:
         stmt = stmt.where(DlqEvent.replayed_at >= since)

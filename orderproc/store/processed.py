@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from psycopg import Error as DBAPIError
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Exists, exists, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from orderproc.store.engine import store_error, store_errors, upsert_ignore
-from orderproc.store.tables import ProcessedOrder
+from orderproc.store.tables import DlqEvent, ProcessedOrder
 
 
 class ProcessedRow(NamedTuple):
@@ -117,3 +118,27 @@ class OrderRepository:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(ProcessedOrder)) or 0)
+
+
+def replayed_order_id() -> ColumnElement[str]:
+    """The ``orderId`` a replay published for a ``dlq_events`` row: the reviewer's
+    correction of it if any, else the failed order's."""
+    corrected = DlqEvent.corrected_payload["orderId"].as_string()
+    return func.coalesce(corrected, DlqEvent.order_id)
+
+
+def replayed_copy_processed(
+    replay_id: ColumnElement[str] | InstrumentedAttribute[str] | None = None,
+) -> Exists:
+    """Was the copy a replay published of a ``dlq_events`` row processed? (a condition on
+    ``dlq_events``, for the report and the replay's outcomes alike).
+
+    Yes when ``processed_orders`` holds the order it published with the id of the replay
+    that published it (``replay_id``, default the row's own): the live consumer stores the
+    replay id of the copy it processed (the ``replay.id`` lineage header). An order that
+    got through only on a later replay counts for that later row, not for this one.
+    """
+    which = DlqEvent.replay_id if replay_id is None else replay_id
+    return exists().where(
+        ProcessedOrder.order_id == replayed_order_id(), ProcessedOrder.replay_id == which
+    )

@@ -183,3 +183,58 @@ class ReplayLease(Base):
     since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ReplayRun(Base):
+    """One replay run that publishes (``orderproc.dlq.runs``): what it was asked, where it
+    stands, what it decided.
+
+    Its tasks (the canary, the steps, the waits between them) each hold the replay lease
+    only while they write; this row carries the run from one to the next.
+    """
+
+    __tablename__ = "replay_runs"
+
+    replay_id: Mapped[str] = mapped_column(String(MAX_REPLAY_ID), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The selection and options as asked (what "resume" asks again)."""
+    canary: Mapped[int] = mapped_column(Integer, default=0)
+    """Rows the canary took."""
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    """Steps published after the canary."""
+    not_taken: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Rows the selection named by id that the run did not take, and why."""
+    dlq_positions: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Partition -> the next DLQ offset to look at for this run's copies failing again."""
+    waiting_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    """When the current wait for outcomes began (its timeout counts from then)."""
+    reserved_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    """Until then no other run takes the rows this one still has to publish."""
+    said: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The run's verdict in words (``paused after the canary: 9 of 10 ...``)."""
+    failed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The verdict is bad: paused, or replayed orders failed again past the threshold."""
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ReplayRunRow(Base):
+    """A row of a replay run's selection and what became of it (``RowOutcome``)."""
+
+    __tablename__ = "replay_run_rows"
+
+    replay_id: Mapped[str] = mapped_column(ForeignKey("replay_runs.replay_id"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("dlq_events.id"), primary_key=True, index=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why it was not published, or the reason it failed again."""
+    trip_topic: Mapped[str | None] = mapped_column(String(249), nullable=True)
+    trip_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trip_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Where the dead letter of its copy failing again is (its next trip)."""
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_replay_run_rows_outcome", "replay_id", "outcome"),)

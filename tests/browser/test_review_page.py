@@ -198,13 +198,17 @@ def test_an_operator_corrects_approves_and_replays_a_failed_order(
         page.get_by_text("DLQ review").click()
         page.wait_for_url(re.compile(r".*/plugin/dlq-review"))
         frame = page.frame_locator("iframe[title='DLQ review']")
+        # The session's store holds other tests' rows too: the phone is found by its id.
+        frame.locator("#f-order").fill(phone.order_id)
+        frame.locator("#apply").click()
         expect(frame.locator("#rows")).to_contain_text(phone.order_id)
         shoot(page, "backlog")
 
-        # Filter the backlog: new laptops that failed the business rule.
+        # Filter the backlog: new laptops that failed the business rule (this test's one).
         frame.locator("#f-status").select_option("new")
         frame.locator("#f-product").fill("Laptop")
         frame.locator("#f-category").select_option("business_rule")
+        frame.locator("#f-order").fill(laptop.order_id)
         frame.locator("#apply").click()
         expect(frame.locator("#rows tbody tr")).to_have_count(1)
         expect(frame.locator("#rows")).to_contain_text(laptop.order_id)
@@ -230,8 +234,14 @@ def test_an_operator_corrects_approves_and_replays_a_failed_order(
         expect(frame.locator("#summary")).to_contain_text("1 row(s): 1 to publish")
         shoot(page, "preview")
         frame.locator("#trigger").click()
-        expect(frame.locator("#state")).to_have_text("success", timeout=90_000)
+        # The run publishes its canary (here the one row), waits deferred for the live
+        # consumer's verdict on it, then ends: the page says what became of the row.
+        expect(frame.locator("#state")).to_have_text("success", timeout=300_000)
         expect(frame.locator("[id^=status-]")).to_have_text("replayed", timeout=10_000)
+        expect(frame.locator("#said")).to_have_text(
+            "finished: 1 of 1 replayed orders processed", timeout=10_000
+        )
+        expect(frame.locator("[id^=outcome-]")).to_have_text("processed")
         expect(frame.locator("#triggered-by")).to_have_text("op")
         shoot(page, "replayed")
         run_id = frame.locator("#run-id").inner_text()

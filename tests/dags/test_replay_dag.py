@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import Engine
@@ -11,6 +13,7 @@ from sqlalchemy import Engine
 from orderproc.clock import Pacer
 from orderproc.config import Settings
 from orderproc.dlq.store import DlqStore
+from orderproc.errors import HIGH_PRICE_REASON
 from orderproc.models import Order
 from orderproc.serde import SchemalessSerde
 
@@ -19,6 +22,8 @@ pytestmark = pytest.mark.integration
 Helper = Callable[..., Any]
 
 DAG_ID = "orders_dlq_replay"
+NO_CANARY = {"canary": 0}
+"""No consumer runs in these tests: a run with a canary would wait for its outcomes."""
 
 
 @pytest.fixture
@@ -45,7 +50,13 @@ def test_the_trigger_form_has_the_selection_and_throttle_params(
     assert schema["since"]["format"] == "date-time"
     assert (params["max_messages"], params["rate_per_sec"], params["dry_run"]) == (100, 0, True)
     assert params["max_replays"] == 3
-    assert list(dag.task_dict) == ["replay", "summarise"]
+    assert (params["canary"], params["pause_at_percent"], params["pause_fails_run"]) == (
+        "10", 50.0, True)  # fmt: skip
+    chain = ["replay", "await_canary", "publish_rest", "await_outcomes", "summarise"]
+    assert set(dag.task_dict) == set(chain)
+    for before, after in itertools.pairwise(chain):
+        assert before in dag.task_dict[after].upstream_task_ids
+    assert dag.task_dict["summarise"].trigger_rule == "all_done"  # it tells how any run ended
 
 
 def test_replays_the_approved_rows_and_parks_the_tired_ones(
@@ -66,7 +77,7 @@ def test_replays_the_approved_rows_and_parks_the_tired_ones(
     store.approve(approved + tired, actor="alice")
     store.edit(approved[0], {"price": 42.5}, actor="alice")
 
-    run = load_dag(DAG_ID).test(run_conf={"dry_run": False})
+    run = load_dag(DAG_ID).test(run_conf={"dry_run": False, **NO_CANARY})
 
     assert run.state == "success"
     assert end_offset(dag_settings) == 2
@@ -120,10 +131,10 @@ def test_max_messages_and_a_second_run_never_republish_a_row(
     store.approve(ids, actor="alice")
     dag = load_dag(DAG_ID)
 
-    first = dag.test(run_conf={"max_messages": 2, "dry_run": False})
+    first = dag.test(run_conf={"max_messages": 2, "dry_run": False, **NO_CANARY})
     assert first.state == "success"
     assert end_offset(dag_settings) == 2
-    second = dag.test(run_conf={"dry_run": False})
+    second = dag.test(run_conf={"dry_run": False, **NO_CANARY})
 
     assert second.state == "success"
     assert end_offset(dag_settings) == 3
@@ -159,9 +170,9 @@ def test_the_rate_param_drives_the_pacer(
             super().__init__(rate_per_sec, clock=lambda: now[0], sleep=sleep)
 
     # dag.test() runs the task in this process, so the patch reaches it.
-    monkeypatch.setattr("orderproc.dlq.replay.Pacer", FakeClockPacer)
+    monkeypatch.setattr("orderproc.dlq.turn.Pacer", FakeClockPacer)
 
-    run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4, "dry_run": False})
+    run = load_dag(DAG_ID).test(run_conf={"rate_per_sec": 4, "dry_run": False, **NO_CANARY})
 
     assert run.state == "success"
     assert sleeps == [0.25, 0.25]
@@ -191,9 +202,50 @@ def test_only_the_event_ids_asked_for_are_replayed(
     ids = seed_dlq(store, make_orders(3))
     store.approve(ids, actor="alice")
 
-    run = load_dag(DAG_ID).test(run_conf={"event_ids": [ids[1]], "dry_run": False})
+    run = load_dag(DAG_ID).test(run_conf={"event_ids": [ids[1]], "dry_run": False, **NO_CANARY})
 
     assert run.state == "success"
     assert end_offset(dag_settings) == 1
     assert [r.status for r in (dlq_rows(store)[i] for i in ids)] == ["approved", "replayed",
                                                                      "approved"]  # fmt: skip
+
+
+# -- a run that watches itself: the canary awaited deferred, the trigger run in line ---------
+
+
+def test_uncorrected_orders_pause_after_the_canary_and_the_run_fails_saying_so(
+    load_dag: Callable[[str], Any],
+    dag_settings: Settings,
+    db_url: str,
+    store: DlqStore,
+    seed_dlq: Helper,
+    make_orders: Helper,
+    dlq_rows: Helper,
+    end_offset: Helper,
+    live_consumer: Helper,
+    webhook: Any,
+) -> None:
+    ids = seed_dlq(store, make_orders(12))
+    store.approve(ids, actor="alice")
+    live_consumer(dag_settings, db_url)
+
+    conf = {"dry_run": False, "canary": 4, "outcome_timeout_s": 60}
+    run = load_dag(DAG_ID).test(run_conf=conf)
+
+    said = (
+        f"paused after the canary: 4 of 4 replayed orders failed again with "
+        f"`{HIGH_PRICE_REASON}`; 8 rows returned to approved"
+    )
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"replay": "success", "await_canary": "success", "publish_rest": "skipped",
+                      "await_outcomes": "skipped", "summarise": "failed"}  # fmt: skip
+    (told,) = webhook.texts()  # the verdict, and where the run page shows the failures
+    assert told.startswith(
+        f"orderproc: {DAG_ID}.summarise failed after 1 tries (run {run.run_id}): {said} "
+        f"(the run: http://"
+    )
+    assert told.endswith(f"/orderproc/runs/{quote(run.run_id, safe='')})")
+    assert end_offset(dag_settings) == 4
+    assert sorted(r.status for r in dlq_rows(store).values() if r.id in ids) == (
+        ["approved"] * 8 + ["replayed"] * 4)  # fmt: skip

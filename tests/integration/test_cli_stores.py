@@ -75,10 +75,12 @@ def test_a_fresh_store_is_migrated_then_the_dlq_goes_round_through_the_command_l
 
     plan = ok("dlq", "replay")  # a dry run unless --publish
     assert "dry run" in plan and "would publish" in plan and read_all(settings.orders_topic) == []
-    published = ok("dlq", "replay", "--publish", "--replay-id", "cli-run")
+    # No consumer runs here: without a canary the run waits for no outcome.
+    published = ok("dlq", "replay", "--publish", "--replay-id", "cli-run", "--canary", "0")
     assert "took 1 row(s), published 1" in published
     (copy,) = read_all(settings.orders_topic)
     assert headers_of(copy)["replay.id"] == "cli-run"
+    assert "replay outcome: pending (replay cli-run)" in ok("dlq", "show", str(ids[0]))
 
     report = ok("report", "--out", str(tmp_path / "reports"))
     assert "Simulated error: high price" in report

@@ -191,3 +191,43 @@ def test_the_replay_writes_its_delivery_reports_in_row_order_as_the_drain_does(
         lease.release()
 
     assert written == [lo, hi, lo, hi]
+
+
+def test_a_claim_does_not_wait_for_a_drain_adding_a_copy_to_the_same_row(
+    pg_url: str, seed_dlq: Helper, make_orders: Helper
+) -> None:
+    """A drain inserting a late copy of a failure holds a key-share lock on its row (the
+    foreign key) until it commits, and it adds copies in DLQ order, not id order. A claim
+    that took FOR UPDATE waited for it, so with two rows locked in opposite orders
+    PostgreSQL ended one of them as a deadlock; FOR NO KEY UPDATE (the lock the claim's
+    UPDATE takes anyway) does not wait for it. PostgreSQL only: SQLite has no row locks
+    (a writer waits for the whole database)."""
+    from sqlalchemy import insert
+
+    from orderproc.clock import utcnow
+    from orderproc.dlq.filters import EventFilter
+    from orderproc.dlq.lease import Lease
+    from orderproc.store.engine import make_engine
+
+    engine = make_engine(pg_url)
+    store = DlqStore(engine)
+    (eid,) = seed_dlq(store, make_orders(1))
+    store.approve([eid], actor="alice")
+    lease = Lease(engine, replay_id="r-1", claimer="r-1#1")
+    lease.acquire(0)
+    drain = engine.connect()
+    try:
+        with drain.begin():  # the drain's transaction, open until the claim is done
+            copy = {"dlq_topic": "orders_dlq", "dlq_partition": 0, "dlq_offset": 10**9,
+                    "event_id": eid, "drained_at": utcnow()}  # fmt: skip
+            drain.execute(insert(DlqCopy).values(**copy))
+            claim = Run(lambda: store.claim(EventFilter(status="approved"), lease=lease,
+                                            limit=1))  # fmt: skip
+            claim.start()
+            claimed = claim.outcome()  # bounded: the claim must not wait for the drain
+    finally:
+        drain.close()
+        lease.release()
+        engine.dispose()
+
+    assert [e.id for e in claimed] == [eid]
