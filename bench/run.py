@@ -99,8 +99,8 @@ DEFINITIONS = {
         "the retry/DLQ work: shown for information, not used in a ratio"
     ),
     stats.CONSUMER_NOOP_REGISTRY: (
-        "consumer_noop on a copy of the clean topic in the registry wire format (the same "
-        "orders, keys and partitions; magic byte, schema id, Avro body), reading the writer "
+        "consumer_noop on the clean topic's orders produced again, by the same producer, in "
+        "the registry wire format (magic byte, schema id, Avro body), reading the writer "
         "schema from the dev stack's registry once and its id from every record"
     ),
     "registry_ratio": (
@@ -312,11 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Workload(settings.bootstrap_servers, db_url) as work:
             work.check_broker()
             work.create_schema()
-            print(f"producing 2 x {orders:,} orders (bench run {work.run_id})", flush=True)
+            print(f"producing 3 x {orders:,} orders (bench run {work.run_id})", flush=True)
             clean = work.produce(orders, 0.0, SEED)
             failing = work.produce(orders, FAIL_SHARE, SEED + 1)
             registry_url = registry_answering(settings.schema_registry_url)
-            registry = work.registry_copy(clean, registry_url)
+            registry = work.produce(orders, 0.0, SEED, registry_url)
             bench = Bench(work, clean, failing, registry, registry_url)
             if args.profile:
                 profile(bench, args.profile, orders)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.cimpl import NewTopic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -25,7 +25,7 @@ from orderproc.errors import OrderProcError
 from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
 from orderproc.models import Order
-from orderproc.serde import RegistrySerde, SchemalessSerde, local_schema, value_context
+from orderproc.serde import RegistrySerde, local_schema
 from orderproc.serde.subjects import register
 from orderproc.store.engine import make_engine, normalize_url
 from orderproc.store.migrate import upgrade
@@ -96,9 +96,17 @@ class Workload:
                 "start it with: .venv/bin/orderproc dev up"
             ) from exc
 
-    def produce(self, n: int, fail_share: float, seed: int) -> Dataset:
-        """A new topic with ``n`` random orders, ``fail_share`` of them above the threshold."""
-        topic = self.name("orders")
+    def produce(
+        self, n: int, fail_share: float, seed: int, registry_url: str | None = None
+    ) -> Dataset:
+        """A new topic with ``n`` random orders, ``fail_share`` of them above the threshold.
+
+        With ``registry_url``: in the registry wire format (the schema registered under the
+        topic's subject first), else schemaless. The same ``seed`` gives the same orders,
+        and the one producer writes both formats with the same batching, so two topics
+        differ in their wire format alone.
+        """
+        topic = self.name("orders-registry" if registry_url else "orders")
         self._create_topics([topic])
         generator = iter(OrderGenerator(PRICE_THRESHOLD, fail_share, random.Random(seed)))
         failing = 0
@@ -109,47 +117,19 @@ class Workload:
                 failing += order.price > PRICE_THRESHOLD
                 yield order
 
-        settings = Settings(bootstrap_servers=self.bootstrap, orders_topic=topic,
-                            wire_format=WireFormat.SCHEMALESS)  # fmt: skip
+        settings = Settings(
+            bootstrap_servers=self.bootstrap,
+            orders_topic=topic,
+            schema_registry_url=registry_url,
+            wire_format=WireFormat.REGISTRY if registry_url else WireFormat.SCHEMALESS,
+        )
+        if registry_url:
+            wire = RegistrySerde.from_settings(settings)
+            register(wire.client, wire.subject(), local_schema())
         stats = OrderProducer(settings, echo=None).run(orders(), count=n, rate=0)
         if stats.delivered != n:
             raise BenchError(f"only {stats.delivered} of {n} orders were delivered to {topic}")
         return Dataset(topic, n, failing)
-
-    def registry_copy(self, dataset: Dataset, registry_url: str) -> Dataset:
-        """The same orders (keys, partitions, order) in a new topic on the registry wire
-        format: the schema registered under the new topic's subject, then each value
-        decoded schemaless and encoded with its id."""
-        topic = self.name("orders-registry")
-        self._create_topics([topic])
-        settings = Settings(bootstrap_servers=self.bootstrap, orders_topic=topic,
-                            schema_registry_url=registry_url)  # fmt: skip
-        wire = RegistrySerde.from_settings(settings)
-        register(wire.client, wire.subject(), local_schema())
-        plain, ctx = SchemalessSerde(), value_context(topic)
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group("copy"),
-                           "auto.offset.reset": "earliest"})  # fmt: skip
-        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20})
-        copied = 0
-        try:
-            reader.subscribe([dataset.topic])
-            while copied < dataset.orders:
-                for msg in reader.consume(BATCH_SIZE, timeout=5):
-                    if msg.error() is None:
-                        value = wire.serialize(plain.decode_record(msg.value()), ctx)
-                        while True:
-                            try:
-                                producer.produce(topic, value, msg.key(), msg.partition() or 0)
-                                break
-                            except BufferError:  # the local queue is full: let it drain
-                                producer.poll(0.1)
-                        copied += 1
-                producer.poll(0)
-        finally:
-            reader.close()
-        if producer.flush(60):
-            raise BenchError(f"the registry copy of {dataset.topic} was not acknowledged")
-        return Dataset(topic, dataset.orders, dataset.failing)
 
     def group(self, kind: str) -> str:
         """A fresh consumer group: every run reads its topic from the beginning."""

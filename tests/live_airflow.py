@@ -284,7 +284,8 @@ def live_airflow(
     dev = DevstackSettings(devstack_dir=folder)
     passwords = {user: f"{user}-{uuid.uuid4().hex[:12]}" for user in USERS}
     home = folder / "airflow"
-    home.mkdir()
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
     local = LocalAirflow(settings, free_ports()[0], dev, users=USERS, env=_base_env(settings))
     local.paths.passwords_file.write_text(json.dumps(passwords))
     airflow = LiveAirflow(
@@ -309,6 +310,20 @@ def live_airflow(
             for future in admin.delete_topics(topics, operation_timeout=30).values():
                 future.result()
         cleanup.close()
+
+
+# Airflow's own way to change every task of a deployment (a cluster policy, read from
+# $AIRFLOW_HOME/config/airflow_local_settings.py by the DAG processor): the DAGs' retries
+# stay what they are, but a retried task waits seconds, not the minute it waits in
+# production, so a test that lives through every try does not sleep minutes.
+LOCAL_SETTINGS = """\
+from datetime import timedelta
+
+
+def task_policy(task):
+    if task.retries:
+        task.retry_delay = timedelta(seconds=2)
+"""
 
 
 def _base_env(settings: Settings) -> dict[str, str]:

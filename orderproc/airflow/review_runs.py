@@ -110,7 +110,7 @@ def resume_conf(store: DlqStore, run_id: str, *, canary: bool) -> dict[str, Any]
     run = store.run(replay_id)
     if run is None or run.state not in ENDED:
         raise ReviewError(f"replay {replay_id} did not pause or stop: nothing to resume")
-    ids = run_page(store, run_id, {}, limit=len(store.run_rows(replay_id))).returned
+    ids = run_page(store, run_id, {}, limit=0).returned  # counted over every row, none shown
     if not ids:
         raise ReviewError(f"replay {replay_id} gave back no row that is still approved")
     conf = {**run.request, "event_ids": ids, "max_messages": len(ids), "dry_run": False}

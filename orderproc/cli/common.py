@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -45,7 +46,10 @@ def setup_logging(settings: Settings, json_logs: bool | None, level: str) -> Non
 
 
 def install_stop_handlers(stop: Callable[[], None]) -> None:
-    """First SIGINT/SIGTERM: graceful stop. Second: exit at once."""
+    """First SIGINT/SIGTERM: graceful stop. Second: exit at once. SIGUSR1: every thread's
+    stack to stderr, the process running on (``kill -USR1 PID``: where a stuck worker is,
+    even inside a library call that keeps Python's own handlers from running)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     calls = {"n": 0}
 
     def handler(signum: int, _frame: FrameType | None) -> None:

@@ -120,7 +120,7 @@ def test_the_local_airflow_runs_one_task_slot_per_core(live_airflow: LiveAirflow
 def test_a_broker_outage_fails_the_drain_within_its_timeout_once_per_try(
     live_airflow: LiveAirflow,
 ) -> None:
-    """Runs last in this module: about two minutes, the drain's retry delays.
+    """Three tries, two seconds apart (the session's task policy shortens the DAG's minute).
 
     No clock here: each try names the timeout it gave up after, and says so once."""
     timeout_s = 3

@@ -130,8 +130,11 @@ class Proc:
         try:
             return self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGUSR1)  # a worker writes where each thread is
+            time.sleep(1.0)
             pytest.fail(
-                f"{self.name} (pid {self.pid}) still running after {timeout_s:.0f}s:\n{self.tail()}"
+                f"{self.name} (pid {self.pid}) still running after {timeout_s:.0f}s:\n"
+                f"{self.tail(80)}"
             )
 
     def output(self) -> str:

@@ -128,10 +128,13 @@ def test_sigterm_finishes_in_flight_work_and_commits(
     upgrade(engine)
     repo = OrderRepository(engine)
     wait_until(lambda: repo.count() >= 100, 120, "the consumer to start processing")
+    first.send_signal(signal.SIGUSR1)  # every thread's stack to stderr; it runs on
     first.send_signal(signal.SIGTERM)
     _, err_first = first.communicate(timeout=60)
     assert first.returncode == 0, err_first
     assert "SIGTERM received" in err_first
+    dump = err_first.split("SIGTERM received")[0]
+    assert "Current thread 0x" in dump and "(most recent call first)" in dump, err_first
 
     second = start_consumer(settings, "--idle-exit", "3")
     _, err_second = second.communicate(timeout=300)

@@ -290,8 +290,8 @@ def test_blocking_retries_never_outlive_the_poll_interval_and_commit_finished_wo
     read_all: Callable[..., list[Message]],
     make_consumer: Callable[..., Any],
 ) -> None:
-    # Twelve failing orders with 2 s + 2 s of backoff each: 48 s of waiting on one partition,
-    # far beyond a 10 s max.poll.interval.ms. Sleeping in the loop would get the member evicted.
+    # Six failing orders with 2 s + 2 s of backoff each: 24 s of waiting on one partition,
+    # well beyond a 10 s max.poll.interval.ms. Sleeping in the loop would get the member evicted.
     settings = make_settings(
         retry_mode=RetryMode.BLOCKING,
         max_attempts=3,
@@ -301,7 +301,7 @@ def test_blocking_retries_never_outlive_the_poll_interval_and_commit_finished_wo
         session_timeout_ms=6000,
     )
     expected_good = set()
-    for i in range(12):
+    for i in range(6):
         kcat(settings, order_bytes(f"bad-{i}", price=150.0))
         kcat(settings, order_bytes(f"good-{i}"))
         expected_good.add(f"good-{i}")
@@ -311,20 +311,20 @@ def test_blocking_retries_never_outlive_the_poll_interval_and_commit_finished_wo
     with running_consumer(settings, consumer_overrides=overrides) as run:
         wait_for(lambda: "good-0" in processed_ids(settings), timeout_s=30, what="good-0")
         # good-0 is stored while bad-1 is still waiting: finished work is not held back.
-        assert "good-11" not in processed_ids(settings)
+        assert "good-5" not in processed_ids(settings)
         assigned.append(len(run.consumer.partitions))
         wait_for(lambda: expected_good <= processed_ids(settings), timeout_s=120,
                  what="every good order")  # fmt: skip
-        wait_for(lambda: run.consumer.stats.dead_lettered == 12, what="twelve dead letters")
+        wait_for(lambda: run.consumer.stats.dead_lettered == 6, what="six dead letters")
         assigned.append(len(run.consumer.partitions))
 
     assert assigned == [3, 3]  # orders + two retry topics, never revoked by an eviction
-    assert len(read_all(settings.dlq_topic)) == 12
+    assert len(read_all(settings.dlq_topic)) == 6
     group = make_consumer(**{"group.id": settings.consumer_group})
     from confluent_kafka import TopicPartition
 
     [tp] = group.committed([TopicPartition(settings.orders_topic, 0)], timeout=10)
-    assert tp.offset == 24  # everything committed
+    assert tp.offset == 12  # everything committed
 
 
 def test_a_fresh_consumer_whose_first_batch_holds_hundreds_of_good_orders_keeps_running(
