@@ -102,10 +102,7 @@ class BrokerWait:
         """The consumer stops: brokers that answer since the wait was told are said to, even
         before they have answered for ``notice_after_s``."""
         if self._since is not None and self._answered_at is not None:
-            log.warning(
-                "the brokers answer again after %.1f s; consuming", self._answered_at - self._since
-            )
-            self._since = self._answered_at = None
+            self._answered_again(self._since, self._answered_at)
 
     def _announced_wait_goes_on(self, now: float, *, answering: bool) -> None:
         if not answering:
@@ -113,7 +110,9 @@ class BrokerWait:
         elif self._answered_at is None:
             self._answered_at = now
         elif self._since is not None and now - self._answered_at >= self.notice_after_s:
-            log.warning(
-                "the brokers answer again after %.1f s; consuming", self._answered_at - self._since
-            )
-            self._since = self._answered_at = None
+            self._answered_again(self._since, self._answered_at)
+
+    def _answered_again(self, since: float, answered_at: float) -> None:
+        """The announced wait is over: say so once, and forget it."""
+        log.warning("the brokers answer again after %.1f s; consuming", answered_at - since)
+        self._since = self._answered_at = None
