@@ -42,6 +42,17 @@ class RetryMode(StrEnum):
     NON_BLOCKING = "non-blocking"
 
 
+class GroupType(StrEnum):
+    """How the consumer takes its records from Kafka (``docs/scaling.md``)."""
+
+    CONSUMER = "consumer"
+    """A consumer group: partitions assigned to members, offsets per partition, retry
+    topics; at most as many busy instances as ``orders`` has partitions."""
+    SHARE = "share"
+    """A share group (KIP-932, queue mode): records handed out one by one to any number
+    of members, acknowledged one by one; a retry is a redelivery."""
+
+
 class WireFormat(StrEnum):
     """How an order's value is laid out on the wire."""
 
@@ -124,6 +135,7 @@ class Settings(BaseSettings):
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
+    group_type: GroupType = GroupType.CONSUMER
 
     # Processing rule and retry policy
     price_threshold: float = 100.0
@@ -172,6 +184,27 @@ class Settings(BaseSettings):
     @classmethod
     def _dashes_too(cls, value: object) -> object:
         return value.replace("-", "_") if isinstance(value, str) else value
+
+    @field_validator("group_type")
+    @classmethod
+    def _share_at_least_once(cls, value: GroupType, info: ValidationInfo) -> GroupType:
+        guarantee = info.data.get("processing_guarantee")
+        if value is GroupType.SHARE and guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+            raise ValueError(
+                "a share group acknowledges records one by one, outside any Kafka "
+                "transaction: exactly once needs ORDERPROC_GROUP_TYPE=consumer"
+            )
+        registry = info.data.get("wire_format") is WireFormat.REGISTRY or (
+            info.data.get("wire_format") is None and info.data.get("schema_registry_url")
+        )
+        if value is GroupType.SHARE and registry:
+            # A registry outage holds a partition in a consumer group; a share group could
+            # only release the record, and each release spends one of its deliveries.
+            raise ValueError(
+                "a share group reads the schemaless wire format only: a registry outage "
+                "would spend the records' deliveries (use ORDERPROC_GROUP_TYPE=consumer)"
+            )
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -16,7 +16,7 @@ from orderproc.cli.common import (
     settings_with,
     setup_logging,
 )
-from orderproc.config import RetryMode
+from orderproc.config import GroupType, RetryMode
 
 app = typer.Typer()
 
@@ -108,6 +108,13 @@ def consume(
         str | None,
         typer.Option(help="This instance's stable name (transactional id; default: hostname)."),
     ] = None,
+    group_type: Annotated[
+        GroupType | None,
+        typer.Option(
+            help="consumer (default): a consumer group; share: a share group (queue mode, "
+            "Kafka 4.4): any number of instances per partition, retries by redelivery."
+        ),
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
     threshold: Annotated[float | None, typer.Option(help="Orders priced above this fail.")] = None,
     handler: Annotated[
@@ -132,11 +139,13 @@ def consume(
     from orderproc.store.processed import OrderRepository
     from orderproc.worker.consumer import OrderConsumer
     from orderproc.worker.handler import load_handler
+    from orderproc.worker.share import ShareOrderConsumer
 
     settings = settings_with(
         retry_mode=mode,
         processing_guarantee=guarantee.value if guarantee else None,
         instance_id=instance_id,
+        group_type=group_type,
         max_attempts=max_attempts,
         price_threshold=threshold,
         metrics_port=metrics_port,
@@ -153,7 +162,8 @@ def consume(
             group=settings.consumer_group,
             retry_topics=settings.retry_topics,
         )
-        consumer = OrderConsumer(
+        kind = ShareOrderConsumer if settings.group_type is GroupType.SHARE else OrderConsumer
+        consumer = kind(
             settings,
             OrderRepository(engine),
             handler=load_handler(handler) if handler else None,

@@ -65,6 +65,8 @@ class Failure:
     """The registry schema id the record named (registry wire format only)."""
     schema_version: str | None = None
     """Where the registry keeps that id, ``orders-value v3``, when it said."""
+    delivery_count: int | None = None
+    """Queue mode: the share group's delivery count of the record when it failed."""
 
     @property
     def category(self) -> ErrorCategory:
@@ -108,6 +110,8 @@ def build_envelope(failure: Failure, *, now_ms: int) -> dict[str, Any]:
         envelope["schema_id"] = failure.schema_id
         if failure.schema_version is not None:
             envelope["schema_version"] = failure.schema_version
+    if failure.delivery_count is not None:
+        envelope["delivery_count"] = failure.delivery_count
     if raw is not None:
         envelope["raw_value_length"] = len(raw)
         envelope["raw_value_sha256"] = hashlib.sha256(raw).hexdigest()

@@ -217,6 +217,20 @@ def order_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any
     )
 
 
+def share_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The order consumer in a share group: every record acknowledged explicitly, after
+    its outcome is durable (``orderproc.worker.share``)."""
+    return settings.kafka_config(
+        **{
+            "group.id": settings.consumer_group,
+            "share.acknowledgement.mode": "explicit",
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+            "statistics.interval.ms": 10000,
+            **overrides,
+        }
+    )
+
+
 def monitor_consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The DLQ monitor: stores the offset of each record once it is printed."""
     return settings.kafka_config(

@@ -1,0 +1,381 @@
+"""Queue mode: orders from a share group (KIP-932), each record acknowledged on its own.
+
+A share group hands the records of a partition out one by one to any number of
+members, each *acquired* under a lock (``group.share.record.lock.duration.ms``, 30 s by
+default) until it is acknowledged. So more consumers than partitions all work, and a
+failing order holds up no partition: the records behind it go to the other members.
+
+What each outcome becomes (the decision is ``orderproc.worker.decide``, unchanged):
+
+* processed: stored, then ACCEPT.
+* a retryable failure: RELEASE; the broker hands it out again (maybe to another member)
+  and counts the delivery, so the delivery count is the attempt number. The backoff
+  is served by this member after the rest of its poll is stored and acknowledged: it
+  takes no new records meanwhile, the other members do (explicit acknowledgement
+  allows no poll while a record of the last one is unacknowledged, and the client has
+  no lock renewal). Records behind a failing one are never held back by it.
+* a permanent failure, or a failure on delivery ``max_attempts``: our dead letter to
+  the DLQ (the classic consumer's envelope and headers, plus ``delivery_count``),
+  awaited, then ACCEPT. A DLQ that refuses it: everything of the poll not yet
+  acknowledged is RELEASEd and the consumer stops with a ``DeliveryError``.
+
+The group's ``share.delivery.count.limit`` is ``max_attempts`` plus ``CRASH_HEADROOM``:
+a member killed while it holds records costs them a delivery, and a record past the
+limit is archived by the broker, never to be seen again. A record whose deliveries
+were spent by crashes, not failures, is still dead-lettered on its first failure past
+``max_attempts``, never archived unseen. ``share.auto.offset.reset=earliest`` (orders
+written before the group's first member are read) and ``share.isolation.level=
+read_committed`` (a replay's aborted transaction is never read) are set on the group too.
+
+At least once: a member that dies between the store commit and the acknowledgement
+leaves its records to be redelivered; the store's idempotent write ignores the copy,
+and a dead letter may be written twice (the drain counts copies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import AcknowledgeType, KafkaException, Message, ShareConsumer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
+from orderproc.clock import now_ms
+from orderproc.config import Settings
+from orderproc.dlq.envelope import Failure
+from orderproc.errors import BrokerError, DeliveryError, OrderProcError
+from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
+from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, Admin, share_consumer_config
+from orderproc.kafka.topics import ensure_topics, max_message_bytes
+from orderproc.metrics import ConsumerMetrics, Health
+from orderproc.records import Record
+from orderproc.serde import OrderSerde
+from orderproc.store.processed import OrderRepository, ProcessedRow
+from orderproc.worker.batch import ConsumerStats
+from orderproc.worker.decide import (
+    DeadLetter,
+    Decider,
+    NotDue,
+    Processed,
+    RegistryDown,
+    RetryInPlace,
+    RetryLater,
+)
+from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
+from orderproc.worker.offsets import PendingBatch
+from orderproc.worker.routing import FailureRouter
+from orderproc.worker.sink import ProcessedSink
+
+log = logging.getLogger(__name__)
+
+CRASH_HEADROOM = 2
+"""Deliveries the broker allows beyond ``max_attempts``: spent by members that died."""
+MAX_DELIVERY_LIMIT = 10
+"""The broker's ceiling for ``share.delivery.count.limit`` (its default
+``group.share.max.delivery.count.limit``)."""
+
+ACCEPT, RELEASE = AcknowledgeType.ACCEPT, AcknowledgeType.RELEASE
+
+
+def share_group_configs(settings: Settings) -> dict[str, str]:
+    """The group configs queue mode relies on (see the module's docstring)."""
+    if settings.max_attempts > MAX_DELIVERY_LIMIT:
+        raise OrderProcError(
+            f"ORDERPROC_MAX_ATTEMPTS={settings.max_attempts} is more deliveries than a share "
+            f"group allows ({MAX_DELIVERY_LIMIT})"
+        )
+    limit = min(MAX_DELIVERY_LIMIT, max(2, settings.max_attempts + CRASH_HEADROOM))
+    return {
+        "share.delivery.count.limit": str(limit),
+        "share.auto.offset.reset": "earliest",
+        "share.isolation.level": "read_committed",
+    }
+
+
+def configure_share_group(settings: Settings) -> None:
+    """Set ``share_group_configs`` on the group and wait until the broker applies them
+    (it does so asynchronously); a broker without share groups is a one-line error."""
+    wanted = share_group_configs(settings)
+    entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+               for name, value in wanted.items()]  # fmt: skip
+    name = settings.consumer_group
+    group = ConfigResource(ResourceType.GROUP, name, incremental_configs=entries)
+    timeout = settings.admin_timeout_s
+    with Admin(settings.kafka_config()) as admin:
+        try:
+            for future in admin.incremental_alter_configs([group]).values():
+                future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"cannot configure share group {settings.consumer_group}: {exc.args[0].str()}"
+            ) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            described = admin.describe_configs([ConfigResource(ResourceType.GROUP, name)])
+            configs = next(iter(described.values())).result(timeout=timeout)
+            if all(configs[k].value == v for k, v in wanted.items() if k in configs):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"share group {settings.consumer_group} did not take its configs "
+                    f"{wanted} within {timeout:g}s"
+                )
+            time.sleep(0.1)
+
+
+@dataclasses.dataclass
+class _Poll:
+    """One poll's records while they are handled, and what each one becomes."""
+
+    now_ms: int
+    now: datetime
+    dead: PendingBatch = dataclasses.field(default_factory=PendingBatch)
+    rows: list[ProcessedRow] = dataclasses.field(default_factory=list)
+    records: list[Record] = dataclasses.field(default_factory=list)
+    accept: list[Message] = dataclasses.field(default_factory=list)
+    retry: list[tuple[float, Message]] = dataclasses.field(default_factory=list)
+
+
+class ShareOrderConsumer:
+    """A long-running consumer of ``orders`` in a share group (``--group-type share``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: OrderRepository,
+        *,
+        handler: OrderHandler | None = None,
+        metrics: ConsumerMetrics | None = None,
+        health: Health | None = None,
+        router: FailureRouter | None = None,
+        echo: Callable[[str], None] | None = print,
+        serde: OrderSerde | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.decider = Decider.from_settings(
+            settings, handler or PriceThresholdHandler(settings.price_threshold), serde=serde
+        )
+        self.policy = self.decider.policy
+        self.metrics = metrics or ConsumerMetrics(group=settings.consumer_group, retry_topics=[])
+        self.health = health or Health()
+        self.router = router or FailureRouter(settings)
+        self.stats = ConsumerStats()
+        self._echo = echo
+        self._stop = threading.Event()
+        self.sink = ProcessedSink(
+            repository, self.metrics, self._stop, echo, settings.consumer_group
+        )
+        self._retried = self.metrics.retried.labels("redelivery")
+        self.consumer = ShareConsumer(share_consumer_config(settings, **(consumer_overrides or {})))
+        self._last_message = time.monotonic()
+
+    def stop(self) -> None:
+        """Finish the poll in hand (a backoff being served is cut short), then close."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(
+        self, *, max_messages: int | None = None, idle_exit_s: float | None = None
+    ) -> ConsumerStats:
+        """Consume until stopped, after ``max_messages`` records, or when idle ``idle_exit_s``.
+
+        Raises:
+            BrokerError: Kafka refuses us, or the cluster has no share groups.
+            DeliveryError: a dead letter was not acknowledged (nothing of its poll accepted).
+            StoreError: the database failed and a stop was requested before it recovered.
+        """
+        settings = self.settings
+        check_settings(settings, consumer_access(settings))
+        ensure_topics(settings)
+        configure_share_group(settings)
+        self.router.max_record_bytes = max_message_bytes(
+            settings, settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
+        )
+        self.consumer.subscribe([settings.orders_topic])
+        log.info("consuming %s share group=%s max_attempts=%d (retries by redelivery)",
+                 settings.orders_topic, settings.consumer_group, settings.max_attempts)  # fmt: skip
+        self._last_message = time.monotonic()
+        try:
+            while not self.stopping:
+                self.health.beat()
+                if max_messages is not None and self.stats.consumed >= max_messages:
+                    break
+                try:
+                    messages = self.consumer.poll(self.settings.poll_timeout_s)
+                except KafkaException as exc:
+                    raise BrokerError(f"share consumer: {exc.args[0].str()}") from exc
+                if not messages:
+                    if self._idle_long_enough(idle_exit_s):
+                        break
+                    continue
+                self._last_message = time.monotonic()
+                started = time.perf_counter()
+                self._handle(messages)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        except OrderProcError as exc:
+            self.health.fail(str(exc))
+            raise
+        finally:
+            self._close()
+        self.stats.average_price = self.sink.average.overall
+        return self.stats
+
+    def _idle_long_enough(self, idle_exit_s: float | None) -> bool:
+        if idle_exit_s is None:
+            return False
+        idle = time.monotonic() - self._last_message
+        if idle >= idle_exit_s:
+            log.info("idle for %.1fs, exiting", idle)
+            return True
+        return False
+
+    def _close(self) -> None:
+        # close() sends the acknowledgements still pending: only ones made after the
+        # outcome was durable ever are. Records never acknowledged go back at their lock.
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("share consumer close: %s", exc)
+
+    # -- one poll ------------------------------------------------------------------
+
+    def _handle(self, messages: Iterable[Message]) -> None:
+        poll = _Poll(now_ms=now_ms(), now=datetime.now(UTC))
+        for msg in messages:
+            if msg.error() is not None:
+                self._on_message_error(msg)
+                continue
+            self._decide(msg, poll)
+        try:
+            written = self.sink.write(poll.rows, poll.records)
+            self.stats.processed += written.processed
+            self.stats.duplicates += written.duplicates
+            for rec, failure in written.refused:  # the database is up but refused these
+                self._dead_letter(rec, failure, poll)
+            self._await_dead_letters(poll)
+        except BaseException:
+            self._give_back(messages, poll)
+            raise
+        for msg in poll.accept:
+            self.consumer.acknowledge(msg, ACCEPT)
+        self._commit()
+        self.stats.consumed += len(poll.accept)
+        self.metrics.consumed.labels(self.settings.orders_topic).inc(len(poll.accept))
+        self._release_after_backoff(poll.retry)
+
+    def _decide(self, msg: Message, poll: _Poll) -> None:
+        rec = Record.of(msg)
+        delivery = msg.delivery_count() or 1
+        match self.decider.decide(rec, poll.now_ms):
+            case Processed(order=order, source=source, replay_id=replay_id):
+                src = source or rec
+                poll.rows.append(ProcessedRow(
+                    order.order_id, order.product, order.price, delivery,
+                    src.topic, src.partition, src.offset, poll.now, replay_id,
+                ))  # fmt: skip
+                poll.records.append(rec)
+                poll.accept.append(msg)
+            case RetryLater(failure=failure) | RetryInPlace(failure=failure):
+                failure = dataclasses.replace(failure, attempts=delivery)
+                if delivery >= self.settings.max_attempts or not self.policy.should_retry(
+                    failure.error, delivery
+                ):
+                    self._dead_letter(rec, failure, poll)
+                    poll.accept.append(msg)
+                else:
+                    self._count_retry(failure)
+                    poll.retry.append((self.policy.delay(delivery), msg))
+            case DeadLetter(failure=failure):
+                self._dead_letter(rec, dataclasses.replace(failure, attempts=delivery), poll)
+                poll.accept.append(msg)
+            case NotDue() | RegistryDown():  # no retry topics, no registry (Settings)
+                poll.retry.append((0.0, msg))
+
+    def _dead_letter(self, rec: Record, failure: Failure, poll: _Poll) -> None:
+        failure = dataclasses.replace(failure, delivery_count=failure.attempts)
+        now = max(poll.now_ms, failure.last_failure_ms)
+        self.router.to_dlq(failure, rec.headers, now_ms=now, expect=poll.dead.expect_delivery)
+        category = failure.category.value
+        self.stats.dead_lettered += 1
+        by_category = self.stats.dead_lettered_by_category
+        by_category[category] = by_category.get(category, 0) + 1
+        self.metrics.dead_lettered.labels(category).inc()
+        if self._echo is not None:
+            key = failure.order.order_id if failure.order else rec.coordinates
+            self._echo(f"DLQ: {key} -> {failure.reason} (delivery {failure.attempts})")
+
+    def _await_dead_letters(self, poll: _Poll) -> None:
+        if not poll.dead.pending and not poll.dead.errors:
+            return
+        remaining = self.router.flush()
+        if remaining or poll.dead.pending:
+            raise DeliveryError(f"{poll.dead.pending} dead letters unacknowledged; stopping")
+        if poll.dead.errors:
+            raise DeliveryError(
+                f"{len(poll.dead.errors)} dead letters refused, first: {poll.dead.errors[0]}"
+            )
+
+    def _give_back(self, messages: Iterable[Message], poll: _Poll) -> None:
+        """The poll's outcome is not durable: every record goes back, none accepted."""
+        for msg in messages:
+            if msg.error() is None:
+                self.consumer.acknowledge(msg, RELEASE)
+        try:
+            self._commit()
+        except OrderProcError as exc:
+            log.warning("releasing the poll's records: %s (their locks expire instead)", exc)
+
+    def _release_after_backoff(self, retry: list[tuple[float, Message]]) -> None:
+        """Serve each retry's backoff (the rest of the poll is acknowledged by now), then
+        release it; a stop cuts the backoff short (an early retry is harmless)."""
+        if not retry:
+            return
+        started = time.monotonic()
+        for delay, msg in sorted(retry, key=lambda r: r[0]):
+            self._stop.wait(max(0.0, started + delay - time.monotonic()))
+            self.health.beat()
+            self.consumer.acknowledge(msg, RELEASE)
+        self._commit()
+
+    def _commit(self) -> None:
+        try:
+            results = self.consumer.commit_sync(self.settings.admin_timeout_s)
+        except KafkaException as exc:
+            raise BrokerError(f"share acknowledgement: {exc.args[0].str()}") from exc
+        for tp, error in (results or {}).items():
+            if error is not None:
+                # The lock expired first: the broker has handed the record out again; its
+                # outcome here was durable (stored or dead-lettered), so the next delivery
+                # finds it stored or dead-letters a copy. Nothing is lost.
+                log.warning("acknowledgement on %s[%d] refused: %s", tp.topic, tp.partition,
+                            error)  # fmt: skip
+
+    def _count_retry(self, failure: Failure) -> None:
+        if self._echo is not None:
+            self._echo(f"Attempt {failure.attempts}/{self.settings.max_attempts} failed: "
+                       f"{failure.error}")  # fmt: skip
+        self.stats.retried += 1
+        self._retried.inc()
+
+    def _on_message_error(self, msg: Message) -> None:
+        err = msg.error()
+        if err is None:
+            return
+        if err.fatal():
+            raise DeliveryError(f"fatal share consumer error: {err.str()}")
+        stop_if_refused(err, self.settings)
+        log.warning("share consumer error on %s: %s", msg.topic(), err.str())

@@ -1,0 +1,117 @@
+"""Queue mode on the real broker: ``orderproc consume --group-type share`` as processes.
+
+One partition, four consumers: a consumer group would leave three of them idle; a share
+group hands the records out to all four. Failing orders are retried by redelivery (the
+broker's delivery count is the attempt number) and dead-lettered once each; every good
+order is stored once. On both stores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orderproc.config import GroupType, ProcessingGuarantee, Settings
+from orderproc.serde import serde_for
+from orderproc.store.engine import make_engine
+from orderproc.store.tables import ProcessedOrder
+from tests.support import wait_until
+
+CONSUMERS = 4
+ORDERS = 1000
+
+
+def _stored(database_url: str) -> list[str]:
+    """The order ids of the store's processed rows."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(select(ProcessedOrder.order_id)))
+    finally:
+        engine.dispose()
+
+
+def test_four_share_consumers_on_one_partition_all_work_and_retry_by_redelivery(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[..., Any],
+    run_cli: Callable[..., Any],
+    read_all: Callable[..., list[Any]],
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(partitions=1, group_type=GroupType.SHARE, database_url=db_url,
+                             max_attempts=3, session_timeout_ms=6000)  # fmt: skip
+    workers = [start_worker(settings, "consume", "--quiet") for _ in range(CONSUMERS)]
+    produced = run_cli(settings, "produce", "--count", str(ORDERS), "--rate", "200",
+                       "--fail-share", "0.1", "--quiet", "--seed", "7")  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+
+    serde = serde_for(settings)
+    orders = {o.order_id: o.price for o in
+              (serde.decode(m.value()) for m in read_all(settings.orders_topic))}  # fmt: skip
+    assert len(orders) == ORDERS
+    good = {oid for oid, price in orders.items() if price <= settings.price_threshold}
+    failing = set(orders) - good
+    assert failing and good
+
+    def dead_letters() -> list[Any]:
+        return read_all(settings.dlq_topic)
+
+    wait_until(lambda: len(_stored(db_url)) + len(dead_letters()) >= ORDERS, timeout_s=300,
+               what="every order stored or dead-lettered")  # fmt: skip
+    for worker in workers:
+        worker.stop()
+        assert worker.proc.returncode == 0
+
+    stored = _stored(db_url)
+    assert len(stored) == len(good) and set(stored) == good  # each good order, once
+    letters = dead_letters()
+    keys = Counter(m.key().decode() for m in letters)
+    assert set(keys) == failing and max(keys.values()) == 1  # each failing order once
+    for msg in letters:
+        envelope = json.loads(msg.value())
+        # Retried by redelivery: the broker's delivery count is the attempt number.
+        assert envelope["attempts"] == envelope["delivery_count"] == settings.max_attempts
+        assert envelope["source"]["topic"] == settings.orders_topic
+        assert envelope["consumer_group"] == settings.consumer_group
+
+    # All four worked on the one partition (each prints what it did when it stops).
+    consumed = []
+    for log in sorted(tmp_path.glob("consume-*.log")):
+        summary = re.search(r"consumed=(\d+) processed=(\d+)", log.read_text())
+        assert summary, log.read_text()[-2000:]
+        consumed.append(int(summary.group(1)))
+    assert len(consumed) == CONSUMERS
+    assert all(n > 0 for n in consumed), consumed
+    assert sum(consumed) == ORDERS  # an accepted record is never handed out again
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"processing_guarantee": ProcessingGuarantee.EXACTLY_ONCE},
+            "exactly once needs ORDERPROC_GROUP_TYPE",
+        ),
+        ({"schema_registry_url": "http://127.0.0.1:1"}, "reads the schemaless wire format only"),
+    ],
+)
+def test_what_a_share_group_cannot_do_is_refused_in_one_line(
+    overrides: dict[str, Any],
+    message: str,
+    make_settings: Callable[..., Settings],
+    run_cli: Callable[..., Any],
+) -> None:
+    settings = make_settings(create=False)
+    env_settings = settings.model_copy(update=overrides)
+    done = run_cli(env_settings, "consume", "--group-type", "share", "--idle-exit", "1")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
