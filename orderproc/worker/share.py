@@ -86,6 +86,12 @@ MAX_DELIVERY_LIMIT = 10
 
 ACCEPT, RELEASE = AcknowledgeType.ACCEPT, AcknowledgeType.RELEASE
 
+JOIN_GRACE_S = 10.0
+"""Idle time that does not count after subscribing: a new member gets its first records
+with its second heartbeat (the broker's ``group.share.heartbeat.interval.ms``, 5 s; the
+first records came 5.0-5.1 s after ``subscribe`` here), and the client says nothing of
+its assignment."""
+
 
 def share_group_configs(settings: Settings) -> dict[str, str]:
     """The group configs queue mode relies on (see the module's docstring)."""
@@ -179,6 +185,7 @@ class ShareOrderConsumer:
         self._retried = self.metrics.retried.labels("redelivery")
         self.consumer = ShareConsumer(share_consumer_config(settings, **(consumer_overrides or {})))
         self._last_message = time.monotonic()
+        self._joined_by = 0.0
 
     def stop(self) -> None:
         """Finish the poll in hand (a backoff being served is cut short), then close."""
@@ -206,6 +213,7 @@ class ShareOrderConsumer:
             settings, settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
         )
         self.consumer.subscribe([settings.orders_topic])
+        self._joined_by = time.monotonic() + JOIN_GRACE_S
         log.info("consuming %s share group=%s max_attempts=%d (retries by redelivery)",
                  settings.orders_topic, settings.consumer_group, settings.max_attempts)  # fmt: skip
         self._last_message = time.monotonic()
@@ -237,8 +245,9 @@ class ShareOrderConsumer:
     def _idle_long_enough(self, idle_exit_s: float | None) -> bool:
         if idle_exit_s is None:
             return False
-        idle = time.monotonic() - self._last_message
-        if idle >= idle_exit_s:
+        now = time.monotonic()
+        idle = now - self._last_message
+        if idle >= idle_exit_s and now >= self._joined_by:
             log.info("idle for %.1fs, exiting", idle)
             return True
         return False

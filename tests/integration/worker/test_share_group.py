@@ -115,3 +115,40 @@ def test_what_a_share_group_cannot_do_is_refused_in_one_line(
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_hostile_records_are_dead_lettered_once_and_the_good_ones_behind_them_stored(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    kcat: Callable[..., None],
+    run_cli: Callable[..., Any],
+    read_all: Callable[..., list[Any]],
+) -> None:
+    settings = make_settings(partitions=1, group_type=GroupType.SHARE, database_url=db_url)
+    serde = serde_for(settings)
+
+    def order(order_id: str) -> bytes:
+        return serde.encode_record({"orderId": order_id, "product": "item1", "price": 20.0})
+
+    hostile = {
+        b"not avro at all": (),
+        b"\x80": (),  # a length that never ends (kcat writes no record for no bytes)
+        order("bad-header"): ((b"\xff\xfe", b"v"),),
+        bytes(range(256)) * 3500: (),  # 896,000 bytes of nothing
+        order("lies")[:-3]: ((b"orderproc.attempts", b"99"), (b"orderproc.source.topic", b"x")),
+    }
+    kcat(settings, order("before"), key=b"before")
+    for value, headers in hostile.items():
+        kcat(settings, value, headers=headers)
+    kcat(settings, order("after"), key=b"after")
+
+    done = run_cli(settings, "consume", "--quiet", "--idle-exit", "5", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert set(_stored(db_url)) == {"before", "after"}, done.stderr
+    envelopes = [json.loads(m.value()) for m in read_all(settings.dlq_topic)]
+    assert len(read_all(settings.orders_topic)) == len(hostile) + 2  # kcat wrote them all
+    assert len(envelopes) == len(hostile), [e["reason"] for e in envelopes]  # each once
+    for envelope in envelopes:
+        assert envelope["error"]["category"] == "deserialization", envelope["reason"]
+        assert envelope["delivery_count"] == envelope["attempts"] == 1  # never retried
+        assert envelope["source"]["topic"] == settings.orders_topic  # the lying headers lost
