@@ -81,16 +81,18 @@ def free_ports(count: int = 1) -> list[int]:
 
 
 @contextmanager
-def migrated_schema(server_url: str, schema: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL schema on ``server_url``: its URL, dropped on exit."""
+def migrated_schema(server_url: str, schema: str, *, migrate: bool = True) -> Iterator[str]:
+    """A new PostgreSQL schema on ``server_url``, migrated unless ``migrate`` is False: its
+    URL, dropped on exit."""
     root = make_engine(server_url)
     with root.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = with_search_path(server_url, schema)
     try:
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
+        if migrate:
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
         yield url
     finally:
         with root.begin() as conn:
