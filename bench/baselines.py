@@ -17,7 +17,7 @@ from typing import Any
 
 import fastavro
 import psycopg
-from confluent_kafka import Consumer, Message
+from confluent_kafka import AcknowledgeType, Consumer, Message, ShareConsumer
 
 from bench.stats import Sample
 from bench.workload import POLL_TIMEOUT_S, BenchError
@@ -113,4 +113,46 @@ def _run(
     finally:
         consumer.close()
     assert started is not None  # the loop ran at least one batch
+    return Sample(done, finished - started)
+
+
+def share_consume_decode(
+    bootstrap: str, topic: str, group: str, target: int, idle_s: float
+) -> Sample:
+    """A share group member (explicit acknowledgement): poll, decode, ACCEPT each record;
+    the acknowledgements go with the next poll. The group's configs are set beforehand."""
+    consumer = ShareConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "share.acknowledgement.mode": "explicit",
+        }
+    )
+    reader, accept = fastavro.schemaless_reader, AcknowledgeType.ACCEPT
+    done = 0
+    started: float | None = None
+    try:
+        consumer.subscribe([topic])
+        last = time.monotonic()
+        while done < target:
+            messages = consumer.poll(POLL_TIMEOUT_S)
+            if not messages:
+                if time.monotonic() - last > idle_s:
+                    raise BenchError(f"raw share consumer idle after {done} of {target} records")
+                continue
+            if started is None:
+                started = time.perf_counter()
+            last = time.monotonic()
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    raise BenchError(f"raw share consumer error: {err.str()}")
+                reader(io.BytesIO(msg.value() or b""), SCHEMA, None)
+                consumer.acknowledge(msg, accept)
+            done += len(messages)
+        consumer.commit_sync()
+        finished = time.perf_counter()
+    finally:
+        consumer.close()
+    assert started is not None  # the loop ran at least one poll
     return Sample(done, finished - started)

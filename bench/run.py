@@ -33,16 +33,17 @@ import confluent_kafka
 
 from bench import baselines, stats
 from bench.stats import Sample
-from bench.subjects import NullRepository, check_full_run, run_consumer
+from bench.subjects import NullRepository, check_full_run, run_consumer, run_share_consumer
 from bench.workload import BATCH_SIZE, BenchError, Dataset, Workload
 from devstack.postgres import database_url as devstack_database_url
 from devstack.registry import SchemaRegistry
 from devstack.settings import KAFKA_VERSION
-from orderproc.config import get_settings
+from orderproc.config import GroupType, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
+from orderproc.worker.share import configure_share_group
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_ORDERS = 200_000
@@ -112,6 +113,23 @@ DEFINITIONS = {
         "(COPY into a session temp table, then INSERT .. SELECT .. ON CONFLICT DO NOTHING "
         "RETURNING, one transaction per batch)"
     ),
+    stats.RAW_SHARE: (
+        "confluent-kafka ShareConsumer (share.acknowledgement.mode=explicit) on the clean topic: "
+        "poll(timeout=0.05), fastavro.schemaless_reader and acknowledge(ACCEPT) per record, the "
+        "acknowledgements sent with the next poll; the final commit_sync is timed"
+    ),
+    stats.CONSUMER_SHARE_NOOP: (
+        "orderproc ShareOrderConsumer (queue mode, orderproc consume --group-type share) on the "
+        "clean topic with the no-op sink, timed like raw_share (its final acknowledgements too)"
+    ),
+    "share_ratio": (
+        "consumer_share_noop / consumer_noop: queue mode against classic mode, same orders, "
+        "same sink; no target (the issue asks for the figure)"
+    ),
+    "share_ceiling_ratio": (
+        "consumer_share_noop / raw_share: how close queue mode comes to the share consumer's "
+        "own ceiling"
+    ),
     "failure_isolation_ratio": (
         "consumer_noop_failing / consumer_noop: same consumer and settings, both with the "
         "no-op sink, on two topics of N orders that differ only in the share failing"
@@ -119,6 +137,7 @@ DEFINITIONS = {
 }
 
 SUBJECT_KINDS = (
+    stats.CONSUMER_SHARE_NOOP,
     stats.CONSUMER_NOOP,
     stats.CONSUMER_NOOP_REGISTRY,
     stats.CONSUMER_NOOP_FAILING,
@@ -155,7 +174,7 @@ class Bench:
         dataset = {stats.CONSUMER_NOOP_FAILING: self.failing,
                    stats.CONSUMER_NOOP_REGISTRY: self.registry}.get(kind, self.clean)  # fmt: skip
         full = target == dataset.orders
-        if kind in (stats.RAW_DECODE, stats.RAW_COPY):
+        if kind in (stats.RAW_DECODE, stats.RAW_COPY, stats.RAW_SHARE):
             samples = {kind: self._raw(kind, dataset, target)}
         else:
             samples = self._consumer(kind, dataset, target, full)
@@ -168,6 +187,14 @@ class Bench:
         args = (work.bootstrap, dataset.topic, work.group(kind), target, BATCH_SIZE, IDLE_S)
         if kind == stats.RAW_DECODE:
             return baselines.consume_decode(*args)
+        if kind == stats.RAW_SHARE:
+            settings = work.consumer_settings(dataset, kind).model_copy(
+                update={"group_type": GroupType.SHARE}
+            )
+            configure_share_group(settings)  # earliest, like the subject's
+            return baselines.share_consume_decode(
+                work.bootstrap, dataset.topic, settings.consumer_group, target, IDLE_S
+            )
         work.reset_table()
         with work.pg_connect() as conn:
             sample = baselines.consume_decode_copy(*args, conn)
@@ -180,6 +207,9 @@ class Bench:
         wire = self.registry_url if kind == stats.CONSUMER_NOOP_REGISTRY else None
         settings = work.consumer_settings(dataset, kind, wire)
         retried = dataset.failing if full else 0
+        if kind == stats.CONSUMER_SHARE_NOOP:
+            share = settings.model_copy(update={"group_type": GroupType.SHARE})
+            return {kind: run_share_consumer(share, NullRepository(), target, IDLE_S).sample}
         if kind in (stats.CONSUMER_PG, stats.CONSUMER_PG_EOS):
             work.reset_table()
             engine = make_engine(work.pg_url)

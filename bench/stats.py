@@ -17,10 +17,14 @@ RAW_COPY = "raw_copy"
 CONSUMER_PG = "consumer_pg"
 CONSUMER_PG_EOS = "consumer_pg_eos"
 CONSUMER_NOOP_REGISTRY = "consumer_noop_registry"
+RAW_SHARE = "raw_share"
+CONSUMER_SHARE_NOOP = "consumer_share_noop"
 CONSUMER_NOOP_FAILING_MAIN = "consumer_noop_failing_main"
 """Not a run of its own: the failing runs timed to the end of their main topic only."""
 
 KINDS: tuple[str, ...] = (
+    RAW_SHARE,
+    CONSUMER_SHARE_NOOP,
     CONSUMER_NOOP_REGISTRY,
     RAW_DECODE,
     CONSUMER_NOOP,
@@ -30,7 +34,8 @@ KINDS: tuple[str, ...] = (
     CONSUMER_PG_EOS,
 )
 """Every run of one round. Each ratio's two sides are neighbours, so they are interleaved;
-consumer_noop is the baseline of three, so registry_ratio's sides are one run apart."""
+consumer_noop is the baseline of four, so registry_ratio's sides are one run apart and
+share_ratio's three."""
 
 LABELS: dict[str, str] = {
     RAW_DECODE: "raw consume + decode",
@@ -41,6 +46,8 @@ LABELS: dict[str, str] = {
     RAW_COPY: "raw consume + decode + COPY",
     CONSUMER_PG: "OrderConsumer -> PostgreSQL",
     CONSUMER_PG_EOS: "OrderConsumer -> PostgreSQL, exactly once",
+    RAW_SHARE: "raw ShareConsumer + decode + ACCEPT",
+    CONSUMER_SHARE_NOOP: "ShareOrderConsumer (queue mode), no-op sink",
 }
 
 
@@ -51,7 +58,8 @@ class RatioSpec:
     name: str
     subject: str
     baseline: str
-    target: float
+    target: float | None
+    """None: reported for information, no verdict."""
 
 
 RATIOS: tuple[RatioSpec, ...] = (
@@ -60,6 +68,8 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec("failure_isolation_ratio", CONSUMER_NOOP_FAILING, CONSUMER_NOOP, 0.85),
     RatioSpec("exactly_once_ratio", CONSUMER_PG_EOS, CONSUMER_PG, 0.90),
     RatioSpec("registry_ratio", CONSUMER_NOOP_REGISTRY, CONSUMER_NOOP, 0.95),
+    RatioSpec("share_ratio", CONSUMER_SHARE_NOOP, CONSUMER_NOOP, None),
+    RatioSpec("share_ceiling_ratio", CONSUMER_SHARE_NOOP, RAW_SHARE, None),
 )
 
 
@@ -103,10 +113,12 @@ class RatioResult:
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.spec.target
+        return self.spec.target is None or self.value >= self.spec.target
 
     @property
     def verdict(self) -> str:
+        if self.spec.target is None:
+            return "info"
         return "PASS" if self.passed else "BELOW"
 
 
@@ -157,10 +169,8 @@ def format_table(summaries: Mapping[str, Summary], ratios: Sequence[RatioResult]
     lines.append(f"{'ratio':<26}{'value':>8}{'target':>10}  {'verdict':<8}{'per-round range':>18}")
     for r in ratios:
         spread = f"{min(r.paired):.2f}..{max(r.paired):.2f}" if r.paired else "-"
-        lines.append(
-            f"{r.spec.name:<26}{r.value:>8.2f}{'>= ' + format(r.spec.target, '.2f'):>10}"
-            f"  {r.verdict:<8}{spread:>18}"
-        )
+        target = "-" if r.spec.target is None else f">= {r.spec.target:.2f}"
+        lines.append(f"{r.spec.name:<26}{r.value:>8.2f}{target:>10}  {r.verdict:<8}{spread:>18}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from orderproc.config import Settings
 from orderproc.store.processed import OrderRepository, ProcessedRow
 from orderproc.worker.consumer import ConsumerStats, OrderConsumer
 from orderproc.worker.offsets import PendingBatch
+from orderproc.worker.share import ShareOrderConsumer
 
 
 class NullRepository:
@@ -146,3 +147,50 @@ def check_full_run(stats: ConsumerStats, dataset: Dataset) -> None:
         raise BenchError(
             f"run on {dataset.topic}: processed/retried/dead-lettered {got}, expected {expected}"
         )
+
+
+class ShareStopwatch:
+    """Times a ``ShareOrderConsumer`` run from its first records until it has handled
+    ``target`` of them (the stop is asked for on the poll that reaches it, so that poll is
+    handled and acknowledged); the final acknowledgements count, leaving the group not."""
+
+    def __init__(self, inner: Any, target: int, on_done: Callable[[], None]) -> None:
+        self._inner = inner
+        self._target = target
+        self._on_done = on_done
+        self.polled = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+
+    def poll(self, timeout: float = -1) -> Any:
+        messages = self._inner.poll(timeout)
+        if messages:
+            if self.started is None:
+                self.started = time.perf_counter()
+            self.polled += len(messages)
+            if self.polled >= self._target:
+                self._on_done()
+        return messages
+
+    def close(self) -> None:
+        if self.polled >= self._target and self.finished is None:
+            self._inner.commit_sync()
+            self.finished = time.perf_counter()
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def run_share_consumer(
+    settings: Settings, repository: NullRepository, target: int, idle_s: float
+) -> ConsumerRun:
+    """Run ``ShareOrderConsumer`` (queue mode) over ``target`` records and time it."""
+    consumer = ShareOrderConsumer(settings, cast(OrderRepository, repository), echo=None)
+    watch = ShareStopwatch(consumer.consumer, target, consumer.stop)
+    consumer.consumer = cast(Any, watch)
+    stats = consumer.run(idle_exit_s=idle_s)
+    if watch.started is None or watch.finished is None:
+        raise BenchError(f"ShareOrderConsumer went idle after {watch.polled} of {target} records")
+    sample = Sample(watch.polled, watch.finished - watch.started)
+    return ConsumerRun(sample, sample, stats)

@@ -184,6 +184,7 @@ class ShareOrderConsumer:
         )
         self._retried = self.metrics.retried.labels("redelivery")
         self.consumer = ShareConsumer(share_consumer_config(settings, **(consumer_overrides or {})))
+        self.consumer.set_acknowledgement_commit_callback(_acknowledged)
         self._last_message = time.monotonic()
         self._joined_by = 0.0
 
@@ -281,7 +282,10 @@ class ShareOrderConsumer:
             raise
         for msg in poll.accept:
             self.consumer.acknowledge(msg, ACCEPT)
-        self._commit()
+        # The acknowledgements go with the next poll (one round trip fewer per poll), or
+        # now when a backoff is served first: the poll's good records are not held by it.
+        if poll.retry:
+            self._commit()
         self.stats.consumed += len(poll.accept)
         self.metrics.consumed.labels(self.settings.orders_topic).inc(len(poll.accept))
         self._release_after_backoff(poll.retry)
@@ -361,17 +365,12 @@ class ShareOrderConsumer:
         self._commit()
 
     def _commit(self) -> None:
+        """Send the acknowledgements made so far and wait for the broker's answer (refusals
+        are logged by ``_acknowledged``)."""
         try:
-            results = self.consumer.commit_sync(self.settings.admin_timeout_s)
+            self.consumer.commit_sync(self.settings.admin_timeout_s)
         except KafkaException as exc:
             raise BrokerError(f"share acknowledgement: {exc.args[0].str()}") from exc
-        for tp, error in (results or {}).items():
-            if error is not None:
-                # The lock expired first: the broker has handed the record out again; its
-                # outcome here was durable (stored or dead-lettered), so the next delivery
-                # finds it stored or dead-letters a copy. Nothing is lost.
-                log.warning("acknowledgement on %s[%d] refused: %s", tp.topic, tp.partition,
-                            error)  # fmt: skip
 
     def _count_retry(self, failure: Failure) -> None:
         if self._echo is not None:
@@ -388,3 +387,13 @@ class ShareOrderConsumer:
             raise DeliveryError(f"fatal share consumer error: {err.str()}")
         stop_if_refused(err, self.settings)
         log.warning("share consumer error on %s: %s", msg.topic(), err.str())
+
+
+def _acknowledged(offsets: dict[Any, set[int]], error: KafkaException | None) -> None:
+    """The broker's answer to acknowledgements sent (on a poll, a commit or the close)."""
+    if error is not None:
+        # Typically a lock that expired first: the broker has handed those records out
+        # again. Their outcome here was durable (stored or dead-lettered), so the next
+        # delivery finds the order stored, or dead-letters a copy. Nothing is lost.
+        where = ", ".join(f"{tp.topic}[{tp.partition}] x{len(o)}" for tp, o in offsets.items())
+        log.warning("acknowledgements refused (%s): %s", where or "-", error)

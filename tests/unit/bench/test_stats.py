@@ -13,10 +13,12 @@ from bench.stats import (
     CONSUMER_NOOP_REGISTRY,
     CONSUMER_PG,
     CONSUMER_PG_EOS,
+    CONSUMER_SHARE_NOOP,
     KINDS,
     RATIOS,
     RAW_COPY,
     RAW_DECODE,
+    RAW_SHARE,
     RatioSpec,
     Sample,
     Summary,
@@ -45,6 +47,8 @@ ALL = {
     RAW_COPY: samples_at(40_000, 50_000, 45_000),
     CONSUMER_PG: samples_at(20_000, 30_000, 25_000),
     CONSUMER_PG_EOS: samples_at(19_000, 27_000, 23_000),
+    RAW_SHARE: samples_at(100_000, 120_000, 110_000),
+    CONSUMER_SHARE_NOOP: samples_at(60_000, 70_000, 66_000),
 }
 
 
@@ -74,8 +78,8 @@ def test_rounds_alternate_direction_and_keep_each_ratios_sides_close() -> None:
     assert run_order(1) == list(reversed(KINDS))
     assert run_order(2) == list(KINDS)
     for spec in RATIOS:
-        # consumer_noop is the baseline of three ratios: one of them is a run apart.
-        apart = 2 if spec.name == "registry_ratio" else 1
+        # consumer_noop is the baseline of four ratios: two of them are runs apart.
+        apart = {"registry_ratio": 2, "share_ratio": 3}.get(spec.name, 1)
         for round_index in (0, 1):
             order = run_order(round_index)
             assert abs(order.index(spec.subject) - order.index(spec.baseline)) == apart, spec.name
@@ -95,6 +99,10 @@ def test_ratios_are_ratios_of_medians_with_per_round_pairs() -> None:
     isolation = results["failure_isolation_ratio"]
     assert isolation.value == pytest.approx(66_000 / 75_000)  # the full-failure runs, not _main
     assert isolation.passed
+
+    share = results["share_ratio"]  # no target: a figure, no verdict
+    assert share.value == pytest.approx(66_000 / 75_000)
+    assert share.verdict == "info" and share.passed
 
 
 def test_a_ratio_exactly_at_target_passes() -> None:
@@ -120,6 +128,8 @@ def test_table_shows_every_measurement_ratio_target_and_verdict() -> None:
     persist = next(line for line in lines if line.startswith("persist_ratio"))
     assert "BELOW" in persist and ">= 0.60" in persist
     assert any(line.startswith("failure_isolation_ratio") for line in lines)
+    share = next(line for line in lines if line.startswith("share_ceiling_ratio"))
+    assert share.split() == ["share_ceiling_ratio", "0.60", "-", "info", "0.58..0.60"]
     eos = next(line for line in lines if line.startswith("exactly_once_ratio"))
     assert eos.split()[:5] == ["exactly_once_ratio", "0.92", ">=", "0.90", "PASS"]
     # The main-topic-only failing figure sits right under the full one.
@@ -144,6 +154,8 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "failure_isolation_ratio": 0.88,
         "exactly_once_ratio": 0.92,
         "registry_ratio": 0.96,
+        "share_ratio": 0.88,
+        "share_ceiling_ratio": 0.6,
     }
     assert decoded["targets"] == {
         "consume_ratio": 0.7,
@@ -151,8 +163,11 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "failure_isolation_ratio": 0.85,
         "exactly_once_ratio": 0.9,
         "registry_ratio": 0.95,
+        "share_ratio": None,
+        "share_ceiling_ratio": None,
     }
     assert decoded["verdicts"]["persist_ratio"] == "BELOW"
+    assert decoded["verdicts"]["share_ratio"] == "info"
     assert decoded["medians_msgs_per_s"][RAW_DECODE] == 100_000
     assert [s["msgs_per_s"] for s in decoded["samples"][CONSUMER_PG]] == [20_000, 30_000, 25_000]
     assert decoded["samples"][RAW_DECODE][0] == {"count": 1000, "seconds": 0.01, "msgs_per_s": 1e5}
