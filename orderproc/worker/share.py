@@ -49,6 +49,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
     ConfigResource,
     ResourceType,
 )
+from prometheus_client import Gauge, Histogram
 
 from orderproc.clock import now_ms
 from orderproc.config import Settings
@@ -183,6 +184,18 @@ class ShareOrderConsumer:
             repository, self.metrics, self._stop, echo, settings.consumer_group
         )
         self._retried = self.metrics.retried.labels("redelivery")
+        registry = self.metrics.registry
+        self._in_flight = Gauge(
+            "orderproc_share_records_in_flight",
+            "Records this share group member holds (acquired, not yet acknowledged)",
+            registry=registry,
+        )
+        self._deliveries = Histogram(
+            "orderproc_share_delivery_count",
+            "The broker's delivery count of each record handled (1: first delivery)",
+            buckets=tuple(range(1, MAX_DELIVERY_LIMIT + 1)),
+            registry=registry,
+        )
         self.consumer = ShareConsumer(share_consumer_config(settings, **(consumer_overrides or {})))
         self.consumer.set_acknowledgement_commit_callback(_acknowledged)
         self._last_message = time.monotonic()
@@ -265,6 +278,7 @@ class ShareOrderConsumer:
 
     def _handle(self, messages: Iterable[Message]) -> None:
         poll = _Poll(now_ms=now_ms(), now=datetime.now(UTC))
+        self._in_flight.set(len(messages))
         for msg in messages:
             if msg.error() is not None:
                 self._on_message_error(msg)
@@ -286,6 +300,7 @@ class ShareOrderConsumer:
         # now when a backoff is served first: the poll's good records are not held by it.
         if poll.retry:
             self._commit()
+        self._in_flight.set(len(poll.retry))
         self.stats.consumed += len(poll.accept)
         self.metrics.consumed.labels(self.settings.orders_topic).inc(len(poll.accept))
         self._release_after_backoff(poll.retry)
@@ -293,6 +308,7 @@ class ShareOrderConsumer:
     def _decide(self, msg: Message, poll: _Poll) -> None:
         rec = Record.of(msg)
         delivery = msg.delivery_count() or 1
+        self._deliveries.observe(delivery)
         match self.decider.decide(rec, poll.now_ms):
             case Processed(order=order, source=source, replay_id=replay_id):
                 src = source or rec
@@ -363,6 +379,7 @@ class ShareOrderConsumer:
             self.health.beat()
             self.consumer.acknowledge(msg, RELEASE)
         self._commit()
+        self._in_flight.set(0)
 
     def _commit(self) -> None:
         """Send the acknowledgements made so far and wait for the broker's answer (refusals

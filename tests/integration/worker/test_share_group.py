@@ -38,6 +38,14 @@ def _stored(database_url: str) -> list[str]:
         engine.dispose()
 
 
+def _metric(text: str, name: str) -> float:
+    """The value of the sample ``name`` (with its labels, as exposed) in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the metrics:\n{text[:3000]}")
+
+
 def test_four_share_consumers_on_one_partition_all_work_and_retry_by_redelivery(
     db_url: str,
     make_settings: Callable[..., Settings],
@@ -66,6 +74,12 @@ def test_four_share_consumers_on_one_partition_all_work_and_retry_by_redelivery(
 
     wait_until(lambda: len(_stored(db_url)) + len(dead_letters()) >= ORDERS, timeout_s=300,
                what="every order stored or dead-lettered")  # fmt: skip
+    # Each member's /metrics: the deliveries it handled, by the broker's delivery count.
+    deliveries = [_metric(w.metrics(), "orderproc_share_delivery_count_count") for w in workers]
+    retried = sum(_metric(w.metrics(), 'orderproc_orders_retried_total{mode="redelivery"}')
+                  for w in workers)  # fmt: skip
+    assert retried == len(failing) * (settings.max_attempts - 1)
+    assert sum(deliveries) >= ORDERS + retried  # every first delivery and every redelivery
     for worker in workers:
         worker.stop()
         assert worker.proc.returncode == 0
