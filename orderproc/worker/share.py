@@ -38,11 +38,11 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import AcknowledgeType, KafkaException, Message, ShareConsumer
+from confluent_kafka import AcknowledgeType, KafkaException, Message, Messages, ShareConsumer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
     AlterConfigOpType,
     ConfigEntry,
@@ -276,7 +276,7 @@ class ShareOrderConsumer:
 
     # -- one poll ------------------------------------------------------------------
 
-    def _handle(self, messages: Iterable[Message]) -> None:
+    def _handle(self, messages: Messages) -> None:
         poll = _Poll(now_ms=now_ms(), now=datetime.now(UTC))
         self._in_flight.set(len(messages))
         for msg in messages:
@@ -358,7 +358,7 @@ class ShareOrderConsumer:
                 f"{len(poll.dead.errors)} dead letters refused, first: {poll.dead.errors[0]}"
             )
 
-    def _give_back(self, messages: Iterable[Message], poll: _Poll) -> None:
+    def _give_back(self, messages: Messages, poll: _Poll) -> None:
         """The poll's outcome is not durable: every record goes back, none accepted."""
         for msg in messages:
             if msg.error() is None:
