@@ -70,6 +70,11 @@ def node_ports(settings: DevstackSettings, nodes: int) -> list[tuple[int, int]]:
 class ClusterNode(KafkaBroker):
     """One node of the dev cluster: the dev stack's broker with a node id and shared voters."""
 
+    # Three JVMs on a laptop: the quick compiler only. A node restarted in a drill answers
+    # sooner and leaves more of the cores to the workers (the single broker, which `make
+    # bench` measures against, keeps the optimizing compiler).
+    jvm_options = ("-XX:TieredStopAtLevel=1",)
+
     def __init__(
         self,
         settings: DevstackSettings,

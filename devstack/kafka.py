@@ -130,6 +130,8 @@ class KafkaBroker:
 
     folder: str | None = None
     """Subfolder of the devstack folder holding this broker's files (None: the folder itself)."""
+    jvm_options: tuple[str, ...] = ()
+    """Extra options of the broker's JVM."""
     security = "PLAINTEXT"
 
     def __init__(
@@ -334,6 +336,7 @@ class KafkaBroker:
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
+            *self.jvm_options,
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.paths.logs}",
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
