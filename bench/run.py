@@ -40,10 +40,10 @@ from devstack.registry import SchemaRegistry
 from devstack.settings import KAFKA_VERSION
 from orderproc.config import GroupType, get_settings
 from orderproc.errors import OrderProcError
+from orderproc.kafka.share_groups import configure_share_group
 from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
-from orderproc.worker.share import configure_share_group
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_ORDERS = 200_000

@@ -43,7 +43,7 @@ class RetryMode(StrEnum):
 
 
 class GroupType(StrEnum):
-    """How the consumer takes its records from Kafka (``docs/scaling.md``)."""
+    """How the consumer takes its records from Kafka (README, "Scaling out")."""
 
     CONSUMER = "consumer"
     """A consumer group: partitions assigned to members, offsets per partition, retry

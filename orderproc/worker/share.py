@@ -19,7 +19,8 @@ What each outcome becomes (the decision is ``orderproc.worker.decide``, unchange
   awaited, then ACCEPT. A DLQ that refuses it: everything of the poll not yet
   acknowledged is RELEASEd and the consumer stops with a ``DeliveryError``.
 
-The group's ``share.delivery.count.limit`` is ``max_attempts`` plus ``CRASH_HEADROOM``:
+The group's ``share.delivery.count.limit`` is ``max_attempts`` plus ``CRASH_HEADROOM``
+(``orderproc.kafka.share_groups``):
 a member killed while it holds records costs them a delivery, and a record past the
 limit is archived by the broker, never to be seen again. A record whose deliveries
 were spent by crashes, not failures, is still dead-lettered on its first failure past
@@ -43,12 +44,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import AcknowledgeType, KafkaException, Message, Messages, ShareConsumer
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
 from prometheus_client import Gauge, Histogram
 
 from orderproc.clock import now_ms
@@ -56,7 +51,8 @@ from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import BrokerError, DeliveryError, OrderProcError
 from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
-from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, Admin, share_consumer_config
+from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, share_consumer_config
+from orderproc.kafka.share_groups import MAX_DELIVERY_LIMIT, configure_share_group
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
 from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import Record
@@ -79,12 +75,6 @@ from orderproc.worker.sink import ProcessedSink
 
 log = logging.getLogger(__name__)
 
-CRASH_HEADROOM = 2
-"""Deliveries the broker allows beyond ``max_attempts``: spent by members that died."""
-MAX_DELIVERY_LIMIT = 10
-"""The broker's ceiling for ``share.delivery.count.limit`` (its default
-``group.share.max.delivery.count.limit``)."""
-
 ACCEPT, RELEASE = AcknowledgeType.ACCEPT, AcknowledgeType.RELEASE
 
 JOIN_GRACE_S = 10.0
@@ -92,52 +82,6 @@ JOIN_GRACE_S = 10.0
 with its second heartbeat (the broker's ``group.share.heartbeat.interval.ms``, 5 s; the
 first records came 5.0-5.1 s after ``subscribe`` here), and the client says nothing of
 its assignment."""
-
-
-def share_group_configs(settings: Settings) -> dict[str, str]:
-    """The group configs queue mode relies on (see the module's docstring)."""
-    if settings.max_attempts > MAX_DELIVERY_LIMIT:
-        raise OrderProcError(
-            f"ORDERPROC_MAX_ATTEMPTS={settings.max_attempts} is more deliveries than a share "
-            f"group allows ({MAX_DELIVERY_LIMIT})"
-        )
-    limit = min(MAX_DELIVERY_LIMIT, max(2, settings.max_attempts + CRASH_HEADROOM))
-    return {
-        "share.delivery.count.limit": str(limit),
-        "share.auto.offset.reset": "earliest",
-        "share.isolation.level": "read_committed",
-    }
-
-
-def configure_share_group(settings: Settings) -> None:
-    """Set ``share_group_configs`` on the group and wait until the broker applies them
-    (it does so asynchronously); a broker without share groups is a one-line error."""
-    wanted = share_group_configs(settings)
-    entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-               for name, value in wanted.items()]  # fmt: skip
-    name = settings.consumer_group
-    group = ConfigResource(ResourceType.GROUP, name, incremental_configs=entries)
-    timeout = settings.admin_timeout_s
-    with Admin(settings.kafka_config()) as admin:
-        try:
-            for future in admin.incremental_alter_configs([group]).values():
-                future.result(timeout=timeout)
-        except KafkaException as exc:
-            raise BrokerError(
-                f"cannot configure share group {settings.consumer_group}: {exc.args[0].str()}"
-            ) from exc
-        deadline = time.monotonic() + timeout
-        while True:
-            described = admin.describe_configs([ConfigResource(ResourceType.GROUP, name)])
-            configs = next(iter(described.values())).result(timeout=timeout)
-            if all(configs[k].value == v for k, v in wanted.items() if k in configs):
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"share group {settings.consumer_group} did not take its configs "
-                    f"{wanted} within {timeout:g}s"
-                )
-            time.sleep(0.1)
 
 
 @dataclasses.dataclass

@@ -39,7 +39,8 @@ def test_share_consumers_killed_with_records_in_hand_lose_no_order(
     # Produces until stopped after the kills: every kill lands mid-stream, on members
     # that are polling, however long a member takes to start on a busy machine.
     producer = procs.produce(settings, 10**9, rate=100 * scale, fail_share=0.1)
-    consumers = [procs.consume(settings) for _ in range(4)]
+    slow = ("--handler", "tests.faults.slow_handler:slow_price_rule")  # always holds records
+    consumers = [procs.consume(settings, *slow) for _ in range(4)]
     for k in range(1, KILL_ROUNDS + 2):
         for consumer in consumers:
             wait_until(lambda c=consumer: "consuming " in c.output(), 120, "a member to poll")
@@ -50,7 +51,7 @@ def test_share_consumers_killed_with_records_in_hand_lose_no_order(
                    f"round {k}: 200 more orders stored")  # fmt: skip
         for victim in consumers[:2]:  # two of four, each with the records it polled
             assert victim.kill9() == -9
-        consumers = [*consumers[2:], procs.consume(settings), procs.consume(settings)]
+        consumers = [*consumers[2:], procs.consume(settings, *slow), procs.consume(settings, *slow)]
 
     assert producer.sigterm(300) == 0, producer.tail()
     summary = produced_summary(producer)

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from orderproc.config import GroupType, ProcessingGuarantee, Settings, WireFormat
 from orderproc.errors import OrderProcError
-from orderproc.worker.share import CRASH_HEADROOM, share_group_configs
+from orderproc.kafka.share_groups import CRASH_HEADROOM, share_group_configs
 
 
 @pytest.mark.parametrize(("attempts", "limit"), [(1, 3), (3, 5), (8, 10), (10, 10)])
