@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -168,6 +168,8 @@ class BatchHandler:
                 case RegistryDown():
                     self._hold(rec, outage.wait_s(tp, outcome.reason))
                     continue
+                case _:
+                    assert_never(outcome)  # mypy: a new outcome must get its case here
             next_offsets[tp] = rec.offset + 1
             consumed[topic] = consumed.get(topic, 0) + 1
             if failed:
