@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -30,7 +30,6 @@ from orderproc.worker.decide import (
     DeadLetter,
     Decider,
     NotDue,
-    Outcome,
     Processed,
     RegistryDown,
     RetryInPlace,
@@ -115,49 +114,72 @@ class BatchHandler:
         self.outage = RegistryOutage(settings.registry_backoff_max_s)
 
     def handle(self, messages: list[Message]) -> Batch:
-        """Handle ``messages`` in order; a held partition's later records wait for it."""
+        """Handle ``messages`` in order, each outcome carried out in the one ``match`` below.
+
+        A record held back (its partition paused) is read again when the partition resumes,
+        and so are its partition's later records. The flood breaker counts main-topic
+        records: a success on any attempt, a failure sent to a retry topic or the DLQ.
+        """
         batch = Batch(messages=messages, now=datetime.now(UTC), now_ms=now_ms())
-        paused, decide, orders_topic = self.holds.paused, self.decider.decide, self.orders_topic
-        rows, records, now = batch.rows, batch.records, batch.now
-        ok = 0  # main-topic successes not yet handed to the flood breaker
-        done = 0  # main-topic successes (the consumed count of the others is kept in _act)
+        paused, decide, outage = self.holds.paused, self.decider.decide, self.outage
+        rows, records, next_offsets = batch.rows, batch.records, batch.next_offsets
+        consumed, orders_topic = batch.consumed, self.orders_topic
+        ok = 0  # main-topic successes not yet handed to the flood breaker (FloodGuard.ok)
         for i, msg in enumerate(messages):
             if msg.error() is not None:
                 self._on_message_error(msg)
                 continue
             rec = Record.of(msg)
-            tp = (rec.topic, rec.partition)
+            topic = rec.topic
+            tp = (topic, rec.partition)
             if paused and tp in paused:
                 continue  # held at an earlier offset of this batch; it will be fetched again
             outcome = decide(rec, batch.now_ms, self._waiting(rec) if self.in_place else None)
-            if self.outage.waiting and type(outcome) is not RegistryDown:
-                self.outage.read(tp)
-            if type(outcome) is Processed and rec.topic == orders_topic:
-                # The common outcome, carried out here rather than in _act: a call less a
-                # record (measured with make bench's data, see the closing note of issue 7).
-                order, src = outcome.order, outcome.source or rec
-                rows.append(ProcessedRow(
-                    order.order_id, order.product, order.price, outcome.attempts,
-                    src.topic, src.partition, src.offset, now, outcome.replay_id,
-                ))  # fmt: skip
-                records.append(rec)
-                ok += 1
-                done += 1
-                if outcome.replay_id is not None:
-                    self._replayed[ReplayOutcome.PROCESSED].inc()
-            else:
-                self.flood.ok(ok)  # successes first: the breaker's window keeps their order
+            if outage.waiting and type(outcome) is not RegistryDown:
+                outage.read(tp)
+            main, failed = topic == orders_topic, False
+            match outcome:
+                case Processed():
+                    order, source = outcome.order, outcome.source or rec
+                    # tuple.__new__ skips the named tuple's Python-level __new__: handle on the
+                    # unit fakes (500 plain orders a batch) ran 2.8 % faster, 2.7 % fewer
+                    # instructions.
+                    rows.append(tuple.__new__(ProcessedRow, (
+                        order.order_id, order.product, order.price, outcome.attempts,
+                        source.topic, source.partition, source.offset, batch.now,
+                        outcome.replay_id,
+                    )))  # fmt: skip
+                    records.append(rec)
+                    if outcome.replay_id is not None:
+                        self._replayed[ReplayOutcome.PROCESSED].inc()
+                    ok += main
+                case RetryLater():
+                    self._retry_later(rec, outcome, batch)
+                    failed = main
+                case DeadLetter():
+                    self.dead_letter(rec, outcome.failure, batch)
+                    failed = main
+                case RetryInPlace():
+                    self._retry_in_place(rec, outcome)
+                    continue  # held back, as the two below
+                case NotDue():
+                    self._hold(rec, outcome.wait_s)
+                    continue
+                case RegistryDown():
+                    self._hold(rec, outage.wait_s(tp, outcome.reason))
+                    continue
+                case _:
+                    assert_never(outcome)  # mypy: a new outcome must get its case here
+            next_offsets[tp] = rec.offset + 1
+            consumed[topic] = consumed.get(topic, 0) + 1
+            if failed:
+                self.flood.ok(ok)  # the successes before it first: the window keeps the order
                 ok = 0
-                if not self._act(rec, outcome, batch):
-                    continue  # held back: read again when its partition resumes
-            batch.next_offsets[tp] = rec.offset + 1
-            if batch.tripped:  # the flood breaker: pause everything, rewound
-                self._hold_all(after=messages[i + 1 :])
-                break
+                if self._trips(batch):  # pause everything, rewound to the first unhandled
+                    self._hold_all(after=messages[i + 1 :])
+                    break
         self.flood.ok(ok)
         self.flood.flush()
-        if done:
-            batch.consumed[orders_topic] = batch.consumed.get(orders_topic, 0) + done
         batch.oldest_timestamp_ms = messages[0].timestamp()[1]
         return batch
 
@@ -166,56 +188,31 @@ class BatchHandler:
         waiting = self.in_place.pop(rec.tp, None)
         return waiting[1] if waiting is not None and waiting[0] == rec.offset else None
 
-    def _act(self, rec: Record, outcome: Outcome, batch: Batch) -> bool:
-        """Carry out one outcome; False when the record was held back, not handled."""
-        main = rec.topic == self.orders_topic
-        if type(outcome) is NotDue:
-            self._hold(rec, outcome.wait_s)
-            return False
-        if type(outcome) is RegistryDown:
-            self._hold(rec, self.outage.wait_s(rec.tp, outcome.reason))
-            return False
-        if type(outcome) is RetryInPlace:
-            # Pause the partition at this record and keep polling; the batch so far is
-            # made durable and committed as usual while the backoff runs.
-            self._count_retry(outcome.failure, rec)
-            self.in_place[rec.tp] = (rec.offset, outcome.failure)
-            self._hold(rec, outcome.delay_s)
-            return False
-        batch.consumed[rec.topic] = batch.consumed.get(rec.topic, 0) + 1
-        if type(outcome) is Processed:  # from a retry topic, or after in-place retries
-            self._processed(rec, outcome, batch)
-            if outcome.replay_id is not None:
-                self._replayed[ReplayOutcome.PROCESSED].inc()
-            if main:
-                self.flood.ok(1)
-            return True
-        if type(outcome) is RetryLater:
-            self._count_retry(outcome.failure, rec)
-            due_in_s = max(0.0, (outcome.due_ms - batch.now_ms) / 1000)
-            self.retry_due = max(self.retry_due, time.monotonic() + due_in_s)
-            self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
-                                 expect=batch.expect_delivery)  # fmt: skip
-        elif type(outcome) is DeadLetter:
-            self.dead_letter(rec, outcome.failure, batch)
-        if main and self.flood.failed():
-            self.stats.flood_breaker_trips += 1
-            batch.tripped = True
-        return True
+    def _retry_later(self, rec: Record, outcome: RetryLater, batch: Batch) -> None:
+        """Non-blocking retry: the record goes to its retry topic, due at ``due_ms``."""
+        self._count_retry(outcome.failure, rec)
+        due_in_s = max(0.0, (outcome.due_ms - batch.now_ms) / 1000)
+        self.retry_due = max(self.retry_due, time.monotonic() + due_in_s)
+        self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
+                             expect=batch.expect_delivery)  # fmt: skip
+
+    def _retry_in_place(self, rec: Record, outcome: RetryInPlace) -> None:
+        """Blocking retry: pause the partition at this record and keep polling; the batch so
+        far is made durable and committed as usual while the backoff runs."""
+        self._count_retry(outcome.failure, rec)
+        self.in_place[rec.tp] = (rec.offset, outcome.failure)
+        self._hold(rec, outcome.delay_s)
 
     def _hold(self, rec: Record, wait_s: float) -> None:
         self.holds.hold(rec.topic, rec.partition, rec.offset, until=time.monotonic() + wait_s)
 
-    def _processed(self, rec: Record, outcome: Processed, batch: Batch) -> None:
-        order, source = outcome.order, outcome.source or rec
-        batch.rows.append(
-            ProcessedRow(
-                order.order_id, order.product, order.price, outcome.attempts,
-                source.topic, source.partition, source.offset,
-                batch.now, outcome.replay_id,
-            )
-        )  # fmt: skip
-        batch.records.append(rec)
+    def _trips(self, batch: Batch) -> bool:
+        """A main-topic record of ``batch`` failed: True when that trips the flood breaker."""
+        if not self.flood.failed():
+            return False
+        self.stats.flood_breaker_trips += 1
+        batch.tripped = True
+        return True
 
     def _count_retry(self, failure: Failure, rec: Record) -> None:
         if rec.replay_id is not None:
