@@ -8,20 +8,17 @@ moves no offset: the consumer makes the batch durable afterwards.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, Message
 
 from orderproc.clock import now_ms, utcnow
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import DeliveryError
-from orderproc.kafka.access import stop_if_refused
 from orderproc.metrics import ConsumerMetrics, ReplayOutcome
 from orderproc.records import TP, Record
 from orderproc.store.processed import ProcessedRow
@@ -38,23 +35,8 @@ from orderproc.worker.decide import (
 from orderproc.worker.holds import PartitionHolds
 from orderproc.worker.offsets import PendingBatch
 from orderproc.worker.outage import RegistryOutage
+from orderproc.worker.outcomes import ConsumerStats, Outcomes, on_message_error
 from orderproc.worker.routing import FailureRouter
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class ConsumerStats:
-    """What one run did; returned by ``OrderConsumer.run``."""
-
-    consumed: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    dead_lettered_by_category: dict[str, int] = field(default_factory=dict)
-    average_price: float = 0.0
-    flood_breaker_trips: int = 0
 
 
 @dataclass
@@ -104,11 +86,10 @@ class BatchHandler:
         self.flood = flood
         self.consumer = consumer
         self.stats = stats
-        self.metrics = metrics
-        self._echo = echo
-        self._retried_metric = metrics.retried.labels(settings.retry_mode.value)
-        self._dead_lettered_metric: dict[str, Any] = {}  # by category: labels() once each
-        self._replayed = {o: metrics.replayed.labels(o.value) for o in ReplayOutcome}
+        self.outcomes = Outcomes(
+            settings, router, stats, metrics, echo, retry_mode=settings.retry_mode.value
+        )
+        self._replayed_processed = self.outcomes.replayed[ReplayOutcome.PROCESSED]
         self.in_place: dict[TP, tuple[int, Failure]] = {}  # blocking: offset and last failure
         self.retry_due = 0.0  # monotonic time the latest scheduled retry is due
         self.outage = RegistryOutage(settings.registry_backoff_max_s)
@@ -127,7 +108,7 @@ class BatchHandler:
         ok = 0  # main-topic successes not yet handed to the flood breaker (FloodGuard.ok)
         for i, msg in enumerate(messages):
             if msg.error() is not None:
-                self._on_message_error(msg)
+                on_message_error(msg, self.settings, "consumer")
                 continue
             rec = Record.of(msg)
             topic = rec.topic
@@ -151,7 +132,7 @@ class BatchHandler:
                     )))  # fmt: skip
                     records.append(rec)
                     if outcome.replay_id is not None:
-                        self._replayed[ReplayOutcome.PROCESSED].inc()
+                        self._replayed_processed.inc()
                     ok += main
                 case RetryLater():
                     self._retry_later(rec, outcome, batch)
@@ -190,7 +171,7 @@ class BatchHandler:
 
     def _retry_later(self, rec: Record, outcome: RetryLater, batch: Batch) -> None:
         """Non-blocking retry: the record goes to its retry topic, due at ``due_ms``."""
-        self._count_retry(outcome.failure, rec)
+        self.outcomes.retried(outcome.failure, rec)
         due_in_s = max(0.0, (outcome.due_ms - batch.now_ms) / 1000)
         self.retry_due = max(self.retry_due, time.monotonic() + due_in_s)
         self.router.to_retry(outcome.failure, outcome.topic, outcome.due_ms, rec.headers,
@@ -199,7 +180,7 @@ class BatchHandler:
     def _retry_in_place(self, rec: Record, outcome: RetryInPlace) -> None:
         """Blocking retry: pause the partition at this record and keep polling; the batch so
         far is made durable and committed as usual while the backoff runs."""
-        self._count_retry(outcome.failure, rec)
+        self.outcomes.retried(outcome.failure, rec)
         self.in_place[rec.tp] = (rec.offset, outcome.failure)
         self._hold(rec, outcome.delay_s)
 
@@ -214,48 +195,11 @@ class BatchHandler:
         batch.tripped = True
         return True
 
-    def _count_retry(self, failure: Failure, rec: Record) -> None:
-        if rec.replay_id is not None:
-            self._replayed[ReplayOutcome.RETRIED].inc()
-        if self._echo is not None:
-            self._echo(f"Attempt {failure.attempts}/{self.settings.max_attempts} failed: "
-                       f"{failure.error}")  # fmt: skip
-        self.stats.retried += 1
-        self._retried_metric.inc()
-
     def dead_letter(self, rec: Record, failure: Failure, batch: Batch) -> None:
         """Route ``failure`` to the DLQ as part of ``batch`` (counted, echoed)."""
-        # Written as part of the batch: its clock reading, or the failure's own if later
-        # (a row the database refused after the batch was decided).
-        now = max(batch.now_ms, failure.last_failure_ms)
-        self.router.to_dlq(failure, rec.headers, now_ms=now, expect=batch.expect_delivery)
-        category = failure.category.value
-        self.stats.dead_lettered += 1
-        by_category = self.stats.dead_lettered_by_category
-        by_category[category] = by_category.get(category, 0) + 1
-        metric = self._dead_lettered_metric.get(category)
-        if metric is None:
-            metric = self._dead_lettered_metric[category] = self.metrics.dead_lettered.labels(
-                category
-            )
-        metric.inc()
-        if rec.replay_id is not None:
-            self._replayed[ReplayOutcome.DEAD_LETTERED].inc()
-        if self._echo is not None:
-            key = failure.order.order_id if failure.order else rec.coordinates
-            self._echo(f"DLQ: {key} -> {failure.reason}")
+        self.outcomes.dead_letter(rec, failure, now_ms=batch.now_ms, expect=batch.expect_delivery)
 
     def _hold_all(self, *, after: list[Message]) -> None:
         """Breaker tripped: rewind every partition to its first unhandled record and pause all."""
         until = time.monotonic() + self.flood.breaker.cooldown_s
         self.holds.hold_all(after, self.consumer.assignment(), until=until)
-
-    def _on_message_error(self, msg: Message) -> None:
-        err = msg.error()
-        if err is None:
-            return
-        if err.fatal():
-            raise DeliveryError(f"fatal consumer error: {err.str()}")
-        stop_if_refused(err, self.settings)  # not a record's failure: stop, uncommitted
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error on %s: %s", msg.topic(), err.str())

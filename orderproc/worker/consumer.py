@@ -28,6 +28,7 @@ refuses is dead-lettered (the other rows are stored); only the infrastructure
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -45,13 +46,14 @@ from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import TP
 from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository
-from orderproc.worker.batch import Batch, BatchHandler, ConsumerStats
+from orderproc.worker.batch import Batch, BatchHandler
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
 from orderproc.worker.brokers import BrokerWait
 from orderproc.worker.decide import Decider
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
 from orderproc.worker.offsets import BatchAborted, PendingBatch, offsets_for
+from orderproc.worker.outcomes import ConsumerStats
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.sink import ProcessedSink
 
@@ -234,11 +236,8 @@ class OrderConsumer:
 
     def _make_durable(self, batch: Batch) -> None:
         self._crash("handled")
-        written = self.sink.write(batch.rows, batch.records)
-        self.stats.processed += written.processed
-        self.stats.duplicates += written.duplicates
-        for rec, failure in written.refused:  # the database is up but refused these rows
-            self.batches.dead_letter(rec, failure, batch)
+        refused = functools.partial(self.batches.dead_letter, batch=batch)
+        self.batches.outcomes.store(self.sink, batch.rows, batch.records, refused)
         self._crash("stored")
         try:
             self.offsets.submit(batch)

@@ -36,6 +36,7 @@ and a dead letter may be written twice (the drain counts copies).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -50,7 +51,7 @@ from orderproc.clock import now_ms
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
 from orderproc.errors import BrokerError, DeliveryError, OrderProcError
-from orderproc.kafka.access import check_settings, consumer_access, stop_if_refused
+from orderproc.kafka.access import check_settings, consumer_access
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, share_consumer_config
 from orderproc.kafka.share_groups import MAX_DELIVERY_LIMIT, configure_share_group
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
@@ -58,7 +59,6 @@ from orderproc.metrics import ConsumerMetrics, Health
 from orderproc.records import Record
 from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository, ProcessedRow
-from orderproc.worker.batch import ConsumerStats
 from orderproc.worker.decide import (
     DeadLetter,
     Decider,
@@ -70,6 +70,7 @@ from orderproc.worker.decide import (
 )
 from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.offsets import PendingBatch
+from orderproc.worker.outcomes import ConsumerStats, Outcomes, on_message_error
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.sink import ProcessedSink
 
@@ -127,7 +128,9 @@ class ShareOrderConsumer:
         self.sink = ProcessedSink(
             repository, self.metrics, self._stop, echo, settings.consumer_group
         )
-        self._retried = self.metrics.retried.labels("redelivery")
+        self.outcomes = Outcomes(
+            settings, self.router, self.stats, self.metrics, echo, retry_mode="redelivery"
+        )
         registry = self.metrics.registry
         self._in_flight = Gauge(
             "orderproc_share_records_in_flight",
@@ -223,17 +226,14 @@ class ShareOrderConsumer:
     def _handle(self, messages: Messages) -> None:
         poll = _Poll(now_ms=now_ms(), now=datetime.now(UTC))
         self._in_flight.set(len(messages))
-        for msg in messages:
-            if msg.error() is not None:
-                self._on_message_error(msg)
-                continue
-            self._decide(msg, poll)
         try:
-            written = self.sink.write(poll.rows, poll.records)
-            self.stats.processed += written.processed
-            self.stats.duplicates += written.duplicates
-            for rec, failure in written.refused:  # the database is up but refused these
-                self._dead_letter(rec, failure, poll)
+            for msg in messages:
+                if msg.error() is not None:
+                    on_message_error(msg, self.settings, "share consumer")
+                    continue
+                self._decide(msg, poll)
+            refused = functools.partial(self._dead_letter, poll=poll)
+            self.outcomes.store(self.sink, poll.rows, poll.records, refused)
             self._await_dead_letters(poll)
         except BaseException:
             self._give_back(messages, poll)
@@ -270,7 +270,7 @@ class ShareOrderConsumer:
                     self._dead_letter(rec, failure, poll)
                     poll.accept.append(msg)
                 else:
-                    self._count_retry(failure)
+                    self.outcomes.retried(failure, rec)
                     poll.retry.append((self.policy.delay(delivery), msg))
             case DeadLetter(failure=failure):
                 self._dead_letter(rec, dataclasses.replace(failure, attempts=delivery), poll)
@@ -280,16 +280,8 @@ class ShareOrderConsumer:
 
     def _dead_letter(self, rec: Record, failure: Failure, poll: _Poll) -> None:
         failure = dataclasses.replace(failure, delivery_count=failure.attempts)
-        now = max(poll.now_ms, failure.last_failure_ms)
-        self.router.to_dlq(failure, rec.headers, now_ms=now, expect=poll.dead.expect_delivery)
-        category = failure.category.value
-        self.stats.dead_lettered += 1
-        by_category = self.stats.dead_lettered_by_category
-        by_category[category] = by_category.get(category, 0) + 1
-        self.metrics.dead_lettered.labels(category).inc()
-        if self._echo is not None:
-            key = failure.order.order_id if failure.order else rec.coordinates
-            self._echo(f"DLQ: {key} -> {failure.reason} (delivery {failure.attempts})")
+        expect = poll.dead.expect_delivery
+        self.outcomes.dead_letter(rec, failure, now_ms=poll.now_ms, expect=expect)
 
     def _await_dead_letters(self, poll: _Poll) -> None:
         if not poll.dead.pending and not poll.dead.errors:
@@ -332,22 +324,6 @@ class ShareOrderConsumer:
             self.consumer.commit_sync(self.settings.admin_timeout_s)
         except KafkaException as exc:
             raise BrokerError(f"share acknowledgement: {exc.args[0].str()}") from exc
-
-    def _count_retry(self, failure: Failure) -> None:
-        if self._echo is not None:
-            self._echo(f"Attempt {failure.attempts}/{self.settings.max_attempts} failed: "
-                       f"{failure.error}")  # fmt: skip
-        self.stats.retried += 1
-        self._retried.inc()
-
-    def _on_message_error(self, msg: Message) -> None:
-        err = msg.error()
-        if err is None:
-            return
-        if err.fatal():
-            raise DeliveryError(f"fatal share consumer error: {err.str()}")
-        stop_if_refused(err, self.settings)
-        log.warning("share consumer error on %s: %s", msg.topic(), err.str())
 
 
 def _acknowledged(offsets: dict[Any, set[int]], error: KafkaException | None) -> None:

@@ -14,61 +14,18 @@ from orderproc.clock import now_ms
 from orderproc.config import RetryMode, Settings
 from orderproc.headers import Header
 from orderproc.metrics import ConsumerMetrics
-from orderproc.models import Order
-from orderproc.serde import SchemalessSerde
 from orderproc.store.processed import ProcessedRow
-from orderproc.worker.batch import BatchHandler, ConsumerStats
+from orderproc.worker.batch import BatchHandler
 from orderproc.worker.breaker import FloodBreaker, FloodGuard
 from orderproc.worker.decide import Decider
 from orderproc.worker.handler import PriceThresholdHandler
 from orderproc.worker.holds import PartitionHolds
 from orderproc.worker.offsets import OffsetPipeline
+from orderproc.worker.outcomes import ConsumerStats
 from orderproc.worker.routing import FailureRouter
+from tests.unit.worker.records import BROKEN, SERDE, Consumed, order
 
 pytestmark = pytest.mark.unit
-
-SERDE = SchemalessSerde()
-BROKEN = b"\xff\xff\xff"  # not an order: dead-lettered on its first read
-
-
-def order(order_id: str, price: float = 10.0) -> bytes:
-    """An order's value; priced above 100 it fails (``PriceThresholdHandler``) and is retried."""
-    return SERDE.encode(Order(order_id, "item1", price))
-
-
-class Consumed:
-    """A message as ``Consumer.consume`` hands it over (no error), with its headers."""
-
-    def __init__(
-        self, topic: str, partition: int, offset: int, value: bytes,
-        headers: list[Header] | None = None,
-    ) -> None:  # fmt: skip
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._value, self._headers = value, headers
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return f"k-{self._topic}-{self._partition}-{self._offset}".encode()
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> list[Header] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)  # TIMESTAMP_CREATE_TIME
 
 
 def retried(source_offset: int, due_ms: int) -> list[Header]:

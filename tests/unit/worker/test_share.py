@@ -1,13 +1,26 @@
-"""Queue mode's settings: the group configs it sets and what it refuses."""
+"""Queue mode: the group configs it sets, what it refuses, and what each record of a poll
+becomes (acknowledged only once its outcome is durable)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any, cast
+
 import pytest
+from confluent_kafka import AcknowledgeType
 from pydantic import ValidationError
 
 from orderproc.config import GroupType, ProcessingGuarantee, Settings, WireFormat
-from orderproc.errors import OrderProcError
+from orderproc.errors import DeliveryError, OrderProcError, StoreError
 from orderproc.kafka.share_groups import CRASH_HEADROOM, share_group_configs
+from orderproc.metrics import ConsumerMetrics
+from orderproc.store.processed import ProcessedRow
+from orderproc.worker import share
+from orderproc.worker.handler import PriceThresholdHandler
+from orderproc.worker.routing import FailureRouter
+from orderproc.worker.share import ShareOrderConsumer
+from orderproc.worker.sink import Written
+from tests.unit.worker.records import BROKEN, SERDE, Acquired, order
 
 
 @pytest.mark.parametrize(("attempts", "limit"), [(1, 3), (3, 5), (8, 10), (10, 10)])
@@ -36,3 +49,105 @@ def test_a_share_group_refuses_exactly_once_and_the_registry() -> None:
     # A registry URL with the schemaless format named is fine, as is the default group type.
     Settings(group_type=share, schema_registry_url="http://r", wire_format=WireFormat.SCHEMALESS)
     Settings(processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE)
+
+
+class FakeShareConsumer:
+    """Records the acknowledgements a queue-mode member makes and when it sends them."""
+
+    def __init__(self, _config: dict[str, Any]) -> None:
+        self.acks: list[tuple[int, str]] = []  # (offset, ACCEPT|RELEASE) in order
+        self.commits: list[int] = []  # how many acknowledgements each commit_sync sent
+
+    def set_acknowledgement_commit_callback(self, _callback: Any) -> None:
+        pass
+
+    def acknowledge(self, msg: Acquired, kind: AcknowledgeType) -> None:
+        self.acks.append((msg.offset(), "ACCEPT" if kind == AcknowledgeType.ACCEPT else "RELEASE"))
+
+    def commit_sync(self, _timeout: float | None = None) -> None:
+        self.commits.append(len(self.acks))
+
+
+class FakeSink:
+    """Stores every row it is given, or fails like a database that stays down."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.stored: list[str] = []
+        self.fail = fail
+
+    def write(self, rows: list[ProcessedRow], _records: list[Any]) -> Written:
+        if self.fail:
+            raise StoreError("the database is down and a stop was requested")
+        self.stored += [row.order_id for row in rows]
+        return Written(processed=len(rows))
+
+
+class NoOrders:
+    def price_totals(self) -> dict[str, tuple[int, float]]:
+        return {}
+
+
+def member(
+    monkeypatch: pytest.MonkeyPatch, producer: Any, sink: FakeSink
+) -> tuple[ShareOrderConsumer, FakeShareConsumer]:
+    monkeypatch.setattr(share, "ShareConsumer", FakeShareConsumer)
+    settings = Settings(group_type=GroupType.SHARE, max_attempts=3, backoff_initial_s=0,
+                        backoff_jitter=0)  # fmt: skip
+    consumer = ShareOrderConsumer(
+        settings, cast(Any, NoOrders()), handler=PriceThresholdHandler(100.0),
+        metrics=ConsumerMetrics(retry_topics=[]), router=FailureRouter(settings, producer=producer),
+        echo=None, serde=SERDE,
+    )  # fmt: skip
+    consumer.sink = cast(Any, sink)
+    return consumer, cast(FakeShareConsumer, consumer.consumer)
+
+
+def test_each_record_is_accepted_after_its_outcome_is_durable_and_a_retry_released(
+    monkeypatch: pytest.MonkeyPatch, fake_producer: Any
+) -> None:
+    sink = FakeSink()
+    consumer, client = member(monkeypatch, fake_producer, sink)
+
+    consumer._handle(cast(Any, [
+        Acquired(1, order("o-1")),
+        Acquired(2, order("o-2", price=150.0), delivery=1),  # fails: released, tried again
+        Acquired(3, order("o-3", price=150.0), delivery=3),  # its last delivery: DLQ
+        Acquired(4, BROKEN),  # permanent: DLQ at once
+        Acquired(5, order("o-5")),
+    ]))  # fmt: skip
+
+    assert sink.stored == ["o-1", "o-5"]
+    letters = [json.loads(p["value"]) for p in fake_producer.produced]
+    assert [p["topic"] for p in fake_producer.produced] == ["orders_dlq", "orders_dlq"]
+    assert [letter["delivery_count"] for letter in letters] == [3, 1]
+    # Accepted once stored or dead-lettered; the retry released only after those are sent.
+    assert client.acks == [(1, "ACCEPT"), (3, "ACCEPT"), (4, "ACCEPT"), (5, "ACCEPT"),
+                           (2, "RELEASE")]  # fmt: skip
+    assert client.commits == [4, 5]
+    stats = consumer.stats
+    assert (stats.consumed, stats.processed, stats.retried, stats.dead_lettered) == (4, 2, 1, 2)
+
+
+def test_a_refusing_dlq_releases_the_whole_poll_and_accepts_nothing(
+    monkeypatch: pytest.MonkeyPatch, make_fake_producer: Any
+) -> None:
+    sink = FakeSink()
+    consumer, client = member(monkeypatch, make_fake_producer(fail_topics=("orders_dlq",)), sink)
+
+    with pytest.raises(DeliveryError, match="dead letters refused"):
+        consumer._handle(cast(Any, [Acquired(1, order("o-1")), Acquired(2, BROKEN)]))
+
+    assert client.acks == [(1, "RELEASE"), (2, "RELEASE")]
+    assert client.commits == [2]
+
+
+def test_a_store_that_stays_down_releases_the_whole_poll(
+    monkeypatch: pytest.MonkeyPatch, fake_producer: Any
+) -> None:
+    consumer, client = member(monkeypatch, fake_producer, FakeSink(fail=True))
+
+    with pytest.raises(StoreError):
+        consumer._handle(cast(Any, [Acquired(1, order("o-1")), Acquired(2, order("o-2"))]))
+
+    assert client.acks == [(1, "RELEASE"), (2, "RELEASE")]
+    assert consumer.stats.consumed == 0
