@@ -29,7 +29,12 @@ fi
 started_kafka=0
 started_postgres=0
 load_pids=()
+faults_pid=""
 cleanup() {
+    if [ -n "$faults_pid" ] && kill -0 "$faults_pid" 2>/dev/null; then  # interrupted
+        pkill -TERM -P "$faults_pid" 2>/dev/null || true
+        wait "$faults_pid" 2>/dev/null || true
+    fi
     if [ ${#load_pids[@]} -gt 0 ]; then kill "${load_pids[@]}" 2>/dev/null || true; fi
     if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
     if [ "$started_postgres" = 1 ]; then $BIN/python -m devstack.postgres down || true; fi
@@ -61,13 +66,49 @@ echo "== tests (broker $ORDERPROC_TEST_BOOTSTRAP)" >&2
 # kept: if the interpreter dies, what the library said and the crash report's first lines
 # (which thread, which test) would otherwise be lost or scroll away under the stack's
 # pytest frames. They are repeated last, where a CI log's tail shows.
-crash_log="$(mktemp)"
-rc=0
-$BIN/pytest --capture=sys --durations=40 "$@" 2> >(tee "$crash_log" >&2) || rc=$?
-sleep 1  # tee writes the last of it
-if [ "$rc" -gt 128 ]; then
-    echo "== pytest died by signal $((rc - 128)); its last stderr lines and the crash report without library frames:" >&2
-    grep -v -e '/site-packages/' -e '^Extension modules' "$crash_log" | grep -B12 -A60 -m1 '^Fatal Python error' >&2 || tail -40 "$crash_log" >&2
+run_pytest() {  # run_pytest LABEL PYTEST-ARGS...: pytest's exit code, its crash report shown
+    local label="$1" crash_log rc=0
+    shift
+    crash_log="$(mktemp)"
+    $BIN/pytest --capture=sys "$@" 2> >(tee "$crash_log" >&2) || rc=$?
+    sleep 1  # tee writes the last of it
+    if [ "$rc" -gt 128 ]; then
+        echo "== $label: pytest died by signal $((rc - 128)); its last stderr lines and the crash report without library frames:" >&2
+        grep -v -e '/site-packages/' -e '^Extension modules' "$crash_log" | grep -B12 -A60 -m1 '^Fatal Python error' >&2 || tail -40 "$crash_log" >&2
+    fi
+    rm -f "$crash_log"
+    return "$rc"
+}
+
+# ORDERPROC_TEST_LANES=2 (the default of a whole run): the fault scenarios (tests/faults)
+# run in a second pytest beside the rest. They stop, kill and fill brokers and databases
+# of their own (dedicated_broker, dedicated_cluster, dedicated_postgres) and use only
+# topics, groups and schemas of their own on the shared ones, as every test does; most of
+# their time is spent waiting for outages and lock expiries, not computing. Their output
+# goes to a file, shown whole when both are done. Arguments given: one pytest, as asked.
+lanes="${ORDERPROC_TEST_LANES:-2}"
+if ! [[ "$lanes" =~ ^[12]$ ]]; then
+    echo "test: error: ORDERPROC_TEST_LANES must be 1 or 2, got '$lanes'" >&2
+    exit 2
 fi
-rm -f "$crash_log"
+if [ $# -gt 0 ] || [ "$lanes" = 1 ]; then
+    rc=0
+    run_pytest tests --durations=40 "$@" || rc=$?
+    exit "$rc"
+fi
+
+faults_out="$(mktemp)"
+faults_rc=0
+base="$(mktemp -d)"  # one --basetemp each: pytest prunes old numbered temp dirs of its own
+echo "== fault scenarios: a second pytest, its output in $faults_out (shown at the end)" >&2
+run_pytest faults --durations=20 --basetemp="$base/faults" tests/faults >"$faults_out" 2>&1 &
+faults_pid=$!
+rc=0
+run_pytest tests --durations=40 --basetemp="$base/rest" --ignore=tests/faults || rc=$?
+wait "$faults_pid" || faults_rc=$?
+echo "== fault scenarios (tests/faults), exit $faults_rc:" >&2
+cat "$faults_out" >&2
+rm -rf "$faults_out" "$base"
+echo "== exit: tests $rc, fault scenarios $faults_rc" >&2
+if [ "$rc" = 0 ]; then rc="$faults_rc"; fi
 exit "$rc"
