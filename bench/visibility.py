@@ -2,10 +2,12 @@
 
 Issue 8 measured, at 1,000 orders/s with default settings, that blocking mode made 71 of
 27,000 good orders visible within 90 s at 10 % failing and none at 36 %. This measures it
-again. Each case (retry mode x share failing) gets fresh topics and a fresh PostgreSQL
-schema, one ``orderproc consume`` process with the default retry settings (3 attempts,
-backoff 1 s then 2 s, 10 % jitter), and ``orderproc produce --rate 1000`` for the window
-(90 s). At the end of the window it counts the good orders (price at or below the
+again, and queue mode beside it. Each case (mode x share failing) gets fresh topics and a
+fresh PostgreSQL schema, ``orderproc consume`` with the default retry settings (3 attempts,
+backoff 1 s then 2 s, 10 % jitter): one process on 3 partitions in a consumer group, or
+four ``--group-type share`` processes on one partition (queue mode); then, once a probe
+order is stored (the group hands records out), ``orderproc produce --rate 1000`` for the
+window (90 s). At the end of the window it counts the good orders (price at or below the
 threshold; every other order fails) committed to ``processed_orders``, then stops both
 processes and reads back each good order's latency: the record's produce timestamp (Kafka
 CreateTime) to its ``processed_at``, for the orders visible within the window.
@@ -42,7 +44,7 @@ from sqlalchemy.engine import make_url
 from tabulate import tabulate
 
 from devstack.postgres import database_url as devstack_database_url
-from orderproc.config import RetryMode, Settings, get_settings
+from orderproc.config import GroupType, RetryMode, Settings, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.kafka.clients import Admin
 from orderproc.kafka.topics import ensure_topics
@@ -51,12 +53,31 @@ from orderproc.store.engine import open_engine
 from orderproc.store.migrate import upgrade
 
 RESULTS = Path(__file__).resolve().parent / "results" / "visibility.json"
-CASES: tuple[tuple[RetryMode, float], ...] = (
-    (RetryMode.NON_BLOCKING, 0.0),  # the clean run the others are compared with
-    (RetryMode.NON_BLOCKING, 0.10),
-    (RetryMode.BLOCKING, 0.10),
-    (RetryMode.NON_BLOCKING, 0.36),
-    (RetryMode.BLOCKING, 0.36),
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the orders are consumed: a retry mode, or queue mode with ``members`` consumers."""
+
+    name: str
+    retry_mode: RetryMode
+    group_type: GroupType = GroupType.CONSUMER
+    members: int = 1
+    partitions: int | None = None  # None: the settings' default (3)
+
+
+NON_BLOCKING = Mode("non-blocking", RetryMode.NON_BLOCKING)
+BLOCKING = Mode("blocking", RetryMode.BLOCKING)
+QUEUE = Mode("queue", RetryMode.NON_BLOCKING, GroupType.SHARE, members=4, partitions=1)
+CASES: tuple[tuple[Mode, float], ...] = (
+    (NON_BLOCKING, 0.0),  # the clean run the consumer-group cases are compared with
+    (NON_BLOCKING, 0.10),
+    (BLOCKING, 0.10),
+    (NON_BLOCKING, 0.36),
+    (BLOCKING, 0.36),
+    (QUEUE, 0.0),  # the clean run the queue-mode cases are compared with
+    (QUEUE, 0.10),
+    (QUEUE, 0.36),
 )
 
 
@@ -72,6 +93,7 @@ class CaseResult:
     good_visible: int
     p50_s: float | None
     p99_s: float | None
+    group_type: str = GroupType.CONSUMER.value  # p99 / clean: against the clean run of its kind
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -94,10 +116,11 @@ def latencies(produced_ms: dict[str, int], processed: dict[str, float], end: flo
 
 def table(results: Sequence[CaseResult]) -> str:
     """The results as the table ``make bench-visibility`` prints."""
-    clean = next((r.p99_s for r in results if r.fail_share == 0 and r.p99_s), None)
+    cleans = {r.group_type: r.p99_s for r in results if r.fail_share == 0 and r.p99_s}
     rows = []
     for r in results:
         share = r.good_visible / r.good_produced if r.good_produced else 0.0
+        clean = cleans.get(r.group_type)
         ratio = f"{r.p99_s / clean:.2f}" if clean and r.p99_s is not None else "-"
         rows.append([
             r.mode, f"{r.fail_share:.0%}", f"{r.produced:,}", f"{r.good_produced:,}",
@@ -118,12 +141,13 @@ def _seconds(value: float | None) -> str:
 class Case:
     """Fresh topics, group and schema for one measurement; removed afterwards."""
 
-    def __init__(self, base: Settings, database_url: str, mode: RetryMode, share: float) -> None:
+    def __init__(self, base: Settings, database_url: str, mode: Mode, share: float) -> None:
         uid = uuid.uuid4().hex[:8]
         self.schema = f"vis_{uid}"
         parsed = make_url(database_url)
         url = parsed.set(query={**parsed.query, "options": f"-csearch_path={self.schema}"})
         self.root_url = database_url
+        self.mode = mode
         self.share = share
         self.settings = base.model_copy(
             update={
@@ -133,7 +157,9 @@ class Case:
                 "consumer_group": f"vis-{uid}",
                 "dlq_group": f"vis-{uid}-dlq",
                 "database_url": url.render_as_string(hide_password=False),
-                "retry_mode": mode,
+                "retry_mode": mode.retry_mode,
+                "group_type": mode.group_type,
+                "topic_partitions": mode.partitions or base.topic_partitions,
             }
         )
         self.logs = Path(tempfile.mkdtemp(prefix=f"orderproc-visibility-{uid}-"))
@@ -177,27 +203,49 @@ class Case:
             )  # fmt: skip
 
     def run(self, rate: float, window_s: float) -> CaseResult:
-        consumer = self.start("consumer", "consume")
+        consumers = [self.start(f"consumer-{i}", "consume") for i in range(self.mode.members)]
         try:
-            self._wait_for_log("consumer", "assigned ", consumer, 120)
+            probe = self._ready(consumers)
             started = time.time()
             count = str(int(rate * window_s))
             producer = self.start("producer", "produce", "--rate", f"{rate:g}", "--count", count,
                                   "--fail-share", f"{self.share:g}")  # fmt: skip
             time.sleep(max(0.0, started + window_s - time.time()))  # the measured window
             end = time.time()
-            visible = self._count_processed()
+            visible = self._count_processed() - 1  # the probe is not one of the window's
             _stop(producer, 120)
         finally:
-            _stop(consumer, 120)
+            for consumer in consumers:
+                _stop(consumer, 120)
         produced = self._produced()
+        produced.pop(probe, None)
         good = {oid: ts for oid, (price, ts) in produced.items()
                 if price <= self.settings.price_threshold}  # fmt: skip
         waits = latencies(good, self._processed_at(), end)
         return CaseResult(
-            self.settings.retry_mode.value, self.share, window_s, len(produced), len(good),
-            visible, percentile(waits, 50), percentile(waits, 99),
+            self.mode.name, self.share, window_s, len(produced), len(good), visible,
+            percentile(waits, 50), percentile(waits, 99), self.mode.group_type.value,
         )  # fmt: skip
+
+    def _ready(self, consumers: list[subprocess.Popen[bytes]]) -> str:
+        """Wait until every consumer has subscribed and one good order (the probe) is stored:
+        its group is handing records out. Returns the probe's order id.
+
+        A consumer group logs its assignment; a share group's members get records at their
+        second heartbeat (about 5 s after subscribing) and the client says nothing of it,
+        hence the probe, for both kinds alike."""
+        marker = "assigned " if self.mode.group_type is GroupType.CONSUMER else "consuming "
+        for i, consumer in enumerate(consumers):
+            self._wait_for_log(f"consumer-{i}", marker, consumer, 120)
+        probe = self.start("probe", "produce", "--count", "1", "--fail-share", "0")
+        if probe.wait(120) != 0:
+            raise OrderProcError(f"the probe order was not produced; see {self.logs}")
+        deadline = time.monotonic() + 120
+        while not (stored := self._processed_at()):
+            if time.monotonic() > deadline:
+                raise OrderProcError(f"the probe order was not stored in 120 s; see {self.logs}")
+            time.sleep(0.1)
+        return next(iter(stored))
 
     def _wait_for_log(
         self, name: str, marker: str, proc: subprocess.Popen[bytes], t: float
@@ -266,6 +314,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="orders per second")
     parser.add_argument("--window", type=float, default=90.0, help="seconds of producing")
     parser.add_argument("--cases", type=int, default=len(CASES), help="run only the first N")
+    parser.add_argument("--mode", action="append", choices=sorted({m.name for m, _ in CASES}),
+                        help="run only this mode's cases (repeatable)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     return parser.parse_args(argv)
 
@@ -276,9 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     database_url = base.database_url or devstack_database_url()
     results = []
     load_at_start = os.getloadavg()[0]
+    cases = [(mode, share) for mode, share in CASES if not args.mode or mode.name in args.mode]
     try:
-        for mode, share in CASES[: args.cases]:
-            print(f"{mode.value}, {share:.0%} failing: {args.window:g} s at {args.rate:g}/s",
+        for mode, share in cases[: args.cases]:
+            print(f"{mode.name}, {share:.0%} failing: {args.window:g} s at {args.rate:g}/s",
                   flush=True)  # fmt: skip
             with Case(base, database_url, mode, share) as case:
                 results.append(case.run(args.rate, args.window))

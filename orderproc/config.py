@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
     group_type: GroupType = GroupType.CONSUMER
+    # Queue mode: share group members per process. A member holding a failing record
+    # through its backoff polls nothing (orderproc.worker.share); the others go on.
+    share_members: int = Field(default=4, ge=1, le=16)
 
     # Processing rule and retry policy
     price_threshold: float = 100.0

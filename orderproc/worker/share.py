@@ -8,12 +8,13 @@ failing order holds up no partition: the records behind it go to the other membe
 What each outcome becomes (the decision is ``orderproc.worker.decide``, unchanged):
 
 * processed: stored, then ACCEPT.
-* a retryable failure: RELEASE; the broker hands it out again (maybe to another member)
-  and counts the delivery, so the delivery count is the attempt number. The backoff
-  is served by this member after the rest of its poll is stored and acknowledged: it
-  takes no new records meanwhile, the other members do (explicit acknowledgement
-  allows no poll while a record of the last one is unacknowledged, and the client has
-  no lock renewal). Records behind a failing one are never held back by it.
+* a retryable failure: RELEASE after its backoff; the broker hands it out again (maybe
+  to another member) and counts the delivery, so the delivery count is the attempt
+  number. The member holding it serves the backoff and polls nothing meanwhile (the
+  client allows no poll while a record is unacknowledged); its poll's other records
+  are stored and acknowledged first, and the process polls its other members
+  (``share_members``, 4 by default; ``orderproc.worker.share_members``). A poll's
+  failing records are released together, once the longest of their backoffs is over.
 * a permanent failure, or a failure on delivery ``max_attempts``: our dead letter to
   the DLQ (the classic consumer's envelope and headers, plus ``delivery_count``),
   awaited, then ACCEPT. A DLQ that refuses it: everything of the poll not yet
@@ -44,13 +45,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import AcknowledgeType, KafkaException, Message, Messages, ShareConsumer
+from confluent_kafka import AcknowledgeType, Message, Messages
 from prometheus_client import Gauge, Histogram
 
 from orderproc.clock import now_ms
 from orderproc.config import Settings
 from orderproc.dlq.envelope import Failure
-from orderproc.errors import BrokerError, DeliveryError, OrderProcError
+from orderproc.errors import DeliveryError, OrderProcError
 from orderproc.kafka.access import check_settings, consumer_access
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, share_consumer_config
 from orderproc.kafka.share_groups import MAX_DELIVERY_LIMIT, configure_share_group
@@ -72,6 +73,7 @@ from orderproc.worker.handler import OrderHandler, PriceThresholdHandler
 from orderproc.worker.offsets import PendingBatch
 from orderproc.worker.outcomes import ConsumerStats, Outcomes, on_message_error
 from orderproc.worker.routing import FailureRouter
+from orderproc.worker.share_members import Member, Members
 from orderproc.worker.sink import ProcessedSink
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,7 @@ class ShareOrderConsumer:
         registry = self.metrics.registry
         self._in_flight = Gauge(
             "orderproc_share_records_in_flight",
-            "Records this share group member holds (acquired, not yet acknowledged)",
+            "Records this process's share group members hold (acquired, not acknowledged)",
             registry=registry,
         )
         self._deliveries = Histogram(
@@ -143,8 +145,12 @@ class ShareOrderConsumer:
             buckets=tuple(range(1, MAX_DELIVERY_LIMIT + 1)),
             registry=registry,
         )
-        self.consumer = ShareConsumer(share_consumer_config(settings, **(consumer_overrides or {})))
-        self.consumer.set_acknowledgement_commit_callback(_acknowledged)
+        self.members = Members(
+            share_consumer_config(settings, **(consumer_overrides or {})),
+            settings.share_members,
+            poll_timeout_s=settings.poll_timeout_s,
+            commit_timeout_s=settings.admin_timeout_s,
+        )
         self._last_message = time.monotonic()
         self._joined_by = 0.0
 
@@ -173,33 +179,37 @@ class ShareOrderConsumer:
         self.router.max_record_bytes = max_message_bytes(
             settings, settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
         )
-        self.consumer.subscribe([settings.orders_topic])
+        self.members.subscribe(settings.orders_topic)
         self._joined_by = time.monotonic() + JOIN_GRACE_S
-        log.info("consuming %s share group=%s max_attempts=%d (retries by redelivery)",
-                 settings.orders_topic, settings.consumer_group, settings.max_attempts)  # fmt: skip
+        log.info("consuming %s share group=%s members=%d max_attempts=%d (retries by "
+                 "redelivery)", settings.orders_topic, settings.consumer_group,
+                 len(self.members.all), settings.max_attempts)  # fmt: skip
         self._last_message = time.monotonic()
         try:
             while not self.stopping:
                 self.health.beat()
                 if max_messages is not None and self.stats.consumed >= max_messages:
                     break
-                try:
-                    messages = self.consumer.poll(self.settings.poll_timeout_s)
-                except KafkaException as exc:
-                    raise BrokerError(f"share consumer: {exc.args[0].str()}") from exc
+                self.members.release_due()
+                self._in_flight.set(self.members.held)
+                member = self.members.free()
+                if member is None:  # every member serves a backoff
+                    self._stop.wait(self.members.until_due())
+                    continue
+                messages = self.members.poll(member)
                 if not messages:
-                    if self._idle_long_enough(idle_exit_s):
+                    if not self.members.held and self._idle_long_enough(idle_exit_s):
                         break
                     continue
                 self._last_message = time.monotonic()
                 started = time.perf_counter()
-                self._handle(messages)
+                self._handle(member, messages)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
         except OrderProcError as exc:
             self.health.fail(str(exc))
             raise
         finally:
-            self._close()
+            self.members.close()
         self.stats.average_price = self.sink.average.overall
         return self.stats
 
@@ -213,19 +223,11 @@ class ShareOrderConsumer:
             return True
         return False
 
-    def _close(self) -> None:
-        # close() sends the acknowledgements still pending: only ones made after the
-        # outcome was durable ever are. Records never acknowledged go back at their lock.
-        try:
-            self.consumer.close()
-        except KafkaException as exc:
-            log.warning("share consumer close: %s", exc)
-
     # -- one poll ------------------------------------------------------------------
 
-    def _handle(self, messages: Messages) -> None:
+    def _handle(self, member: Member, messages: Messages) -> None:
         poll = _Poll(now_ms=now_ms(), now=datetime.now(UTC))
-        self._in_flight.set(len(messages))
+        self._in_flight.inc(len(messages))
         try:
             for msg in messages:
                 if msg.error() is not None:
@@ -236,18 +238,17 @@ class ShareOrderConsumer:
             self.outcomes.store(self.sink, poll.rows, poll.records, refused)
             self._await_dead_letters(poll)
         except BaseException:
-            self._give_back(messages, poll)
+            self.members.give_back(member, messages)
             raise
         for msg in poll.accept:
-            self.consumer.acknowledge(msg, ACCEPT)
-        # The acknowledgements go with the next poll (one round trip fewer per poll), or
-        # now when a backoff is served first: the poll's good records are not held by it.
-        if poll.retry:
-            self._commit()
-        self._in_flight.set(len(poll.retry))
+            member.consumer.acknowledge(msg, ACCEPT)
         self.stats.consumed += len(poll.accept)
         self.metrics.consumed.labels(self.settings.orders_topic).inc(len(poll.accept))
-        self._release_after_backoff(poll.retry)
+        self._in_flight.dec(len(poll.accept))
+        # The acknowledgements go with the member's next poll (one round trip fewer), or
+        # now when it holds records back: the poll's good records are not held with them.
+        if poll.retry:
+            self.members.hold(member, poll.retry)
 
     def _decide(self, msg: Message, poll: _Poll) -> None:
         rec = Record.of(msg)
@@ -293,44 +294,3 @@ class ShareOrderConsumer:
             raise DeliveryError(
                 f"{len(poll.dead.errors)} dead letters refused, first: {poll.dead.errors[0]}"
             )
-
-    def _give_back(self, messages: Messages, poll: _Poll) -> None:
-        """The poll's outcome is not durable: every record goes back, none accepted."""
-        for msg in messages:
-            if msg.error() is None:
-                self.consumer.acknowledge(msg, RELEASE)
-        try:
-            self._commit()
-        except OrderProcError as exc:
-            log.warning("releasing the poll's records: %s (their locks expire instead)", exc)
-
-    def _release_after_backoff(self, retry: list[tuple[float, Message]]) -> None:
-        """Serve each retry's backoff (the rest of the poll is acknowledged by now), then
-        release it; a stop cuts the backoff short (an early retry is harmless)."""
-        if not retry:
-            return
-        started = time.monotonic()
-        for delay, msg in sorted(retry, key=lambda r: r[0]):
-            self._stop.wait(max(0.0, started + delay - time.monotonic()))
-            self.health.beat()
-            self.consumer.acknowledge(msg, RELEASE)
-        self._commit()
-        self._in_flight.set(0)
-
-    def _commit(self) -> None:
-        """Send the acknowledgements made so far and wait for the broker's answer (refusals
-        are logged by ``_acknowledged``)."""
-        try:
-            self.consumer.commit_sync(self.settings.admin_timeout_s)
-        except KafkaException as exc:
-            raise BrokerError(f"share acknowledgement: {exc.args[0].str()}") from exc
-
-
-def _acknowledged(offsets: dict[Any, set[int]], error: KafkaException | None) -> None:
-    """The broker's answer to acknowledgements sent (on a poll, a commit or the close)."""
-    if error is not None:
-        # Typically a lock that expired first: the broker has handed those records out
-        # again. Their outcome here was durable (stored or dead-lettered), so the next
-        # delivery finds the order stored, or dead-letters a copy. Nothing is lost.
-        where = ", ".join(f"{tp.topic}[{tp.partition}] x{len(o)}" for tp, o in offsets.items())
-        log.warning("acknowledgements refused (%s): %s", where or "-", error)

@@ -43,3 +43,15 @@ def test_the_table_shows_visible_shares_and_p99_against_the_clean_run(
                        "0.50 s", "1.00"]  # fmt: skip
     assert rows[1][4:] == ["900 (100.0%)", "0.10 s", "0.35 s", "0.70"]
     assert rows[2][4:] == ["0 (0.0%)", "-", "-", "-"]
+
+
+def test_queue_mode_is_compared_with_its_own_clean_run(
+    table_rows: Callable[[str], list[list[str]]],
+) -> None:
+    classic = CaseResult("non-blocking", 0.0, 90.0, 1000, 1000, 1000, 0.1, 0.5)
+    queue_clean = CaseResult("queue", 0.0, 90.0, 1000, 1000, 1000, 0.1, 0.25, "share")
+    queue_failing = CaseResult("queue", 0.10, 90.0, 1000, 900, 900, 0.1, 1.0, "share")
+
+    _, *rows = table_rows(table([classic, queue_clean, queue_failing]))
+
+    assert [row[-1] for row in rows] == ["1.00", "1.00", "4.00"]  # 1.0 / 0.25, not / 0.5

@@ -15,7 +15,7 @@ from orderproc.errors import DeliveryError, OrderProcError, StoreError
 from orderproc.kafka.share_groups import CRASH_HEADROOM, share_group_configs
 from orderproc.metrics import ConsumerMetrics
 from orderproc.store.processed import ProcessedRow
-from orderproc.worker import share
+from orderproc.worker import share_members
 from orderproc.worker.handler import PriceThresholdHandler
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.share import ShareOrderConsumer
@@ -87,10 +87,10 @@ class NoOrders:
         return {}
 
 
-def member(
+def queue_consumer(
     monkeypatch: pytest.MonkeyPatch, producer: Any, sink: FakeSink
 ) -> tuple[ShareOrderConsumer, FakeShareConsumer]:
-    monkeypatch.setattr(share, "ShareConsumer", FakeShareConsumer)
+    monkeypatch.setattr(share_members, "ShareConsumer", FakeShareConsumer)
     settings = Settings(group_type=GroupType.SHARE, max_attempts=3, backoff_initial_s=0,
                         backoff_jitter=0)  # fmt: skip
     consumer = ShareOrderConsumer(
@@ -99,16 +99,17 @@ def member(
         echo=None, serde=SERDE,
     )  # fmt: skip
     consumer.sink = cast(Any, sink)
-    return consumer, cast(FakeShareConsumer, consumer.consumer)
+    return consumer, cast(FakeShareConsumer, consumer.members.all[0].consumer)
 
 
 def test_each_record_is_accepted_after_its_outcome_is_durable_and_a_retry_released(
     monkeypatch: pytest.MonkeyPatch, fake_producer: Any
 ) -> None:
     sink = FakeSink()
-    consumer, client = member(monkeypatch, fake_producer, sink)
+    consumer, client = queue_consumer(monkeypatch, fake_producer, sink)
 
-    consumer._handle(cast(Any, [
+    holder = consumer.members.all[0]
+    consumer._handle(holder, cast(Any, [
         Acquired(1, order("o-1")),
         Acquired(2, order("o-2", price=150.0), delivery=1),  # fails: released, tried again
         Acquired(3, order("o-3", price=150.0), delivery=3),  # its last delivery: DLQ
@@ -120,10 +121,17 @@ def test_each_record_is_accepted_after_its_outcome_is_durable_and_a_retry_releas
     letters = [json.loads(p["value"]) for p in fake_producer.produced]
     assert [p["topic"] for p in fake_producer.produced] == ["orders_dlq", "orders_dlq"]
     assert [letter["delivery_count"] for letter in letters] == [3, 1]
-    # Accepted once stored or dead-lettered; the retry released only after those are sent.
-    assert client.acks == [(1, "ACCEPT"), (3, "ACCEPT"), (4, "ACCEPT"), (5, "ACCEPT"),
-                           (2, "RELEASE")]  # fmt: skip
-    assert client.commits == [4, 5]
+    # Accepted once stored or dead-lettered, and sent at once: the failing record is held
+    # back through its backoff, and the member polls nothing until it is released.
+    assert client.acks == [(1, "ACCEPT"), (3, "ACCEPT"), (4, "ACCEPT"), (5, "ACCEPT")]
+    assert client.commits == [4]
+    assert [m.offset() for m in holder.held] == [2]
+    assert consumer.members.free() is not holder
+
+    consumer.members.release_due()  # its backoff (0 s here) is over
+
+    assert client.acks[-1] == (2, "RELEASE") and client.commits == [4, 5]
+    assert not holder.held
     stats = consumer.stats
     assert (stats.consumed, stats.processed, stats.retried, stats.dead_lettered) == (4, 2, 1, 2)
 
@@ -132,10 +140,13 @@ def test_a_refusing_dlq_releases_the_whole_poll_and_accepts_nothing(
     monkeypatch: pytest.MonkeyPatch, make_fake_producer: Any
 ) -> None:
     sink = FakeSink()
-    consumer, client = member(monkeypatch, make_fake_producer(fail_topics=("orders_dlq",)), sink)
+    consumer, client = queue_consumer(
+        monkeypatch, make_fake_producer(fail_topics=("orders_dlq",)), sink
+    )
 
+    holder = consumer.members.all[0]
     with pytest.raises(DeliveryError, match="dead letters refused"):
-        consumer._handle(cast(Any, [Acquired(1, order("o-1")), Acquired(2, BROKEN)]))
+        consumer._handle(holder, cast(Any, [Acquired(1, order("o-1")), Acquired(2, BROKEN)]))
 
     assert client.acks == [(1, "RELEASE"), (2, "RELEASE")]
     assert client.commits == [2]
@@ -144,10 +155,30 @@ def test_a_refusing_dlq_releases_the_whole_poll_and_accepts_nothing(
 def test_a_store_that_stays_down_releases_the_whole_poll(
     monkeypatch: pytest.MonkeyPatch, fake_producer: Any
 ) -> None:
-    consumer, client = member(monkeypatch, fake_producer, FakeSink(fail=True))
+    consumer, client = queue_consumer(monkeypatch, fake_producer, FakeSink(fail=True))
 
+    holder = consumer.members.all[0]
     with pytest.raises(StoreError):
-        consumer._handle(cast(Any, [Acquired(1, order("o-1")), Acquired(2, order("o-2"))]))
+        consumer._handle(holder, cast(Any, [Acquired(1, order("o-1")), Acquired(2, order("o-2"))]))
 
     assert client.acks == [(1, "RELEASE"), (2, "RELEASE")]
     assert consumer.stats.consumed == 0
+
+
+def test_members_holding_records_back_are_skipped_and_the_free_ones_polled_in_turn(
+    monkeypatch: pytest.MonkeyPatch, fake_producer: Any
+) -> None:
+    consumer, _ = queue_consumer(monkeypatch, fake_producer, FakeSink())
+    members = consumer.members
+    first, second, third, fourth = members.all
+
+    members.hold(second, [(30.0, cast(Any, Acquired(7, order("o-7", price=150.0))))])
+
+    assert [members.free() for _ in range(4)] == [first, third, fourth, first]
+    assert 29.0 < members.until_due() <= 30.0
+    assert members.held == 1
+    for member in (first, third, fourth):
+        members.hold(member, [(60.0, cast(Any, Acquired(8, order("o-8"))))])
+    assert members.free() is None  # every member serves a backoff: the process waits
+    members.release_due(all_now=True)  # a stop: released early, none kept
+    assert members.held == 0 and members.free() is not None
