@@ -5,7 +5,8 @@ Issue 8 measured, at 1,000 orders/s with default settings, that blocking mode ma
 again, and queue mode beside it. Each case (mode x share failing) gets fresh topics and a
 fresh PostgreSQL schema, ``orderproc consume`` with the default retry settings (3 attempts,
 backoff 1 s then 2 s, 10 % jitter): one process on 3 partitions in a consumer group, or
-four ``--group-type share`` processes on one partition (queue mode); then, once a probe
+four ``--group-type share`` processes on one partition (queue mode; ``queue-wide``: with
+four group members each, ``ORDERPROC_SHARE_MEMBERS=4``); then, once a probe
 order is stored (the group hands records out), ``orderproc produce --rate 1000`` for the
 window (90 s). At the end of the window it counts the good orders (price at or below the
 threshold; every other order fails) committed to ``processed_orders``, then stops both
@@ -20,6 +21,7 @@ A measurement, not a test: it asserts nothing about speed. Prints a table, write
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -64,11 +66,13 @@ class Mode:
     group_type: GroupType = GroupType.CONSUMER
     members: int = 1
     partitions: int | None = None  # None: the settings' default (3)
+    share_members: int = 1  # queue mode: group members in each process
 
 
 NON_BLOCKING = Mode("non-blocking", RetryMode.NON_BLOCKING)
 BLOCKING = Mode("blocking", RetryMode.BLOCKING)
 QUEUE = Mode("queue", RetryMode.NON_BLOCKING, GroupType.SHARE, members=4, partitions=1)
+QUEUE_WIDE = dataclasses.replace(QUEUE, name="queue-wide", share_members=4)
 CASES: tuple[tuple[Mode, float], ...] = (
     (NON_BLOCKING, 0.0),  # the clean run the consumer-group cases are compared with
     (NON_BLOCKING, 0.10),
@@ -78,6 +82,8 @@ CASES: tuple[tuple[Mode, float], ...] = (
     (QUEUE, 0.0),  # the clean run the queue-mode cases are compared with
     (QUEUE, 0.10),
     (QUEUE, 0.36),
+    (QUEUE_WIDE, 0.10),
+    (QUEUE_WIDE, 0.36),
 )
 
 
@@ -160,6 +166,7 @@ class Case:
                 "retry_mode": mode.retry_mode,
                 "group_type": mode.group_type,
                 "topic_partitions": mode.partitions or base.topic_partitions,
+                "share_members": mode.share_members,
             }
         )
         self.logs = Path(tempfile.mkdtemp(prefix=f"orderproc-visibility-{uid}-"))

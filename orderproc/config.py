@@ -137,8 +137,9 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
     group_type: GroupType = GroupType.CONSUMER
     # Queue mode: share group members per process. A member holding a failing record
-    # through its backoff polls nothing (orderproc.worker.share); the others go on.
-    share_members: int = Field(default=4, ge=1, le=16)
+    # through its backoff polls nothing (orderproc.worker.share_members); the others go on.
+    # More than 1 only with a handler far faster than the record lock allows for: README.
+    share_members: int = Field(default=1, ge=1, le=64)
 
     # Processing rule and retry policy
     price_threshold: float = 100.0

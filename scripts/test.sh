@@ -17,6 +17,13 @@ if ! [[ "$load" =~ ^[0-9]+$ ]] || [ "$load" -gt 64 ]; then
     exit 2
 fi
 
+# ORDERPROC_TEST_LANES: 2 (default) or 1 pytest processes for a whole run (see the end).
+lanes="${ORDERPROC_TEST_LANES:-2}"
+if ! [[ "$lanes" =~ ^[12]$ ]]; then
+    echo "test: error: ORDERPROC_TEST_LANES must be 1 or 2, got '$lanes'" >&2
+    exit 2
+fi
+
 scripts/ensure-packages.sh
 
 if [ "${SKIP_LINT:-0}" != 1 ]; then  # `make test-faults` runs the fault scenarios only
@@ -29,11 +36,11 @@ fi
 started_kafka=0
 started_postgres=0
 load_pids=()
-faults_pid=""
+second_pid=""
 cleanup() {
-    if [ -n "$faults_pid" ] && kill -0 "$faults_pid" 2>/dev/null; then  # interrupted
-        pkill -TERM -P "$faults_pid" 2>/dev/null || true
-        wait "$faults_pid" 2>/dev/null || true
+    if [ -n "$second_pid" ] && kill -0 "$second_pid" 2>/dev/null; then  # interrupted
+        pkill -TERM -P "$second_pid" 2>/dev/null || true
+        wait "$second_pid" 2>/dev/null || true
     fi
     if [ ${#load_pids[@]} -gt 0 ]; then kill "${load_pids[@]}" 2>/dev/null || true; fi
     if [ "$started_kafka" = 1 ]; then $BIN/orderproc dev down || true; fi
@@ -81,34 +88,34 @@ run_pytest() {  # run_pytest LABEL PYTEST-ARGS...: pytest's exit code, its crash
 }
 
 # ORDERPROC_TEST_LANES=2 (the default of a whole run): the fault scenarios (tests/faults)
-# run in a second pytest beside the rest. They stop, kill and fill brokers and databases
-# of their own (dedicated_broker, dedicated_cluster, dedicated_postgres) and use only
-# topics, groups and schemas of their own on the shared ones, as every test does; most of
-# their time is spent waiting for outages and lock expiries, not computing. Their output
-# goes to a file, shown whole when both are done. Arguments given: one pytest, as asked.
-lanes="${ORDERPROC_TEST_LANES:-2}"
-if ! [[ "$lanes" =~ ^[12]$ ]]; then
-    echo "test: error: ORDERPROC_TEST_LANES must be 1 or 2, got '$lanes'" >&2
-    exit 2
-fi
+# and the browser tests run in a second pytest beside the rest. The scenarios stop, kill and
+# fill brokers and databases of their own (dedicated_broker, dedicated_cluster,
+# dedicated_postgres); every test uses topics, groups, schemas and an Airflow of its own on
+# the shared ones; most of the scenarios' time is spent waiting for outages and lock
+# expiries, not computing. The second lane's output goes to a file, shown whole when both
+# are done. Arguments given: one pytest, as asked.
 if [ $# -gt 0 ] || [ "$lanes" = 1 ]; then
     rc=0
     run_pytest tests --durations=40 "$@" || rc=$?
     exit "$rc"
 fi
 
-faults_out="$(mktemp)"
-faults_rc=0
+second=(tests/faults tests/browser)
+second_out="$(mktemp)"
+second_rc=0
 base="$(mktemp -d)"  # one --basetemp each: pytest prunes old numbered temp dirs of its own
-echo "== fault scenarios: a second pytest, its output in $faults_out (shown at the end)" >&2
-run_pytest faults --durations=20 --basetemp="$base/faults" tests/faults >"$faults_out" 2>&1 &
-faults_pid=$!
+echo "== ${second[*]}: a second pytest, its output in $second_out (shown at the end)" >&2
+run_pytest "${second[*]}" --durations=20 --basetemp="$base/second" "${second[@]}" \
+    >"$second_out" 2>&1 &
+second_pid=$!
 rc=0
-run_pytest tests --durations=40 --basetemp="$base/rest" --ignore=tests/faults || rc=$?
-wait "$faults_pid" || faults_rc=$?
-echo "== fault scenarios (tests/faults), exit $faults_rc:" >&2
-cat "$faults_out" >&2
-rm -rf "$faults_out" "$base"
-echo "== exit: tests $rc, fault scenarios $faults_rc" >&2
-if [ "$rc" = 0 ]; then rc="$faults_rc"; fi
+ignored=()
+for dir in "${second[@]}"; do ignored+=("--ignore=$dir"); done
+run_pytest tests --durations=40 --basetemp="$base/first" "${ignored[@]}" || rc=$?
+wait "$second_pid" || second_rc=$?
+echo "== ${second[*]} (the second pytest), exit $second_rc:" >&2
+cat "$second_out" >&2
+rm -rf "$second_out" "$base"
+echo "== exit: tests $rc, ${second[*]} $second_rc" >&2
+if [ "$rc" = 0 ]; then rc="$second_rc"; fi
 exit "$rc"

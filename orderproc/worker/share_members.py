@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 RELEASE = AcknowledgeType.RELEASE
 
-POLL_SLICE_S = 0.05
+POLL_SLICE_S = 0.01
 """How long one free member is polled while others are free too (they are taken in turn,
 so records the broker hands to any of them are taken at once)."""
 

@@ -1,5 +1,6 @@
 """``scripts/test.sh``'s load: ``ORDERPROC_TEST_LOAD=N`` runs the suite beside N busy
-processes, stopped by pid when it ends; a bad value is one line before anything starts."""
+processes, stopped by pid when it ends; a bad value of it or of ``ORDERPROC_TEST_LANES`` is
+one line before anything starts."""
 
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ def test_the_busy_processes_run_beside_the_tests():
 """
 
 
-def _run(tmp_path: Path, load: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, load: str, lanes: str = "2") -> subprocess.CompletedProcess[str]:
     probe = tmp_path / "test_probe.py"
     probe.write_text(PROBE)
-    env = {**os.environ, "ORDERPROC_TEST_LOAD": load, "SKIP_LINT": "1"}
+    env = {**os.environ, "ORDERPROC_TEST_LOAD": load, "ORDERPROC_TEST_LANES": lanes,
+           "SKIP_LINT": "1"}  # fmt: skip
     # Services given: the script starts none of its own, only the load.
     env.setdefault("ORDERPROC_TEST_BOOTSTRAP", "127.0.0.1:1")
     env.setdefault("ORDERPROC_TEST_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
@@ -58,6 +60,13 @@ def test_a_load_that_is_not_a_number_is_one_line_before_anything_starts(tmp_path
         "test: error: ORDERPROC_TEST_LOAD must be a number of busy processes from 0 to 64, "
         "got 'lots'"
     )
+
+
+def test_lanes_other_than_one_or_two_are_one_line_before_anything_starts(tmp_path: Path) -> None:
+    done = _run(tmp_path, "0", lanes="8")
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == "test: error: ORDERPROC_TEST_LANES must be 1 or 2, got '8'"
 
 
 def _ends(pid: int, within_s: float = 30.0) -> bool:

@@ -92,7 +92,7 @@ def queue_consumer(
 ) -> tuple[ShareOrderConsumer, FakeShareConsumer]:
     monkeypatch.setattr(share_members, "ShareConsumer", FakeShareConsumer)
     settings = Settings(group_type=GroupType.SHARE, max_attempts=3, backoff_initial_s=0,
-                        backoff_jitter=0)  # fmt: skip
+                        backoff_jitter=0, share_members=4)  # fmt: skip
     consumer = ShareOrderConsumer(
         settings, cast(Any, NoOrders()), handler=PriceThresholdHandler(100.0),
         metrics=ConsumerMetrics(retry_topics=[]), router=FailureRouter(settings, producer=producer),
