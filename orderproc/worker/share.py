@@ -13,7 +13,7 @@ What each outcome becomes (the decision is ``orderproc.worker.decide``, unchange
   number. The member holding it serves the backoff and polls nothing meanwhile (the
   client allows no poll while a record is unacknowledged); its poll's other records
   are stored and acknowledged first, and the process polls its other members
-  (``share_members``, 4 by default; ``orderproc.worker.share_members``). A poll's
+  (``share_members``, 1 by default; ``orderproc.worker.share_members``). A poll's
   failing records are released together, once the longest of their backoffs is over.
 * a permanent failure, or a failure on delivery ``max_attempts``: our dead letter to
   the DLQ (the classic consumer's envelope and headers, plus ``delivery_count``),

@@ -2,11 +2,13 @@
 
 With explicit acknowledgement the client allows no poll while a record of the last one
 is unacknowledged, and it has no lock renewal: the member holding a failing record
-through its backoff polls nothing until the record is released. So a process runs
-several members (``share_members``) and polls whichever are free; one serving a backoff
-costs the process one member, not its stream. A member that stops polling keeps the
-fetch it had outstanding: the records the broker answers it with (one fetch response,
-at a steady stream a handful) wait for the end of its backoff with it.
+through its backoff polls nothing until the record is released. So a process may run
+several members (``share_members``, 1 by default) and poll whichever are free; one
+serving a backoff then costs the process one member, not its stream. A member that is
+not polled keeps the fetch it had outstanding: the records the broker answers it with
+(one fetch answer; at a steady stream a handful, under a backlog up to a poll's worth)
+wait for its turn or the end of its backoff, and must be handled within their lock
+(30 s). Several members per process suit a fast handler only (README, "Queue mode").
 """
 
 from __future__ import annotations
