@@ -56,7 +56,7 @@ from orderproc.kafka.access import check_settings, consumer_access
 from orderproc.kafka.clients import PRODUCER_MAX_MESSAGE_BYTES, share_consumer_config
 from orderproc.kafka.share_groups import MAX_DELIVERY_LIMIT, configure_share_group
 from orderproc.kafka.topics import ensure_topics, max_message_bytes
-from orderproc.metrics import ConsumerMetrics, Health
+from orderproc.metrics import ConsumerMetrics, Health, ReplayOutcome
 from orderproc.records import Record
 from orderproc.serde import OrderSerde
 from orderproc.store.processed import OrderRepository, ProcessedRow
@@ -263,6 +263,8 @@ class ShareOrderConsumer:
                 ))  # fmt: skip
                 poll.records.append(rec)
                 poll.accept.append(msg)
+                if replay_id is not None:
+                    self.outcomes.replayed[ReplayOutcome.PROCESSED].inc()
             case RetryLater(failure=failure) | RetryInPlace(failure=failure):
                 failure = dataclasses.replace(failure, attempts=delivery)
                 if delivery >= self.settings.max_attempts or not self.policy.should_retry(

@@ -53,8 +53,10 @@ class Consumed:
 class Acquired(Consumed):
     """A record a share consumer acquired, on its ``delivery``-th delivery."""
 
-    def __init__(self, offset: int, value: bytes, delivery: int = 1) -> None:
-        super().__init__("orders", 0, offset, value)
+    def __init__(
+        self, offset: int, value: bytes, delivery: int = 1, headers: list[Header] | None = None
+    ) -> None:
+        super().__init__("orders", 0, offset, value, headers)
         self._delivery = delivery
 
     def delivery_count(self) -> int:

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import AcknowledgeType
 from pydantic import ValidationError
 
+from orderproc import headers as h
 from orderproc.config import GroupType, ProcessingGuarantee, Settings, WireFormat
 from orderproc.errors import DeliveryError, OrderProcError, StoreError
 from orderproc.kafka.share_groups import CRASH_HEADROOM, share_group_configs
@@ -114,10 +115,14 @@ def test_each_record_is_accepted_after_its_outcome_is_durable_and_a_retry_releas
         Acquired(2, order("o-2", price=150.0), delivery=1),  # fails: released, tried again
         Acquired(3, order("o-3", price=150.0), delivery=3),  # its last delivery: DLQ
         Acquired(4, BROKEN),  # permanent: DLQ at once
-        Acquired(5, order("o-5")),
+        Acquired(5, order("o-5"), headers=[(h.REPLAY_ID, b"replay-1")]),  # a replayed order
     ]))  # fmt: skip
 
     assert sink.stored == ["o-1", "o-5"]
+    replayed = consumer.metrics.registry.get_sample_value(
+        "orderproc_replayed_orders_total", {"outcome": "processed"}
+    )
+    assert replayed == 1
     letters = [json.loads(p["value"]) for p in fake_producer.produced]
     assert [p["topic"] for p in fake_producer.produced] == ["orders_dlq", "orders_dlq"]
     assert [letter["delivery_count"] for letter in letters] == [3, 1]
