@@ -3,7 +3,9 @@
 The group's ``share.delivery.count.limit`` leaves ``CRASH_HEADROOM`` deliveries beyond
 ``max_attempts`` (``orderproc.worker.share`` says why); ``share.auto.offset.reset=earliest``
 reads orders written before the group's first member; ``share.isolation.level=
-read_committed`` never reads a replay's aborted transaction.
+read_committed`` never reads a replay's aborted transaction; ``share.record.lock.duration.ms``
+outlasts the longest backoff by ``LOCK_HEADROOM_S`` (a member holds a failing record through
+its backoff: a lock that expired first would hand it out again, a delivery spent).
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ MAX_DELIVERY_LIMIT = 10
 ``group.share.max.delivery.count.limit``)."""
 
 
+LOCK_S = (30.0, 60.0)
+"""The record lock queue mode sets: the broker's default at least, and at most its ceiling
+(``group.share.max.record.lock.duration.ms``; the broker refuses more)."""
+LOCK_HEADROOM_S = 15.0
+"""How much longer than the longest backoff a record stays locked to its member."""
+
+
+def longest_backoff_s(settings: Settings) -> float:
+    """The longest backoff a retried order can get: before its last attempt, jitter included
+    (``orderproc.worker.retry.RetryPolicy``: never above ``backoff_max_s``)."""
+    if settings.max_attempts < 2:
+        return 0.0
+    base = settings.backoff_initial_s * settings.backoff_multiplier ** (settings.max_attempts - 2)
+    base = min(settings.backoff_max_s, base)
+    return min(settings.backoff_max_s, base * (1 + settings.backoff_jitter))
+
+
 def share_group_configs(settings: Settings) -> dict[str, str]:
     """The group configs queue mode relies on (see the module's docstring)."""
     if settings.max_attempts > MAX_DELIVERY_LIMIT:
@@ -36,11 +55,21 @@ def share_group_configs(settings: Settings) -> dict[str, str]:
             f"ORDERPROC_MAX_ATTEMPTS={settings.max_attempts} is more deliveries than a share "
             f"group allows ({MAX_DELIVERY_LIMIT})"
         )
+    backoff = longest_backoff_s(settings)
+    lowest, highest = LOCK_S
+    if backoff + LOCK_HEADROOM_S > highest:
+        raise OrderProcError(
+            f"a share group member holds a failing order through its backoff, under a lock of "
+            f"at most {highest:g}s: the longest backoff ({backoff:g}s) must stay under "
+            f"{highest - LOCK_HEADROOM_S:g}s (ORDERPROC_BACKOFF_MAX_S)"
+        )
     limit = min(MAX_DELIVERY_LIMIT, max(2, settings.max_attempts + CRASH_HEADROOM))
+    lock_ms = round(max(lowest, backoff + LOCK_HEADROOM_S) * 1000)
     return {
         "share.delivery.count.limit": str(limit),
         "share.auto.offset.reset": "earliest",
         "share.isolation.level": "read_committed",
+        "share.record.lock.duration.ms": str(lock_ms),
     }
 
 

@@ -39,6 +39,28 @@ def test_more_attempts_than_a_share_group_delivers_is_refused() -> None:
         share_group_configs(Settings(max_attempts=11))
 
 
+@pytest.mark.parametrize(
+    ("settings", "lock_ms"),
+    [
+        ({}, 30000),  # backoffs of 2.2 s at most: the broker's default lock
+        ({"max_attempts": 6, "backoff_jitter": 0.0}, 31000),  # 1, 2, 4, 8, 16 s: 16 + 15
+        ({"max_attempts": 10}, 45000),  # capped at backoff_max_s (30 s) + 15
+        ({"max_attempts": 1}, 30000),  # no retry, no backoff
+    ],
+)
+def test_the_record_lock_outlasts_the_longest_backoff(
+    settings: dict[str, Any], lock_ms: int
+) -> None:
+    configs = share_group_configs(Settings(**settings))
+    assert configs["share.record.lock.duration.ms"] == str(lock_ms)
+
+
+def test_a_backoff_longer_than_the_broker_lets_a_record_be_locked_is_refused() -> None:
+    settings = Settings(max_attempts=8, backoff_max_s=50.0)
+    with pytest.raises(OrderProcError, match=r"longest backoff \(50s\) must stay under 45s"):
+        share_group_configs(settings)
+
+
 def test_a_share_group_refuses_exactly_once_and_the_registry() -> None:
     share = GroupType.SHARE
     with pytest.raises(ValidationError, match="exactly once needs ORDERPROC_GROUP_TYPE"):
