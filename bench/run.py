@@ -44,6 +44,7 @@ from orderproc.kafka.share_groups import configure_share_group
 from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
+from orderproc.worker.retry import RetryPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_ORDERS = 200_000
@@ -191,7 +192,8 @@ class Bench:
             settings = work.consumer_settings(dataset, kind).model_copy(
                 update={"group_type": GroupType.SHARE}
             )
-            configure_share_group(settings)  # earliest, like the subject's
+            longest = RetryPolicy.from_settings(settings).longest_delay()
+            configure_share_group(settings, longest)  # earliest, like the subject's
             return baselines.share_consume_decode(
                 work.bootstrap, dataset.topic, settings.consumer_group, target, IDLE_S
             )

@@ -38,33 +38,23 @@ LOCK_HEADROOM_S = 15.0
 """How much longer than the longest backoff a record stays locked to its member."""
 
 
-def longest_backoff_s(settings: Settings) -> float:
-    """The longest backoff a retried order can get: before its last attempt, jitter included
-    (``orderproc.worker.retry.RetryPolicy``: never above ``backoff_max_s``)."""
-    if settings.max_attempts < 2:
-        return 0.0
-    base = settings.backoff_initial_s * settings.backoff_multiplier ** (settings.max_attempts - 2)
-    base = min(settings.backoff_max_s, base)
-    return min(settings.backoff_max_s, base * (1 + settings.backoff_jitter))
-
-
-def share_group_configs(settings: Settings) -> dict[str, str]:
-    """The group configs queue mode relies on (see the module's docstring)."""
+def share_group_configs(settings: Settings, longest_backoff_s: float) -> dict[str, str]:
+    """The group configs queue mode relies on (see the module's docstring), for a member
+    whose longest backoff is ``longest_backoff_s`` (``RetryPolicy.longest_delay``)."""
     if settings.max_attempts > MAX_DELIVERY_LIMIT:
         raise OrderProcError(
             f"ORDERPROC_MAX_ATTEMPTS={settings.max_attempts} is more deliveries than a share "
             f"group allows ({MAX_DELIVERY_LIMIT})"
         )
-    backoff = longest_backoff_s(settings)
     lowest, highest = LOCK_S
-    if backoff + LOCK_HEADROOM_S > highest:
+    if longest_backoff_s + LOCK_HEADROOM_S > highest:
         raise OrderProcError(
             f"a share group member holds a failing order through its backoff, under a lock of "
-            f"at most {highest:g}s: the longest backoff ({backoff:g}s) must stay under "
+            f"at most {highest:g}s: the longest backoff ({longest_backoff_s:g}s) must stay under "
             f"{highest - LOCK_HEADROOM_S:g}s (ORDERPROC_BACKOFF_MAX_S)"
         )
     limit = min(MAX_DELIVERY_LIMIT, max(2, settings.max_attempts + CRASH_HEADROOM))
-    lock_ms = round(max(lowest, backoff + LOCK_HEADROOM_S) * 1000)
+    lock_ms = round(max(lowest, longest_backoff_s + LOCK_HEADROOM_S) * 1000)
     return {
         "share.delivery.count.limit": str(limit),
         "share.auto.offset.reset": "earliest",
@@ -73,10 +63,10 @@ def share_group_configs(settings: Settings) -> dict[str, str]:
     }
 
 
-def configure_share_group(settings: Settings) -> None:
+def configure_share_group(settings: Settings, longest_backoff_s: float) -> None:
     """Set ``share_group_configs`` on the group and wait until the broker applies them
     (it does so asynchronously); a broker without share groups is a one-line error."""
-    wanted = share_group_configs(settings)
+    wanted = share_group_configs(settings, longest_backoff_s)
     entries = [ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
                for name, value in wanted.items()]  # fmt: skip
     name = settings.consumer_group

@@ -62,6 +62,13 @@ class RetryPolicy:
         spread = base * self.jitter
         return max(0.0, min(self.max_s, base + self.rng.uniform(-spread, spread)))
 
+    def longest_delay(self) -> float:
+        """The longest wait ``delay`` can give: before the last attempt, jitter included."""
+        if self.max_attempts < 2:
+            return 0.0
+        base = self.base_delay(self.max_attempts - 1)
+        return min(self.max_s, base * (1 + self.jitter))
+
     def should_retry(self, error: ProcessingError, attempts_made: int) -> bool:
         """Whether a record that failed ``attempts_made`` times gets another attempt."""
         return error.retryable and attempts_made < self.max_attempts

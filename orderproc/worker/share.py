@@ -175,7 +175,7 @@ class ShareOrderConsumer:
         settings = self.settings
         check_settings(settings, consumer_access(settings))
         ensure_topics(settings)
-        configure_share_group(settings)
+        configure_share_group(settings, self.policy.longest_delay())
         self.router.max_record_bytes = max_message_bytes(
             settings, settings.dlq_topic, PRODUCER_MAX_MESSAGE_BYTES
         )

@@ -138,6 +138,29 @@ def test_delay_is_always_between_zero_and_the_cap(
 
 
 @given(
+    max_attempts=st.integers(1, 12),
+    initial_s=st.floats(0, 100),
+    multiplier=st.floats(1, 10),
+    jitter=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(deadline=None)
+def test_no_delay_before_any_attempt_exceeds_the_longest_delay(
+    max_attempts: int, initial_s: float, multiplier: float, jitter: float, seed: int
+) -> None:
+    policy = RetryPolicy(max_attempts=max_attempts, initial_s=initial_s, multiplier=multiplier,
+                         jitter=jitter, rng=random.Random(seed))  # fmt: skip
+    delays = [policy.delay(n) for n in range(1, max_attempts) for _ in range(20)]
+
+    assert all(d <= policy.longest_delay() for d in delays)
+    if max_attempts == 1:
+        assert policy.longest_delay() == 0.0  # no retry, no wait
+    else:  # reached: jitter at its top before the last attempt
+        top = policy.base_delay(max_attempts - 1) * (1 + jitter)
+        assert policy.longest_delay() == min(policy.max_s, top)
+
+
+@given(
     initial_s=st.floats(0, 100),
     multiplier=st.floats(1, 10),
     max_s=st.floats(0, 1_000),

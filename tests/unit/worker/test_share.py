@@ -18,6 +18,7 @@ from orderproc.metrics import ConsumerMetrics
 from orderproc.store.processed import ProcessedRow
 from orderproc.worker import share_members
 from orderproc.worker.handler import PriceThresholdHandler
+from orderproc.worker.retry import RetryPolicy
 from orderproc.worker.routing import FailureRouter
 from orderproc.worker.share import ShareOrderConsumer
 from orderproc.worker.sink import Written
@@ -26,7 +27,7 @@ from tests.unit.worker.records import BROKEN, SERDE, Acquired, order
 
 @pytest.mark.parametrize(("attempts", "limit"), [(1, 3), (3, 5), (8, 10), (10, 10)])
 def test_the_delivery_limit_leaves_room_for_crashed_members(attempts: int, limit: int) -> None:
-    configs = share_group_configs(Settings(max_attempts=attempts))
+    configs = share_group_configs(Settings(max_attempts=attempts), 0.0)
     assert configs["share.delivery.count.limit"] == str(limit)
     assert limit >= attempts and (limit == 10 or limit == attempts + CRASH_HEADROOM)
     # Orders written before the group's first member, never a replay's aborted attempt.
@@ -36,7 +37,7 @@ def test_the_delivery_limit_leaves_room_for_crashed_members(attempts: int, limit
 
 def test_more_attempts_than_a_share_group_delivers_is_refused() -> None:
     with pytest.raises(OrderProcError, match="MAX_ATTEMPTS=11 is more deliveries"):
-        share_group_configs(Settings(max_attempts=11))
+        share_group_configs(Settings(max_attempts=11), 0.0)
 
 
 @pytest.mark.parametrize(
@@ -51,14 +52,15 @@ def test_more_attempts_than_a_share_group_delivers_is_refused() -> None:
 def test_the_record_lock_outlasts_the_longest_backoff(
     settings: dict[str, Any], lock_ms: int
 ) -> None:
-    configs = share_group_configs(Settings(**settings))
+    policy = RetryPolicy.from_settings(Settings(**settings))
+    configs = share_group_configs(Settings(**settings), policy.longest_delay())
     assert configs["share.record.lock.duration.ms"] == str(lock_ms)
 
 
 def test_a_backoff_longer_than_the_broker_lets_a_record_be_locked_is_refused() -> None:
     settings = Settings(max_attempts=8, backoff_max_s=50.0)
     with pytest.raises(OrderProcError, match=r"longest backoff \(50s\) must stay under 45s"):
-        share_group_configs(settings)
+        share_group_configs(settings, RetryPolicy.from_settings(settings).longest_delay())
 
 
 def test_a_share_group_refuses_exactly_once_and_the_registry() -> None:
