@@ -87,8 +87,9 @@ run_pytest() {  # run_pytest LABEL PYTEST-ARGS...: pytest's exit code, its crash
     return "$rc"
 }
 
-# ORDERPROC_TEST_LANES=2 (the default of a whole run): the fault scenarios (tests/faults)
-# and the browser tests run in a second pytest beside the rest. The scenarios stop, kill and
+# ORDERPROC_TEST_LANES=2 (the default of a whole run): the fault scenarios (tests/faults),
+# the browser tests and the DAG tests (the two that start a live Airflow) run in a second
+# pytest beside the rest. The scenarios stop, kill and
 # fill brokers and databases of their own (dedicated_broker, dedicated_cluster,
 # dedicated_postgres); every test uses topics, groups, schemas and an Airflow of its own on
 # the shared ones; most of the scenarios' time is spent waiting for outages and lock
@@ -100,7 +101,7 @@ if [ $# -gt 0 ] || [ "$lanes" = 1 ]; then
     exit "$rc"
 fi
 
-second=(tests/faults tests/browser)
+second=(tests/faults tests/browser tests/dags)
 second_out="$(mktemp)"
 second_rc=0
 base="$(mktemp -d)"  # one --basetemp each: pytest prunes old numbered temp dirs of its own
