@@ -299,6 +299,18 @@ def test_deliveries_wait_out_a_broker_restart_rather_than_fail_after_30s() -> No
     assert reliable_producer_config(settings)["delivery.timeout.ms"] == 300_000
 
 
+def test_an_idempotent_producer_keeps_one_request_in_flight_and_a_transactional_one_five() -> None:
+    from orderproc.kafka.clients import reliable_producer_config, transactional_producer_config
+
+    settings = Settings()
+    key = "max.in.flight.requests.per.connection"
+
+    # librdkafka #4953: behind a failed request, a bumped epoch resends written batches.
+    assert reliable_producer_config(settings)[key] == 1
+    assert reliable_producer_config(settings, **{key: 5})[key] == 5  # a caller may choose
+    assert key not in transactional_producer_config(settings)  # librdkafka's 5: aborts instead
+
+
 @pytest.mark.parametrize(
     ("delivery_ms", "transaction_ms", "expected_ms"),
     [(300_000, 60_000, 60_000), (20_000, 60_000, 20_000)],
