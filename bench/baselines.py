@@ -1,4 +1,5 @@
-"""The raw baselines: confluent-kafka batch ``consume()`` + fastavro, optionally + ``COPY``.
+"""The raw baselines: confluent-kafka batch ``consume()`` + fastavro, optionally + ``COPY``;
+and a produce loop of fastavro-encoded orders.
 
 This is what a hand-written loop with no framework would do, kept lean but not
 contrived: librdkafka defaults (auto offset store and commit every 5 s), one
@@ -11,16 +12,17 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import fastavro
 import psycopg
-from confluent_kafka import AcknowledgeType, Consumer, Message, ShareConsumer
+from confluent_kafka import AcknowledgeType, Consumer, KafkaError, Message, Producer, ShareConsumer
 
 from bench.stats import Sample
 from bench.workload import POLL_TIMEOUT_S, BenchError
+from orderproc.models import Order
 from orderproc.serde import schema_path
 
 Decoded = list[tuple[Message, Any]]
@@ -156,3 +158,36 @@ def share_consume_decode(
         consumer.close()
     assert started is not None  # the loop ran at least one poll
     return Sample(done, finished - started)
+
+
+def produce_encode(bootstrap: str, topic: str, orders: Sequence[Order]) -> Sample:
+    """Time to encode ``orders`` with fastavro, produce them keyed by ``orderId`` with the
+    same acknowledgements and idempotence as ``orderproc produce`` (librdkafka's defaults
+    otherwise), and see every delivery report come back without an error."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    writer, schema = fastavro.schemaless_writer, SCHEMA
+    failed: list[str] = []
+
+    def report(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err.str())
+
+    started = time.perf_counter()
+    for order in orders:
+        buf = io.BytesIO()
+        writer(buf, schema, order.to_record())
+        while True:
+            try:
+                producer.produce(topic, buf.getvalue(), order.order_id.encode(), on_delivery=report)
+                break
+            except BufferError:  # the local queue is full: serve reports to free room
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    finished = time.perf_counter()
+    if remaining or failed:
+        raise BenchError(f"raw producer: {remaining} unacknowledged, {len(failed)} failed "
+                         f"({failed[:1]})")  # fmt: skip
+    return Sample(len(orders), finished - started)

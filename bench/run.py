@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import itertools
 import json
 import logging
 import os
 import platform
 import pstats
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -34,16 +36,18 @@ import confluent_kafka
 from bench import baselines, stats
 from bench.stats import Sample
 from bench.subjects import NullRepository, check_full_run, run_consumer, run_share_consumer
-from bench.workload import BATCH_SIZE, BenchError, Dataset, Workload
+from bench.workload import BATCH_SIZE, PRICE_THRESHOLD, BenchError, Dataset, Workload
 from devstack.postgres import database_url as devstack_database_url
 from devstack.registry import SchemaRegistry
 from devstack.settings import KAFKA_VERSION
-from orderproc.config import GroupType, get_settings
+from orderproc.config import GroupType, Settings, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.kafka.share_groups import configure_share_group
+from orderproc.models import Order
 from orderproc.serde.registry import RegistryClient
 from orderproc.store.engine import make_engine
 from orderproc.store.processed import OrderRepository
+from orderproc.worker.producer import OrderGenerator, OrderProducer
 from orderproc.worker.retry import RetryPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -131,6 +135,23 @@ DEFINITIONS = {
         "consumer_share_noop / raw_share: how close queue mode comes to the share consumer's "
         "own ceiling"
     ),
+    stats.RAW_PRODUCE: (
+        "N orders generated once before the rounds (10% above the threshold), each encoded "
+        "with fastavro.schemaless_writer and produced keyed by orderId to a new topic by a "
+        "confluent-kafka Producer with enable.idempotence, acks=all and linger.ms=5 like "
+        "orderproc's (librdkafka's defaults otherwise: five requests in flight), a full queue "
+        "served by poll(0.1), poll(0) after each record; timed from the first produce to the "
+        "end of flush, every delivery report checked; each run's topic then holds N records"
+    ),
+    stats.PRODUCE: (
+        "orderproc OrderProducer.run(rate=0) over the same orders to a new topic: its "
+        "serializer, the idempotent producer of orderproc produce (one request in flight: "
+        "orderproc.kafka.clients.ONE_REQUEST_IN_FLIGHT), counters and metrics per record, "
+        "every delivery report checked, the final flush timed; construction untimed"
+    ),
+    "produce_ratio": (
+        "produce / raw_produce: the same orders, same acknowledgements and idempotence"
+    ),
     "failure_isolation_ratio": (
         "consumer_noop_failing / consumer_noop: same consumer and settings, both with the "
         "no-op sink, on two topics of N orders that differ only in the share failing"
@@ -151,9 +172,16 @@ class Bench:
     """Runs one kind of measurement over the shared data."""
 
     def __init__(
-        self, work: Workload, clean: Dataset, failing: Dataset, registry: Dataset, registry_url: str
+        self,
+        work: Workload,
+        clean: Dataset,
+        failing: Dataset,
+        registry: Dataset,
+        registry_url: str,
+        orders: Sequence[Order],
     ) -> None:
         self.work = work
+        self.orders = orders
         self.clean = clean
         self.failing = failing
         self.registry = registry
@@ -174,6 +202,8 @@ class Bench:
     def _run(self, kind: str, target: int) -> dict[str, Sample]:
         dataset = {stats.CONSUMER_NOOP_FAILING: self.failing,
                    stats.CONSUMER_NOOP_REGISTRY: self.registry}.get(kind, self.clean)  # fmt: skip
+        if kind in (stats.PRODUCE, stats.RAW_PRODUCE):
+            return {kind: self._produce(kind, target)}
         full = target == dataset.orders
         if kind in (stats.RAW_DECODE, stats.RAW_COPY, stats.RAW_SHARE):
             samples = {kind: self._raw(kind, dataset, target)}
@@ -202,6 +232,26 @@ class Bench:
             sample = baselines.consume_decode_copy(*args, conn)
         if target == dataset.orders and work.count_rows() != dataset.orders:
             raise BenchError(f"COPY baseline stored {work.count_rows()} rows, not {target}")
+        return sample
+
+    def _produce(self, kind: str, target: int) -> Sample:
+        """``target`` orders into a new topic; each must be in it once when the run ends."""
+        work, orders = self.work, self.orders[:target]
+        topic = work.topic(kind)
+        if kind == stats.RAW_PRODUCE:
+            sample = baselines.produce_encode(work.bootstrap, topic, orders)
+        else:
+            settings = Settings(bootstrap_servers=work.bootstrap, orders_topic=topic)
+            producer = OrderProducer(settings, echo=None)  # its checks and set-up untimed
+            started = time.perf_counter()
+            result = producer.run(iter(orders), count=target, rate=0)
+            sample = Sample(result.delivered, time.perf_counter() - started)
+            if result.delivered != target or result.failed:
+                raise BenchError(f"{kind}: {result.delivered} of {target} orders delivered, "
+                                 f"{result.failed} failed")  # fmt: skip
+        written = work.records_in(topic)
+        if written != target:
+            raise BenchError(f"{kind} wrote {written} records for {target} orders")
         return sample
 
     def _consumer(self, kind: str, dataset: Dataset, target: int, full: bool) -> dict[str, Sample]:
@@ -349,7 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             failing = work.produce(orders, FAIL_SHARE, SEED + 1)
             registry_url = registry_answering(settings.schema_registry_url)
             registry = work.produce(orders, 0.0, SEED, registry_url)
-            bench = Bench(work, clean, failing, registry, registry_url)
+            generated = OrderGenerator(PRICE_THRESHOLD, FAIL_SHARE, random.Random(SEED + 2))
+            produced = list(itertools.islice(generated, orders))
+            bench = Bench(work, clean, failing, registry, registry_url, produced)
             if args.profile:
                 profile(bench, args.profile, orders)
                 return 0

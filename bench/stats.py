@@ -19,6 +19,8 @@ CONSUMER_PG_EOS = "consumer_pg_eos"
 CONSUMER_NOOP_REGISTRY = "consumer_noop_registry"
 RAW_SHARE = "raw_share"
 CONSUMER_SHARE_NOOP = "consumer_share_noop"
+PRODUCE = "produce"
+RAW_PRODUCE = "raw_produce"
 CONSUMER_NOOP_FAILING_MAIN = "consumer_noop_failing_main"
 """Not a run of its own: the failing runs timed to the end of their main topic only."""
 
@@ -32,6 +34,8 @@ KINDS: tuple[str, ...] = (
     RAW_COPY,
     CONSUMER_PG,
     CONSUMER_PG_EOS,
+    RAW_PRODUCE,
+    PRODUCE,
 )
 """Every run of one round. Each ratio's two sides are neighbours, so they are interleaved;
 consumer_noop is the baseline of four, so registry_ratio's sides are one run apart and
@@ -48,6 +52,8 @@ LABELS: dict[str, str] = {
     CONSUMER_PG_EOS: "OrderConsumer -> PostgreSQL, exactly once",
     RAW_SHARE: "raw ShareConsumer + decode + ACCEPT",
     CONSUMER_SHARE_NOOP: "ShareOrderConsumer (queue mode), no-op sink",
+    RAW_PRODUCE: "raw fastavro encode + idempotent produce",
+    PRODUCE: "OrderProducer, unthrottled",
 }
 
 
@@ -67,6 +73,7 @@ RATIOS: tuple[RatioSpec, ...] = (
     RatioSpec("persist_ratio", CONSUMER_PG, RAW_COPY, 0.60),
     RatioSpec("failure_isolation_ratio", CONSUMER_NOOP_FAILING, CONSUMER_NOOP, 0.85),
     RatioSpec("exactly_once_ratio", CONSUMER_PG_EOS, CONSUMER_PG, 0.90),
+    RatioSpec("produce_ratio", PRODUCE, RAW_PRODUCE, 0.80),
     RatioSpec("registry_ratio", CONSUMER_NOOP_REGISTRY, CONSUMER_NOOP, 0.95),
     RatioSpec("share_ratio", CONSUMER_SHARE_NOOP, CONSUMER_NOOP, None),
     RatioSpec("share_ceiling_ratio", CONSUMER_SHARE_NOOP, RAW_SHARE, None),

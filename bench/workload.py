@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -130,6 +131,19 @@ class Workload:
         if stats.delivered != n:
             raise BenchError(f"only {stats.delivered} of {n} orders were delivered to {topic}")
         return Dataset(topic, n, failing)
+
+    def topic(self, what: str) -> str:
+        """A new empty topic of its own."""
+        topic = self.name(what)
+        self._create_topics([topic])
+        return topic
+
+    def records_in(self, topic: str) -> int:
+        """How many records ``topic`` ever got: the sum of its partitions' end offsets."""
+        metadata = self.admin.list_topics(topic, timeout=30).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        ends = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+        return sum(future.result(timeout=30).offset for future in ends.values())
 
     def group(self, kind: str) -> str:
         """A fresh consumer group: every run reads its topic from the beginning."""

@@ -15,9 +15,11 @@ from bench.stats import (
     CONSUMER_PG_EOS,
     CONSUMER_SHARE_NOOP,
     KINDS,
+    PRODUCE,
     RATIOS,
     RAW_COPY,
     RAW_DECODE,
+    RAW_PRODUCE,
     RAW_SHARE,
     RatioSpec,
     Sample,
@@ -49,6 +51,8 @@ ALL = {
     CONSUMER_PG_EOS: samples_at(19_000, 27_000, 23_000),
     RAW_SHARE: samples_at(100_000, 120_000, 110_000),
     CONSUMER_SHARE_NOOP: samples_at(60_000, 70_000, 66_000),
+    RAW_PRODUCE: samples_at(25_000, 24_000, 26_000),
+    PRODUCE: samples_at(19_000, 20_000, 21_000),
 }
 
 
@@ -130,6 +134,8 @@ def test_table_shows_every_measurement_ratio_target_and_verdict() -> None:
     assert any(line.startswith("failure_isolation_ratio") for line in lines)
     share = next(line for line in lines if line.startswith("share_ceiling_ratio"))
     assert share.split() == ["share_ceiling_ratio", "0.60", "-", "info", "0.58..0.60"]
+    produce = next(line for line in lines if line.startswith("produce_ratio"))
+    assert produce.split()[:5] == ["produce_ratio", "0.80", ">=", "0.80", "PASS"]  # 20k / 25k
     eos = next(line for line in lines if line.startswith("exactly_once_ratio"))
     assert eos.split()[:5] == ["exactly_once_ratio", "0.92", ">=", "0.90", "PASS"]
     # The main-topic-only failing figure sits right under the full one.
@@ -156,6 +162,7 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "registry_ratio": 0.96,
         "share_ratio": 0.88,
         "share_ceiling_ratio": 0.6,
+        "produce_ratio": 0.8,
     }
     assert decoded["targets"] == {
         "consume_ratio": 0.7,
@@ -165,6 +172,7 @@ def test_report_is_json_with_ratios_medians_and_every_sample() -> None:
         "registry_ratio": 0.95,
         "share_ratio": None,
         "share_ceiling_ratio": None,
+        "produce_ratio": 0.8,
     }
     assert decoded["verdicts"]["persist_ratio"] == "BELOW"
     assert decoded["verdicts"]["share_ratio"] == "info"
