@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ORDERPROC := $(BIN)/orderproc
 
-.PHONY: install demo test test-faults lint format bench bench-visibility airflow up down clean
+.PHONY: install demo test test-faults lint format bench bench-quick bench-visibility airflow up down clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ bench: install  ## throughput ratios against raw confluent-kafka + fastavro base
 	@$(ORDERPROC) dev up --registry >/dev/null
 	@$(BIN)/python -m devstack.postgres up >/dev/null
 	$(BIN)/python -m bench.run
+
+bench-quick: install  ## every bench scenario once at reduced sizes (make test runs it), no thresholds
+	@SKIP_LINT=1 scripts/test.sh tests/integration/bench
 
 bench-visibility: install  ## how soon good orders become visible at 1,000 orders/s, 10 % and 36 % failing
 	@$(ORDERPROC) dev up

@@ -40,7 +40,7 @@ from bench.workload import BATCH_SIZE, PRICE_THRESHOLD, BenchError, Dataset, Wor
 from devstack.postgres import database_url as devstack_database_url
 from devstack.registry import SchemaRegistry
 from devstack.settings import KAFKA_VERSION
-from orderproc.config import GroupType, Settings, get_settings
+from orderproc.config import GroupType, Settings, WireFormat, get_settings
 from orderproc.errors import OrderProcError
 from orderproc.kafka.share_groups import configure_share_group
 from orderproc.models import Order
@@ -241,7 +241,12 @@ class Bench:
         if kind == stats.RAW_PRODUCE:
             sample = baselines.produce_encode(work.bootstrap, topic, orders)
         else:
-            settings = Settings(bootstrap_servers=work.bootstrap, orders_topic=topic)
+            settings = Settings(
+                bootstrap_servers=work.bootstrap,
+                orders_topic=topic,
+                schema_registry_url=None,
+                wire_format=WireFormat.SCHEMALESS,  # as raw_produce, whatever the environment
+            )
             producer = OrderProducer(settings, echo=None)  # its checks and set-up untimed
             started = time.perf_counter()
             result = producer.run(iter(orders), count=target, rate=0)

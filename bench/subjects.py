@@ -149,33 +149,42 @@ def check_full_run(stats: ConsumerStats, dataset: Dataset) -> None:
         )
 
 
-class ShareStopwatch:
-    """Times a ``ShareOrderConsumer`` run from its first records until it has handled
-    ``target`` of them (the stop is asked for on the poll that reaches it, so that poll is
-    handled and acknowledged); the final acknowledgements count, leaving the group not."""
+@dataclass
+class ShareTally:
+    """What the members of one ``ShareOrderConsumer`` run polled, and when."""
 
-    def __init__(self, inner: Any, target: int, on_done: Callable[[], None]) -> None:
+    target: int
+    on_done: Callable[[], None]
+    polled: int = 0
+    started: float | None = None
+    finished: float | None = None
+
+
+class ShareStopwatch:
+    """Times a ``ShareOrderConsumer`` run, through each of its members' clients, from the
+    first records until they have handled ``target`` (the stop is asked for on the poll that
+    reaches it, so that poll is handled and acknowledged); each member's final
+    acknowledgements count, leaving the group not."""
+
+    def __init__(self, inner: Any, tally: ShareTally) -> None:
         self._inner = inner
-        self._target = target
-        self._on_done = on_done
-        self.polled = 0
-        self.started: float | None = None
-        self.finished: float | None = None
+        self._tally = tally
 
     def poll(self, timeout: float = -1) -> Any:
         messages = self._inner.poll(timeout)
+        tally = self._tally
         if messages:
-            if self.started is None:
-                self.started = time.perf_counter()
-            self.polled += len(messages)
-            if self.polled >= self._target:
-                self._on_done()
+            if tally.started is None:
+                tally.started = time.perf_counter()
+            tally.polled += len(messages)
+            if tally.polled >= tally.target:
+                tally.on_done()
         return messages
 
     def close(self) -> None:
-        if self.polled >= self._target and self.finished is None:
+        if self._tally.polled >= self._tally.target:
             self._inner.commit_sync()
-            self.finished = time.perf_counter()
+            self._tally.finished = time.perf_counter()  # the last member's close sets it last
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -187,10 +196,11 @@ def run_share_consumer(
 ) -> ConsumerRun:
     """Run ``ShareOrderConsumer`` (queue mode) over ``target`` records and time it."""
     consumer = ShareOrderConsumer(settings, cast(OrderRepository, repository), echo=None)
-    watch = ShareStopwatch(consumer.consumer, target, consumer.stop)
-    consumer.consumer = cast(Any, watch)
+    tally = ShareTally(target, consumer.stop)
+    for member in consumer.members.all:
+        member.consumer = cast(Any, ShareStopwatch(member.consumer, tally))
     stats = consumer.run(idle_exit_s=idle_s)
-    if watch.started is None or watch.finished is None:
-        raise BenchError(f"ShareOrderConsumer went idle after {watch.polled} of {target} records")
-    sample = Sample(watch.polled, watch.finished - watch.started)
+    if tally.started is None or tally.finished is None:
+        raise BenchError(f"ShareOrderConsumer went idle after {tally.polled} of {target} records")
+    sample = Sample(tally.polled, tally.finished - tally.started)
     return ConsumerRun(sample, sample, stats)
