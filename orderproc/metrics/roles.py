@@ -9,30 +9,54 @@ store (review backlog, oldest unresolved failure) and in the drain's consumer gr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from orderproc.metrics.lag import LagGauges
 from orderproc.models import DlqStatus
 
 
-class ProducerMetrics:
-    """What the order producer handed to Kafka and what Kafka acknowledged."""
+@dataclass
+class ProduceStats:
+    """What the order producer handed to Kafka, what Kafka acknowledged, what it did not."""
+
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+
+class ProducerMetrics(Collector):
+    """``ProduceStats`` as Prometheus counters, read when scraped.
+
+    The producer counts in plain integers on its hot path, where two ``Counter.inc`` calls
+    an order (each takes a lock) cost a sixth of its throughput: 42,000 against 50,000
+    orders a second unthrottled, 200,000 orders to a local broker. One thread counts (the
+    producer's: delivery reports are served by its own ``poll`` and ``flush``); a scrape
+    reads the integers as they stand.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry or CollectorRegistry()
-        self.produced = Counter(
-            "orderproc_orders_produced", "Orders handed to the producer", registry=r
+        self.registry = registry or CollectorRegistry()
+        self.stats = ProduceStats()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self.stats
+        yield CounterMetricFamily(
+            "orderproc_orders_produced", "Orders handed to the producer", value=stats.produced
         )
-        self.delivered = Counter(
-            "orderproc_orders_delivered", "Orders the broker acknowledged", registry=r
+        yield CounterMetricFamily(
+            "orderproc_orders_delivered", "Orders the broker acknowledged", value=stats.delivered
         )
-        self.failed = Counter(
+        yield CounterMetricFamily(
             "orderproc_order_delivery_failures",
             "Orders the broker did not acknowledge (failed or timed out)",
-            registry=r,
+            value=stats.failed,
         )
 
 

@@ -16,6 +16,7 @@ from orderproc.config import Settings
 from orderproc.kafka.access import check_settings, producer_access
 from orderproc.kafka.clients import flush, produce, reliable_producer_config
 from orderproc.metrics import Health, ProducerMetrics
+from orderproc.metrics.roles import ProduceStats
 from orderproc.models import Order
 from orderproc.serde import serde_for, value_context
 
@@ -60,13 +61,6 @@ class OrderGenerator:
             yield Order(str(uuid.uuid4()), self.rng.choice(PRODUCTS), self.price())
 
 
-@dataclass
-class ProduceStats:
-    produced: int = 0
-    delivered: int = 0
-    failed: int = 0
-
-
 class OrderProducer:
     """Produces orders keyed by ``orderId`` with an idempotent, ``acks=all`` producer.
 
@@ -106,7 +100,7 @@ class OrderProducer:
         if producer is None:
             producer = Producer(reliable_producer_config(settings))
         self.producer = producer
-        self.stats = ProduceStats()
+        self.stats = self.metrics.stats  # scraped as they are counted
         self._echo = echo
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -118,13 +112,11 @@ class OrderProducer:
         with self._lock:
             if err is not None:
                 self.stats.failed += 1
-                self.metrics.failed.inc()
                 log.error(
                     "delivery failed topic=%s key=%s error=%s", msg.topic(), msg.key(), err.str()
                 )
                 return
             self.stats.delivered += 1
-            self.metrics.delivered.inc()
         if self._echo:
             self._echo(f"Delivered to {msg.topic()} [{msg.partition()}]")
 
@@ -137,7 +129,6 @@ class OrderProducer:
             on_delivery=self._on_delivery,
         )
         self.stats.produced += 1
-        self.metrics.produced.inc()
         if self._echo:
             self._echo(f"Produced: {order.to_record()}")
         self.producer.poll(0)
@@ -167,7 +158,6 @@ class OrderProducer:
             remaining = flush(self.producer, self.settings.delivery_timeout_ms / 1000 + 5)
             if remaining:
                 self.stats.failed += remaining
-                self.metrics.failed.inc(remaining)
                 self.health.fail(f"{remaining} orders not acknowledged")
                 log.error("%d orders not acknowledged at shutdown", remaining)
         return self.stats
