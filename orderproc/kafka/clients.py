@@ -138,10 +138,10 @@ which it can no longer recognise as repeats (librdkafka issue #4953, still open 
 the Java client retries without a bump). With one request per broker connection there is
 never a request behind a failed one. Seen once: 3 orders written twice across the loss of
 two of three brokers (``tests/faults/test_cluster_broker_loss.py``). The cost is small: a
-producer writing unthrottled is bound by Python, not by round trips (100,000 orders to one
-local broker, three rounds each: 20,000 a second with one request in flight, 20,200 with
-five). A transactional producer keeps five: its bump aborts the transaction, so a copy
-written before it is never read.
+producer writing unthrottled is bound by Python, not by round trips (200,000 orders to one
+local broker by ``bench.baselines.produce_encode``, twice each: 89,800 and 94,600 a second
+with one request in flight, 89,700 and 87,300 with five). A transactional producer keeps
+five: its bump aborts the transaction, so a copy written before it is never read.
 """
 
 
