@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -220,6 +221,8 @@ class TransactionalOffsets(OffsetPipeline):
     """
 
     RETRIES = 3
+    STUCK_GRACE_S = 10.0
+    """How long past its own timeout ``send_offsets_to_transaction`` may take to return."""
     RENEWED_WITHIN_S = 300.0
     """A producer ended by a fatal error again this soon after the last renewal: another
     live instance uses this instance id (each would fence the other): stop."""
@@ -260,9 +263,9 @@ class TransactionalOffsets(OffsetPipeline):
         for attempt in range(1, self.RETRIES + 1):
             try:
                 if offsets:
-                    self.producer.send_offsets_to_transaction(
-                        offsets, self.consumer.consumer_group_metadata(), self.timeout_s
-                    )
+                    if not self._send_offsets(offsets):
+                        self._replace_stuck_producer()
+                        raise BatchAborted("send_offsets_to_transaction did not return")
                     offsets = []  # sent: a retry only repeats the commit
                 self.producer.commit_transaction(self.timeout_s)
                 break
@@ -279,6 +282,47 @@ class TransactionalOffsets(OffsetPipeline):
                     raise DeliveryError(f"transaction failed: {err.str()}") from exc
         if self._on_stored:
             self._on_stored(batch)
+
+    def _send_offsets(self, offsets: list[TopicPartition]) -> bool:
+        """``send_offsets_to_transaction`` on a thread of its own: False if it has not
+        returned ``STUCK_GRACE_S`` after its timeout (its exception, if any, is raised here).
+
+        librdkafka can block in it past its timeout when the group coordinator went away
+        (librdkafka issues #5456 and #5511, open in 2.16): an exactly-once consumer stayed in
+        this call from the end of a rolling restart until the test gave up on it, 120 s
+        after its SIGTERM (``tests/faults/test_cluster_broker_loss.py``, its SIGUSR1 stack
+        dump). A call that does not return is left on its thread, holding the old producer.
+        """
+        producer, metadata = self.producer, self.consumer.consumer_group_metadata()
+        failed: list[Exception] = []
+
+        def send() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, self.timeout_s)
+            except Exception as exc:  # raised again on the consumer's thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=send, name="send-offsets", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s + self.STUCK_GRACE_S)
+        if thread.is_alive():
+            return False
+        if failed:
+            raise failed[0]
+        return True
+
+    def _replace_stuck_producer(self) -> None:
+        """A new producer in place of one stuck in a call: its ``init_transactions`` fences
+        the old one and aborts the open transaction; the batch is read again."""
+        log.warning("send_offsets_to_transaction has not returned %.0f s after its %.0f s "
+                    "timeout (librdkafka #5456); starting a new producer, reading the batch "
+                    "again", self.STUCK_GRACE_S, self.timeout_s)  # fmt: skip
+        self._new_producer()
+
+    def _new_producer(self) -> None:
+        self.router.renew_producer()
+        self.producer = self.router.producer
+        self.start()
 
     def _renew(self, err: KafkaError) -> None:
         """A fatal error ended the producer: start a new one, once in a while.
@@ -300,9 +344,7 @@ class TransactionalOffsets(OffsetPipeline):
         log.warning("transactions failed (%s); starting a new producer, reading the batch "
                     "again", err.str())  # fmt: skip
         self._renewed_at = now
-        self.router.renew_producer()
-        self.producer = self.router.producer
-        self.start()
+        self._new_producer()
 
     def advance(self, *, wait: bool = False) -> None:
         """Serve delivery reports; batches are committed one by one in ``submit``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -196,10 +197,12 @@ def test_an_authorization_failure_stops_the_consumer_instead_of_resending_the_re
 
 
 class TxnProducer:
-    """A transactional producer whose offsets commit fails ``failures`` times, fatally."""
+    """A transactional producer whose offsets commit fails ``failures`` times, fatally, or
+    (``stuck``) does not return until the event is set."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, stuck: threading.Event | None = None) -> None:
         self.failures = failures
+        self.stuck = stuck
         self.inits = 0
         self.commits = 0
 
@@ -207,6 +210,8 @@ class TxnProducer:
         self.inits += 1
 
     def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        if self.stuck is not None:
+            self.stuck.wait()
         if self.failures:
             self.failures -= 1
             old_epoch = KafkaError(KafkaError._FENCED, "Producer attempted an operation with an "
@@ -258,4 +263,38 @@ def test_a_second_fatal_error_soon_after_stops_the_consumer(fake_consumer: Any) 
     now[0] += TransactionalOffsets.RENEWED_WITHIN_S - 1
 
     with pytest.raises(DeliveryError, match="another consumer running with this --instance-id"):
+        offsets.submit(batch({("orders", 0): 11}))
+
+
+def test_a_producer_stuck_in_send_offsets_past_its_timeout_is_replaced_and_its_batch_read_again(
+    fake_consumer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # librdkafka #5456/#5511: the call can block past its timeout once the group
+    # coordinator went away. The consumer must not stay in it: a new producer, the batch again.
+    released = threading.Event()
+    first, second = TxnProducer(stuck=released), TxnProducer()
+    offsets = transactional(fake_consumer, [first, second], clock=lambda: 1000.0)
+    offsets.timeout_s, offsets.STUCK_GRACE_S = 0.05, 0.05
+    try:
+        with pytest.raises(BatchAborted, match="did not return"):
+            offsets.submit(batch({("orders", 0): 11}))
+        offsets.submit(batch({("orders", 0): 11}))  # the batch, read again
+    finally:
+        released.set()  # the stuck call's thread ends
+
+    assert offsets.router.producer is second and offsets.producer is second
+    assert (second.inits, second.commits) == (1, 1)  # fenced the stuck one, then committed
+    assert first.commits == 0
+    assert "has not returned" in caplog.text and "librdkafka #5456" in caplog.text
+
+
+def test_an_error_of_send_offsets_on_its_thread_is_raised_on_the_consumers(
+    fake_consumer: Any,
+) -> None:
+    class Refusing(TxnProducer):
+        def send_offsets_to_transaction(self, offsets: Any, metadata: Any, t: float) -> None:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))
+
+    offsets = transactional(fake_consumer, [Refusing()], clock=lambda: 1000.0)
+    with pytest.raises(DeliveryError, match="transaction failed: denied"):
         offsets.submit(batch({("orders", 0): 11}))
