@@ -150,14 +150,18 @@ def end_lock_session(engine: Engine) -> None:
 
     with engine.begin() as conn:
         key = advisory_key(str(conn.scalar(text("SELECT current_schema()"))))
+        # With a timeout, pg_terminate_backend waits until the backend has exited (and its
+        # locks are free): without one it only signals it, and on a busy machine the next
+        # taker could still find the lock held (seen once in a full run).
         ended = conn.scalar(
             text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = "
-                "'advisory' AND granted AND classid = :hi AND objid = :lo AND objsubid = 1"
+                "SELECT count(*) FILTER (WHERE ended) FROM (SELECT pg_terminate_backend(pid, "
+                "60000) AS ended FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "classid = :hi AND objid = :lo AND objsubid = 1) AS t"
             ),
             {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
         )
-    assert ended == 1, "no session held the replay lock"
+    assert ended == 1, "no session held the replay lock, or it did not end within 60 s"
 
 
 def wait_for_row_lock_waiter(engine: Engine, timeout_s: float = 60.0) -> None:
